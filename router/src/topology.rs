@@ -1,0 +1,412 @@
+//! The live view of every shard: which host is primary, how far each replica is behind,
+//! which hosts are banned. A background poller refreshes it; requests read it to pick a
+//! connection. Strata never promotes a host itself: it follows whatever promotion an
+//! external tool made, on the next poll.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Object, Pool};
+use futures::future::join_all;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::ids::{HostAddr, RouteHash, ShardId};
+use crate::lag::PrimaryHistory;
+use crate::lsn::Lsn;
+use crate::placement::Placement;
+use crate::pools::host_pool;
+use crate::replica_choice::{read_candidates, HostView};
+use crate::settings::RouterSettings;
+use crate::shard_map::ShardMap;
+
+/// Why the router could not hand out a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("shard {shard} is not in the shard map")]
+    UnknownShard { shard: ShardId },
+    #[error("shard {shard} has no reachable primary: {reason}")]
+    NoPrimary { shard: ShardId, reason: String },
+    #[error("shard {shard} has no host that can serve this read")]
+    NoReader { shard: ShardId },
+}
+
+/// The role a host answered with at its last poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostRole {
+    /// Not polled yet.
+    Unknown,
+    /// `pg_is_in_recovery()` is false: takes writes.
+    Primary,
+    /// `pg_is_in_recovery()` is true: a streaming replica.
+    Replica,
+    /// The last poll failed or timed out.
+    Down,
+}
+
+/// What the poller knows about one host.
+#[derive(Debug, Clone)]
+struct Observation {
+    role: HostRole,
+    lsn: Option<Lsn>,
+    lag: Duration,
+    banned_until: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl Observation {
+    fn banned(&self, now: Instant) -> bool {
+        self.banned_until.is_some_and(|until| until > now)
+    }
+}
+
+struct Host {
+    addr: HostAddr,
+    pool: Pool,
+    seen: Mutex<Observation>,
+}
+
+struct Shard {
+    id: ShardId,
+    hosts: Vec<Host>,
+    /// Samples of the primary's WAL position, from which replica lag in seconds is derived.
+    history: Mutex<PrimaryHistory>,
+}
+
+/// A host's state as reported to operators (`/readyz`, `/v1/admin/shards`, the CLI).
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStatus {
+    pub addr: String,
+    pub role: HostRole,
+    pub banned: bool,
+    pub lsn: Option<String>,
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+    pub pool_size: usize,
+    pub pool_available: usize,
+}
+
+/// A shard's state as reported to operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStatus {
+    pub id: ShardId,
+    pub slots: usize,
+    pub has_primary: bool,
+    pub hosts: Vec<HostStatus>,
+}
+
+/// The router: shard map, placement and the live state of every host.
+pub struct Topology {
+    map: ShardMap,
+    placement: Placement,
+    settings: RouterSettings,
+    shards: BTreeMap<ShardId, Shard>,
+    /// Spreads reads over a shard's replicas.
+    next_reader: AtomicUsize,
+}
+
+/// Stops the background poller when dropped, so a topology never outlives its owner's
+/// interest in it.
+pub struct PollerGuard(JoinHandle<()>);
+
+impl Drop for PollerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Topology {
+    /// Builds pools for every host (without connecting) and polls every host once, so the
+    /// first request already knows the roles.
+    pub async fn connect(map: ShardMap, settings: RouterSettings) -> Arc<Self> {
+        let placement = Placement::from_map(&map);
+        let shards = map
+            .shards
+            .iter()
+            .map(|cfg| {
+                let hosts = cfg
+                    .hosts
+                    .iter()
+                    .map(|addr| Host {
+                        addr: addr.clone(),
+                        pool: host_pool(&map, addr, &settings),
+                        seen: Mutex::new(Observation {
+                            role: HostRole::Unknown,
+                            lsn: None,
+                            lag: Duration::ZERO,
+                            banned_until: None,
+                            last_error: None,
+                        }),
+                    })
+                    .collect();
+                let shard = Shard { id: cfg.id.clone(), hosts, history: Mutex::new(PrimaryHistory::new(256)) };
+                (cfg.id.clone(), shard)
+            })
+            .collect();
+        let topology =
+            Arc::new(Self { map, placement, settings, shards, next_reader: AtomicUsize::new(0) });
+        topology.poll_all().await;
+        topology
+    }
+
+    /// Starts polling every host in the background until the guard is dropped.
+    pub fn spawn_poller(self: &Arc<Self>) -> PollerGuard {
+        let topology = Arc::clone(self);
+        PollerGuard(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(topology.settings.poll_interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                topology.poll_all().await;
+            }
+        }))
+    }
+
+    /// The shard map this topology was built from.
+    pub fn map(&self) -> &ShardMap {
+        &self.map
+    }
+
+    /// Slot placement.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Every shard id, in order.
+    pub fn shard_ids(&self) -> impl Iterator<Item = &ShardId> {
+        self.shards.keys()
+    }
+
+    /// The shard that owns a route hash.
+    pub fn shard_for(&self, hash: RouteHash) -> &ShardId {
+        self.placement.shard_of(hash)
+    }
+
+    /// Polls every host of every shard once, concurrently.
+    pub async fn poll_all(&self) {
+        let polls = self.shards.values().map(|shard| self.poll_shard(shard));
+        join_all(polls).await;
+    }
+
+    async fn poll_shard(&self, shard: &Shard) {
+        let probes = shard.hosts.iter().map(|host| probe(host, self.settings.poll_timeout()));
+        let results = join_all(probes).await;
+        let now = Instant::now();
+        let primaries: Vec<Lsn> = results
+            .iter()
+            .filter_map(|r| match r {
+                Ok((false, lsn)) => Some(*lsn),
+                _ => None,
+            })
+            .collect();
+        let mut history = shard.history.lock().expect("history lock");
+        if let [only] = primaries[..] {
+            history.record(now, only);
+        }
+        for (host, result) in shard.hosts.iter().zip(results) {
+            let mut seen = host.seen.lock().expect("host lock");
+            match result {
+                Ok((in_recovery, lsn)) => {
+                    seen.role = if in_recovery { HostRole::Replica } else { HostRole::Primary };
+                    seen.lsn = Some(lsn);
+                    seen.lag = if in_recovery { history.lag_of(lsn, now) } else { Duration::ZERO };
+                    seen.last_error = None;
+                    if in_recovery && seen.lag > self.settings.max_replica_lag() {
+                        self.ban(&shard.id, host, &mut seen, now, "replica lag past the bound");
+                    }
+                }
+                Err(reason) => {
+                    seen.role = HostRole::Down;
+                    seen.last_error = Some(reason.clone());
+                    self.ban(&shard.id, host, &mut seen, now, &reason);
+                }
+            }
+            record_host_metrics(&shard.id, host, &seen, now);
+        }
+    }
+
+    fn ban(&self, shard: &ShardId, host: &Host, seen: &mut Observation, now: Instant, why: &str) {
+        if !seen.banned(now) {
+            tracing::warn!(shard = %shard, host = %host.addr, reason = why, "host banned from serving");
+        }
+        seen.banned_until = Some(now + self.settings.ban());
+    }
+
+    fn shard(&self, id: &ShardId) -> Result<&Shard, RouterError> {
+        self.shards.get(id).ok_or_else(|| RouterError::UnknownShard { shard: id.clone() })
+    }
+
+    /// A connection to the shard's primary, for writes. When no primary is known, the
+    /// shard is polled once more first (a promotion may just have happened).
+    pub async fn primary(&self, id: &ShardId) -> Result<Object, RouterError> {
+        let shard = self.shard(id)?;
+        if primary_index(shard).is_none() {
+            self.poll_shard(shard).await;
+        }
+        let Some(index) = primary_index(shard) else {
+            return Err(RouterError::NoPrimary { shard: id.clone(), reason: no_primary_reason(shard) });
+        };
+        let host = &shard.hosts[index];
+        host.pool.get().await.map_err(|e| {
+            let mut seen = host.seen.lock().expect("host lock");
+            seen.role = HostRole::Down;
+            seen.last_error = Some(e.to_string());
+            RouterError::NoPrimary { shard: id.clone(), reason: format!("{}: {e}", host.addr) }
+        })
+    }
+
+    /// A connection for a read: a healthy replica that has replayed at least `min_lsn`
+    /// (when given), else the primary. A replica that fails to hand out a connection is
+    /// banned and the next candidate is tried. Returns the connection and the role of the
+    /// host that serves it.
+    pub async fn reader(
+        &self,
+        id: &ShardId,
+        min_lsn: Option<Lsn>,
+    ) -> Result<(Object, HostRole), RouterError> {
+        let shard = self.shard(id)?;
+        let now = Instant::now();
+        let views: Vec<HostView> = shard.hosts.iter().map(|h| view(h, now)).collect();
+        let rotate = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for index in read_candidates(&views, min_lsn, self.settings.max_replica_lag(), rotate) {
+            let host = &shard.hosts[index];
+            match host.pool.get().await {
+                Ok(conn) => {
+                    let role = if views[index].is_primary { HostRole::Primary } else { HostRole::Replica };
+                    return Ok((conn, role));
+                }
+                Err(e) => {
+                    let mut seen = host.seen.lock().expect("host lock");
+                    seen.last_error = Some(e.to_string());
+                    self.ban(id, host, &mut seen, Instant::now(), "connection failed");
+                }
+            }
+        }
+        Err(RouterError::NoReader { shard: id.clone() })
+    }
+
+    /// Every shard's state, for health checks and operators.
+    pub fn status(&self) -> Vec<ShardStatus> {
+        let now = Instant::now();
+        let slots = self.placement.slot_counts();
+        self.shards
+            .values()
+            .map(|shard| ShardStatus {
+                id: shard.id.clone(),
+                slots: slots.get(&shard.id).copied().unwrap_or(0),
+                has_primary: primary_index(shard).is_some(),
+                hosts: shard.hosts.iter().map(|h| host_status(h, now)).collect(),
+            })
+            .collect()
+    }
+}
+
+/// Asks a host whether it is in recovery and where its WAL is (replay position on a
+/// replica, current position on a primary).
+async fn probe(host: &Host, deadline: Duration) -> Result<(bool, Lsn), String> {
+    let attempt = async {
+        let conn = host.pool.get().await.map_err(|e| e.to_string())?;
+        let row = conn
+            .query_one(
+                "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() \
+                 THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let in_recovery: bool = row.get(0);
+        let lsn: Option<String> = row.get(1);
+        let lsn = lsn.unwrap_or_else(|| "0/0".into()).parse::<Lsn>().map_err(|e| e.to_string())?;
+        Ok((in_recovery, lsn))
+    };
+    match tokio::time::timeout(deadline, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
+    }
+}
+
+fn primary_index(shard: &Shard) -> Option<usize> {
+    let now = Instant::now();
+    let primaries: Vec<usize> = shard
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| {
+            let seen = h.seen.lock().expect("host lock");
+            seen.role == HostRole::Primary && !seen.banned(now)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    // Two hosts both claiming to be primary is a split brain: refuse writes rather than
+    // guess, until the HA tool fences one of them.
+    match primaries[..] {
+        [only] => Some(only),
+        _ => None,
+    }
+}
+
+fn no_primary_reason(shard: &Shard) -> String {
+    let primaries = shard
+        .hosts
+        .iter()
+        .filter(|h| h.seen.lock().expect("host lock").role == HostRole::Primary)
+        .count();
+    if primaries > 1 {
+        return format!("{primaries} hosts claim to be primary");
+    }
+    shard
+        .hosts
+        .iter()
+        .map(|h| {
+            let seen = h.seen.lock().expect("host lock");
+            let detail = seen.last_error.clone().unwrap_or_else(|| format!("{:?}", seen.role));
+            format!("{} {}", h.addr, detail.to_lowercase())
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn view(host: &Host, now: Instant) -> HostView {
+    let seen = host.seen.lock().expect("host lock");
+    HostView {
+        is_primary: seen.role == HostRole::Primary,
+        is_replica: seen.role == HostRole::Replica,
+        banned: seen.banned(now),
+        lsn: seen.lsn,
+        lag: seen.lag,
+    }
+}
+
+fn host_status(host: &Host, now: Instant) -> HostStatus {
+    let seen = host.seen.lock().expect("host lock");
+    let pool = host.pool.status();
+    HostStatus {
+        addr: host.addr.to_string(),
+        role: seen.role,
+        banned: seen.banned(now),
+        lsn: seen.lsn.map(|l| l.to_string()),
+        lag_seconds: seen.lag.as_secs_f64(),
+        last_error: seen.last_error.clone(),
+        pool_size: pool.size,
+        pool_available: pool.available,
+    }
+}
+
+fn record_host_metrics(shard: &ShardId, host: &Host, seen: &Observation, now: Instant) {
+    let labels = [("shard", shard.to_string()), ("host", host.addr.to_string())];
+    let up = !matches!(seen.role, HostRole::Down | HostRole::Unknown);
+    metrics::gauge!("strata_db_host_up", &labels).set(if up { 1.0 } else { 0.0 });
+    metrics::gauge!("strata_db_host_primary", &labels)
+        .set(if seen.role == HostRole::Primary { 1.0 } else { 0.0 });
+    metrics::gauge!("strata_db_host_banned", &labels).set(if seen.banned(now) { 1.0 } else { 0.0 });
+    if seen.role == HostRole::Replica {
+        metrics::gauge!("strata_replica_lag_seconds", &labels).set(seen.lag.as_secs_f64());
+    }
+    let pool = host.pool.status();
+    metrics::gauge!("strata_db_pool_connections", &labels).set(pool.size as f64);
+    metrics::gauge!("strata_db_pool_idle_connections", &labels).set(pool.available as f64);
+    metrics::gauge!("strata_db_pool_waiting", &labels).set(pool.waiting as f64);
+}
