@@ -1,1 +1,2 @@
-
+//! The Strata API node.
+pub mod config;

@@ -1,0 +1,118 @@
+//! The sandbox builder tests use: `Cluster::builder().shards(2).replicas(1).start()`
+//! gives a private cluster on free ports in a temporary directory, watched by a reaper
+//! so nothing outlives the test binary.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use strata_router::{RouterSettings, ShardMap};
+
+use crate::cluster::{Cluster, ClusterSpec, OnDrop};
+use crate::error::SandboxError;
+use crate::process::free_ports;
+use crate::reaper;
+
+/// Shapes a throwaway cluster for tests.
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    shards: usize,
+    replicas: usize,
+    redis_masters: usize,
+    nodes: usize,
+    load_balancer: bool,
+    router: RouterSettings,
+    database: String,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        Self {
+            shards: 2,
+            replicas: 1,
+            redis_masters: 3,
+            nodes: 2,
+            load_balancer: true,
+            router: RouterSettings::default(),
+            database: "strata".into(),
+        }
+    }
+}
+
+impl Cluster {
+    /// A builder for a test cluster: by default 2 shards × (primary + 1 replica), a
+    /// 3-master Redis Cluster, 2 nodes and HAProxy.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+}
+
+impl ClusterBuilder {
+    /// Number of shards.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n;
+        self
+    }
+    /// Replicas per shard.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+    /// Redis Cluster masters (0 for none, else at least 3).
+    pub fn redis_masters(mut self, n: usize) -> Self {
+        self.redis_masters = n;
+        self
+    }
+    /// API nodes.
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+    /// HAProxy in front of the nodes.
+    pub fn load_balancer(mut self, on: bool) -> Self {
+        self.load_balancer = on;
+        self
+    }
+    /// Router settings for the nodes.
+    pub fn router(mut self, settings: RouterSettings) -> Self {
+        self.router = settings;
+        self
+    }
+
+    /// The spec this builder describes, on fresh free ports in a fresh directory.
+    pub fn spec(&self) -> Result<ClusterSpec, SandboxError> {
+        let pg_count = self.shards * (1 + self.replicas);
+        let lb = usize::from(self.load_balancer && self.nodes > 0);
+        let mut ports = free_ports(pg_count + self.redis_masters + self.nodes + lb)?.into_iter();
+        let mut map_text = format!("database = \"{}\"\nuser = \"strata\"\n", self.database);
+        for s in 0..self.shards {
+            let hosts: Vec<String> =
+                (0..=self.replicas).map(|_| format!("\"127.0.0.1:{}\"", ports.next().unwrap())).collect();
+            map_text += &format!("\n[[shard]]\nid = \"s{s}\"\nhosts = [{}]\n", hosts.join(", "));
+        }
+        let shard_map = ShardMap::parse(&map_text).map_err(|e| SandboxError::Config(e.to_string()))?;
+        Ok(ClusterSpec {
+            data_dir: fresh_dir(),
+            shard_map,
+            redis_ports: ports.by_ref().take(self.redis_masters).collect(),
+            node_ports: ports.by_ref().take(self.nodes).collect(),
+            lb_port: if lb == 1 { ports.next() } else { None },
+            router: self.router.clone(),
+            fsync: false,
+        })
+    }
+
+    /// Starts the cluster. It is stopped and its directory removed when the value is
+    /// dropped, and in any case by a reaper once the current process ends.
+    pub fn start(&self) -> Result<Cluster, SandboxError> {
+        let spec = self.spec()?;
+        std::fs::create_dir_all(&spec.data_dir).map_err(SandboxError::io("create the data dir"))?;
+        reaper::watch_current_process(&spec.data_dir, true)?;
+        Cluster::start(spec, OnDrop::StopAndRemove)
+    }
+}
+
+fn fresh_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("strata-sandbox-{}-{n}", std::process::id()))
+}

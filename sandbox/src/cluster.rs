@@ -1,0 +1,264 @@
+//! A whole local cluster: Postgres primaries and replicas per shard, migrations, Redis
+//! Cluster, API nodes and HAProxy, started in that order and stopped in reverse.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use strata_node::config::NodeConfig;
+use strata_router::{RouterSettings, ShardId, ShardMap, Topology};
+
+use crate::endpoints::{Endpoints, NodeEndpoint, PostgresEndpoint};
+use crate::error::SandboxError;
+use crate::haproxy::LoadBalancer;
+use crate::nodes::{node_binary, NodeProcess};
+use crate::postgres::{PgInstance, APP_ROLE};
+use crate::process::{self, wait_until};
+use crate::redis_cluster::RedisCluster;
+use crate::tools::Tools;
+
+/// What to run and where. `strata dev up` builds one from `shard-map.toml`; tests build
+/// one with [`crate::ClusterBuilder`] on free ports in a temporary directory.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Everything the cluster writes lives below this directory.
+    pub data_dir: PathBuf,
+    /// Shards and their Postgres hosts; each shard's first host starts as its primary.
+    pub shard_map: ShardMap,
+    /// Redis Cluster masters (at least 3), or none for a Postgres-only cluster.
+    pub redis_ports: Vec<u16>,
+    /// One API node per port.
+    pub node_ports: Vec<u16>,
+    /// HAProxy in front of the nodes, when set.
+    pub lb_port: Option<u16>,
+    /// Router settings given to every node.
+    pub router: RouterSettings,
+    /// Postgres `fsync`; off only for throwaway test clusters.
+    pub fsync: bool,
+}
+
+/// What happens to the processes when the [`Cluster`] value is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDrop {
+    /// Leave everything running (a detached `strata dev up`).
+    Keep,
+    /// Stop every process.
+    Stop,
+    /// Stop every process and delete the data directory (tests).
+    StopAndRemove,
+}
+
+/// A running (or about to run) local cluster and a handle on each of its processes.
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub postgres: Vec<PgInstance>,
+    pub redis: Option<RedisCluster>,
+    pub nodes: Vec<NodeProcess>,
+    pub load_balancer: Option<LoadBalancer>,
+    on_drop: OnDrop,
+}
+
+impl Cluster {
+    /// Builds the handles for a spec without starting anything.
+    pub fn plan(spec: ClusterSpec) -> Result<Self, SandboxError> {
+        let tools = Tools::discover()?;
+        let postgres = spec
+            .shard_map
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                shard.hosts.iter().enumerate().map(|(index, addr)| PgInstance {
+                    shard: shard.id.clone(),
+                    index,
+                    addr: addr.clone(),
+                    dir: spec.data_dir.join("pg").join(format!("{}-{index}", shard.id)),
+                    tools: tools.clone(),
+                    database: spec.shard_map.database.clone(),
+                    fsync: spec.fsync,
+                })
+            })
+            .collect();
+        let redis = (!spec.redis_ports.is_empty()).then(|| RedisCluster {
+            ports: spec.redis_ports.clone(),
+            dir: spec.data_dir.join("redis"),
+            tools: tools.clone(),
+        });
+        let seeds = redis.as_ref().map(RedisCluster::seeds).unwrap_or_default();
+        let nodes = if spec.node_ports.is_empty() {
+            Vec::new()
+        } else {
+            let binary = node_binary()?;
+            spec.node_ports
+                .iter()
+                .enumerate()
+                .map(|(i, &port)| {
+                    let id = format!("node-{}", i + 1);
+                    let config = NodeConfig {
+                        node_id: id.clone(),
+                        listen: ([127, 0, 0, 1], port).into(),
+                        shard_map: spec.data_dir.join("shard-map.toml"),
+                        redis: strata_node::config::RedisConfig { seeds: seeds.clone() },
+                        router: spec.router.clone(),
+                        ..NodeConfig::default()
+                    };
+                    NodeProcess { dir: spec.data_dir.join("nodes").join(&id), id, port, config, binary: binary.clone() }
+                })
+                .collect()
+        };
+        let load_balancer = spec.lb_port.map(|port| LoadBalancer {
+            port,
+            node_ports: spec.node_ports.clone(),
+            dir: spec.data_dir.join("haproxy"),
+            tools: tools.clone(),
+        });
+        Ok(Self { spec, postgres, redis, nodes, load_balancer, on_drop: OnDrop::Stop })
+    }
+
+    /// Starts (or restarts, reusing data) everything a spec describes and writes
+    /// `cluster.json`. On failure, whatever did start is stopped again.
+    pub fn start(spec: ClusterSpec, on_drop: OnDrop) -> Result<Self, SandboxError> {
+        let mut cluster = Self::plan(spec)?;
+        cluster.on_drop = on_drop;
+        // If start-up fails half-way, dropping `cluster` stops what did start.
+        cluster.start_all()?;
+        Ok(cluster)
+    }
+
+    fn start_all(&self) -> Result<(), SandboxError> {
+        std::fs::create_dir_all(&self.spec.data_dir).map_err(SandboxError::io("create the data dir"))?;
+        process::make_postgres_dir(&self.spec.data_dir.join("pg"))?;
+        let map_path = self.spec.data_dir.join("shard-map.toml");
+        std::fs::write(&map_path, self.spec.shard_map.to_toml()).map_err(SandboxError::io("write shard-map.toml"))?;
+        for shard in &self.spec.shard_map.shards {
+            let primary = self.pg(&shard.id, 0);
+            primary.init_primary()?;
+            for replica in self.postgres.iter().filter(|p| p.shard == shard.id && p.index > 0) {
+                replica.init_replica(primary)?;
+            }
+        }
+        migrate(&self.spec.shard_map)?;
+        if let Some(redis) = &self.redis {
+            redis.start()?;
+        }
+        for node in &self.nodes {
+            node.start()?;
+        }
+        for node in &self.nodes {
+            wait_until(&format!("{} to be ready", node.id), Duration::from_secs(60), &node.log_file(), || {
+                process::http_status(node.port, "/readyz") == Some(200)
+            })?;
+        }
+        if let Some(lb) = &self.load_balancer {
+            lb.start()?;
+            wait_until("the load balancer to answer /readyz", Duration::from_secs(30), &lb.dir, || {
+                process::http_status(lb.port, "/readyz") == Some(200)
+            })?;
+        }
+        self.endpoints().write()
+    }
+
+    /// Stops everything, front to back: load balancer, nodes, Redis, replicas, primaries.
+    pub fn stop(&self) {
+        if let Some(lb) = &self.load_balancer {
+            lb.stop();
+        }
+        for node in &self.nodes {
+            node.stop();
+        }
+        if let Some(redis) = &self.redis {
+            redis.stop();
+        }
+        let (primaries, replicas): (Vec<_>, Vec<_>) = self.postgres.iter().partition(|p| p.index == 0);
+        for pg in replicas.into_iter().chain(primaries) {
+            if let Err(e) = pg.stop() {
+                tracing::warn!(error = %e, "postgres did not stop cleanly; killing it");
+                pg.kill();
+            }
+        }
+    }
+
+    /// Changes what dropping this value does.
+    pub fn set_on_drop(&mut self, on_drop: OnDrop) {
+        self.on_drop = on_drop;
+    }
+
+    /// The Postgres instance `index` of a shard (0 = the one started as primary).
+    ///
+    /// # Panics
+    /// When the shard or index is not in the spec: a test asking for a host it did not
+    /// build is a bug in the test.
+    pub fn pg(&self, shard: &ShardId, index: usize) -> &PgInstance {
+        self.postgres
+            .iter()
+            .find(|p| &p.shard == shard && p.index == index)
+            .unwrap_or_else(|| panic!("no postgres {shard}-{index} in this cluster"))
+    }
+
+    /// The effective shard map file the nodes read.
+    pub fn shard_map_path(&self) -> PathBuf {
+        self.spec.data_dir.join("shard-map.toml")
+    }
+
+    /// Every address of the cluster.
+    pub fn endpoints(&self) -> Endpoints {
+        let map = &self.spec.shard_map;
+        Endpoints {
+            data_dir: self.spec.data_dir.clone(),
+            shard_map: self.shard_map_path(),
+            load_balancer: self.load_balancer.as_ref().map(LoadBalancer::url),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeEndpoint {
+                    id: n.id.clone(),
+                    url: n.url(),
+                    metrics: format!("{}/metrics", n.url()),
+                    log: n.log_file(),
+                })
+                .collect(),
+            postgres: self
+                .postgres
+                .iter()
+                .map(|p| PostgresEndpoint {
+                    shard: p.shard.to_string(),
+                    addr: p.addr.to_string(),
+                    role: if p.index == 0 { "primary".into() } else { "replica".into() },
+                    dsn: format!("postgres://{APP_ROLE}@{}/{}", p.addr, map.database),
+                    log: p.log_file(),
+                })
+                .collect(),
+            redis: self.redis.as_ref().map(RedisCluster::seeds).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        match self.on_drop {
+            OnDrop::Keep => {}
+            OnDrop::Stop => self.stop(),
+            OnDrop::StopAndRemove => {
+                self.stop();
+                let _ = std::fs::remove_dir_all(&self.spec.data_dir);
+            }
+        }
+    }
+}
+
+/// Applies migrations to every shard's primary. Runs on a thread of its own with its own
+/// runtime, so it works from plain `main` and from inside async tests alike.
+fn migrate(map: &ShardMap) -> Result<(), SandboxError> {
+    let map = map.clone();
+    let outcome = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let topology = Topology::connect(map, RouterSettings::default()).await;
+            strata_router::migrations::migrate_all(&topology).await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| SandboxError::Migrations("the migration thread panicked".into()))?;
+    outcome.map(|_| ()).map_err(SandboxError::Migrations)
+}

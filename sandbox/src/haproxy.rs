@@ -1,0 +1,82 @@
+//! The load balancer in front of the nodes: HAProxy, round-robin, sending traffic only to
+//! nodes whose `/readyz` answers 200.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::error::SandboxError;
+use crate::process::{self, run};
+use crate::tools::Tools;
+
+/// The HAProxy instance of the local cluster.
+#[derive(Debug, Clone)]
+pub struct LoadBalancer {
+    pub port: u16,
+    pub node_ports: Vec<u16>,
+    /// Config, pid and log.
+    pub dir: PathBuf,
+    pub(crate) tools: Tools,
+}
+
+impl LoadBalancer {
+    /// Base URL of the load balancer.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("haproxy.pid")
+    }
+
+    /// The HAProxy configuration for the current node list.
+    pub fn config_text(&self) -> String {
+        let servers: String = self
+            .node_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("    server node-{} 127.0.0.1:{port} check\n", i + 1))
+            .collect();
+        format!(
+            "# Written by the Strata sandbox.\n\
+             global\n    maxconn 4096\n\n\
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
+             \x20   option http-server-close\n    retries 2\n    option redispatch\n\n\
+             frontend strata\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\n\
+             backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
+             \x20   http-check expect status 200\n    default-server inter 1s fall 2 rise 1\n{servers}",
+            port = self.port,
+        )
+    }
+
+    /// Writes the config, checks it with `haproxy -c`, and starts HAProxy in the
+    /// background (no-op if it runs).
+    pub fn start(&self) -> Result<(), SandboxError> {
+        if self.pid().is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create haproxy dir"))?;
+        let cfg = self.dir.join("haproxy.cfg");
+        std::fs::write(&cfg, self.config_text()).map_err(SandboxError::io("write haproxy.cfg"))?;
+        run(Command::new(&self.tools.haproxy).arg("-c").arg("-q").arg("-f").arg(&cfg), "haproxy -c")?;
+        run(
+            Command::new(&self.tools.haproxy).arg("-D").arg("-f").arg(&cfg).arg("-p").arg(self.pid_file()),
+            "start haproxy",
+        )?;
+        process::wait_until("haproxy to listen", Duration::from_secs(15), &self.dir, || {
+            process::port_open(self.port)
+        })
+    }
+
+    /// HAProxy's pid while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        process::read_pid(&self.pid_file()).filter(|pid| process::alive(*pid))
+    }
+
+    /// Stops HAProxy.
+    pub fn stop(&self) {
+        if let Some(pid) = self.pid() {
+            process::stop_pid(pid, libc::SIGTERM, Duration::from_secs(5));
+        }
+    }
+}

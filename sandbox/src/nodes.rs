@@ -1,0 +1,121 @@
+//! Strata API node processes: each gets its own config file written from the node's own
+//! typed config, a log file and a pid file, and runs in its own process group so it
+//! outlives a detached `strata dev up`.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use strata_node::config::NodeConfig;
+
+use crate::error::SandboxError;
+use crate::process::{self, wait_until};
+
+/// One API node.
+#[derive(Debug, Clone)]
+pub struct NodeProcess {
+    pub id: String,
+    pub port: u16,
+    /// Config, log and pid of this node.
+    pub dir: PathBuf,
+    pub config: NodeConfig,
+    pub(crate) binary: PathBuf,
+}
+
+/// Finds the `strata-node` binary: `STRATA_NODE_BIN`, else next to the running program
+/// (`target/<profile>/`, also when the running program is a test in `target/<profile>/deps/`).
+pub fn node_binary() -> Result<PathBuf, SandboxError> {
+    if let Some(path) = std::env::var_os("STRATA_NODE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(SandboxError::io("locate the running program"))?;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let candidate = dir.join("strata-node");
+    if candidate.is_file() { Ok(candidate) } else { Err(SandboxError::NodeBinary(candidate)) }
+}
+
+impl NodeProcess {
+    /// The node's log.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    /// The node's pid file.
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("node.pid")
+    }
+
+    /// Base URL of the node's HTTP API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The node's pid while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        process::read_pid(&self.pid_file()).filter(|pid| process::alive(*pid))
+    }
+
+    /// Writes the config and starts the node (no-op if it runs), then waits until it
+    /// answers `/healthz`.
+    pub fn start(&self) -> Result<(), SandboxError> {
+        if self.pid().is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create node dir"))?;
+        let config_path = self.dir.join("node.toml");
+        std::fs::write(&config_path, self.config.to_toml()).map_err(SandboxError::io("write node.toml"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .map_err(SandboxError::io("open node log"))?;
+        let log_err = log.try_clone().map_err(SandboxError::io("open node log"))?;
+        let child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .spawn()
+            .map_err(SandboxError::io(format!("start {}", self.binary.display())))?;
+        let pid = child.id() as i32;
+        std::fs::write(self.pid_file(), format!("{pid}\n")).map_err(SandboxError::io("write node pid"))?;
+        // The child is reaped by whoever outlives it; forget the handle without waiting.
+        drop(child);
+        wait_until(&format!("node {} to answer /healthz", self.id), Duration::from_secs(60), &self.log_file(), || {
+            if !process::alive(pid) {
+                return true;
+            }
+            process::http_status(self.port, "/healthz") == Some(200)
+        })?;
+        if !process::alive(pid) {
+            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+            let last: Vec<&str> = log.lines().rev().take(5).collect();
+            return Err(SandboxError::Command {
+                what: format!("node {}", self.id),
+                status: "exited at start-up".into(),
+                output: last.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops the node gracefully (SIGTERM), killing it if it has not exited in 15 s.
+    pub fn stop(&self) {
+        if let Some(pid) = self.pid() {
+            process::stop_pid(pid, libc::SIGTERM, Duration::from_secs(15));
+        }
+    }
+
+    /// Kills the node with SIGKILL, like a crash.
+    pub fn kill(&self) {
+        if let Some(pid) = self.pid() {
+            process::stop_pid(pid, libc::SIGKILL, Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Running, signalling and waiting for processes: the plumbing under every service the
+//! sandbox starts.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::SandboxError;
+
+/// True when running as root, where Postgres must be run as the `postgres` user.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command for a Postgres program, run as `postgres` when we are root.
+pub fn postgres_command(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Makes a directory owned by the user that runs Postgres.
+pub fn make_postgres_dir(dir: &Path) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(dir).map_err(SandboxError::io(format!("create {}", dir.display())))?;
+    if is_root() {
+        run(Command::new("chown").args(["postgres:postgres"]).arg(dir), "chown to postgres")?;
+    }
+    Ok(())
+}
+
+/// Runs a command to completion; a non-zero exit is an error carrying its output.
+pub fn run(cmd: &mut Command, what: &str) -> Result<String, SandboxError> {
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(SandboxError::io(format!("start {what}")))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(SandboxError::Command { what: what.into(), status: output.status.to_string(), output: tail(&text) })
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Polls `ready` every 100 ms until it holds or `timeout` passes.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    logs: &Path,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), SandboxError> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(SandboxError::Timeout { what: what.into(), waited: timeout, logs: logs.display().to_string() })
+}
+
+/// Free loopback TCP ports, distinct from each other. All are held open until every one
+/// is chosen, so the kernel cannot hand the same port out twice.
+pub fn free_ports(count: usize) -> Result<Vec<u16>, SandboxError> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SandboxError::io("reserve free ports"))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(SandboxError::io("read reserved ports"))
+}
+
+/// True when something accepts TCP connections on the loopback port.
+pub fn port_open(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// The status code of `GET path` on a loopback port, or None when nothing answers. A
+/// deliberately tiny HTTP/1.0 client: the sandbox must work from inside async tests,
+/// where blocking HTTP clients that start their own runtime cannot be used.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Sends a signal to a process. Returns false when it does not exist.
+pub fn signal(pid: i32, sig: libc::c_int) -> bool {
+    // SAFETY: kill has no memory-safety preconditions; a stale pid just fails with ESRCH.
+    pid > 0 && unsafe { libc::kill(pid, sig) } == 0
+}
+
+/// True while the process exists (a zombie counts as gone).
+pub fn alive(pid: i32) -> bool {
+    if !signal(pid, 0) {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
+}
+
+/// A process and all its direct children (Postgres backends and helpers are children of
+/// the postmaster), read from /proc.
+pub fn with_children(pid: i32) -> Vec<i32> {
+    let mut all = vec![pid];
+    let Ok(entries) = std::fs::read_dir("/proc") else { return all };
+    for entry in entries.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Fields after the command name: state, ppid, ...
+        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
+        if ppid.and_then(|p| p.parse::<i32>().ok()) == Some(pid) {
+            all.push(child);
+        }
+    }
+    all
+}
+
+/// Reads a pid file (first line), if present and well-formed.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.lines().next()?.trim().parse().ok()
+}
+
+/// Asks a process to stop with `sig`, then kills it if it is still there after `grace`.
+pub fn stop_pid(pid: i32, sig: libc::c_int, grace: Duration) {
+    if !signal(pid, sig) {
+        return;
+    }
+    let start = Instant::now();
+    while alive(pid) && start.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive(pid) {
+        signal(pid, libc::SIGKILL);
+    }
+}

@@ -1,0 +1,111 @@
+//! A Redis Cluster of N masters on loopback: one `redis-server` per port with
+//! `cluster-enabled yes`, joined once with `redis-cli --cluster create`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::error::SandboxError;
+use crate::process::{self, run, wait_until};
+use crate::tools::Tools;
+
+/// The Redis servers of the local cluster.
+#[derive(Debug, Clone)]
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    /// One folder per server: config, nodes.conf, append-only file, pid, log.
+    pub dir: PathBuf,
+    pub(crate) tools: Tools,
+}
+
+impl RedisCluster {
+    fn server_dir(&self, port: u16) -> PathBuf {
+        self.dir.join(port.to_string())
+    }
+
+    /// The pid file of the server on `port`.
+    pub fn pid_file(&self, port: u16) -> PathBuf {
+        self.server_dir(port).join("redis.pid")
+    }
+
+    /// Seeds as the node config wants them.
+    pub fn seeds(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect()
+    }
+
+    /// Starts every server (reusing their data), forms the cluster if it has never been
+    /// formed, and waits for `cluster_state:ok`.
+    pub fn start(&self) -> Result<(), SandboxError> {
+        if self.ports.len() < 3 {
+            return Err(SandboxError::Config("a Redis Cluster needs at least 3 masters".into()));
+        }
+        for &port in &self.ports {
+            self.start_server(port)?;
+        }
+        if !self.cluster_ok(self.ports[0]) && !self.formed() {
+            let mut cmd = Command::new(&self.tools.redis_cli);
+            cmd.arg("--cluster").arg("create");
+            cmd.args(self.ports.iter().map(|p| format!("127.0.0.1:{p}")));
+            cmd.args(["--cluster-replicas", "0", "--cluster-yes"]);
+            run(&mut cmd, "redis-cli --cluster create")?;
+        }
+        wait_until("Redis Cluster to report cluster_state:ok", Duration::from_secs(30), &self.dir, || {
+            self.ports.iter().all(|&p| self.cluster_ok(p))
+        })
+    }
+
+    fn start_server(&self, port: u16) -> Result<(), SandboxError> {
+        if self.server_pid(port).is_some() {
+            return Ok(());
+        }
+        let dir = self.server_dir(port);
+        std::fs::create_dir_all(&dir).map_err(SandboxError::io("create redis dir"))?;
+        let conf = dir.join("redis.conf");
+        let text = format!(
+            "# Written by the Strata sandbox.\nbind 127.0.0.1\nport {port}\nprotected-mode no\n\
+             daemonize yes\npidfile {pid}\nlogfile {log}\ndir {dir}\n\
+             cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 3000\n\
+             appendonly yes\nappendfsync everysec\nsave \"\"\n",
+            pid = self.pid_file(port).display(),
+            log = dir.join("redis.log").display(),
+            dir = dir.display(),
+        );
+        std::fs::write(&conf, text).map_err(SandboxError::io("write redis.conf"))?;
+        run(Command::new(&self.tools.redis_server).arg(&conf), &format!("start redis on {port}"))?;
+        wait_until(&format!("redis on port {port}"), Duration::from_secs(15), &dir, || {
+            process::port_open(port)
+        })
+    }
+
+    /// True once this cluster has been formed before (its servers know each other).
+    fn formed(&self) -> bool {
+        let nodes = std::fs::read_to_string(self.server_dir(self.ports[0]).join("nodes.conf"));
+        nodes.is_ok_and(|text| text.lines().filter(|l| l.contains("master")).count() >= self.ports.len())
+    }
+
+    fn cluster_ok(&self, port: u16) -> bool {
+        Command::new(&self.tools.redis_cli)
+            .args(["-p", &port.to_string(), "cluster", "info"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+    }
+
+    /// The pid of the server on `port`, while it runs.
+    pub fn server_pid(&self, port: u16) -> Option<i32> {
+        process::read_pid(&self.pid_file(port)).filter(|pid| process::alive(*pid))
+    }
+
+    /// Stops one server (SIGTERM flushes its append-only file).
+    pub fn stop_server(&self, port: u16) {
+        if let Some(pid) = self.server_pid(port) {
+            process::stop_pid(pid, libc::SIGTERM, Duration::from_secs(10));
+        }
+    }
+
+    /// Stops every server.
+    pub fn stop(&self) {
+        for &port in &self.ports {
+            self.stop_server(port);
+        }
+    }
+}
