@@ -11,7 +11,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use strata_router::RouterSettings;
 
-/// Prefix of the environment variables that override the file.
+/// Prefix of the environment variables that override the file (`STRATA_NODE_CONFIG`,
+/// the path of the file itself, is not a setting).
 pub const ENV_PREFIX: &str = "STRATA_NODE_";
 
 /// Why the configuration could not be used.
@@ -103,7 +104,7 @@ impl NodeConfig {
             figment = figment.merge(Toml::file_exact(file));
         }
         let config: NodeConfig =
-            figment.merge(Env::prefixed(ENV_PREFIX).split("__")).extract().map_err(Box::new)?;
+            figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__")).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }

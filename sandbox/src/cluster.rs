@@ -1,7 +1,7 @@
 //! A whole local cluster: Postgres primaries and replicas per shard, migrations, Redis
 //! Cluster, API nodes and HAProxy, started in that order and stopped in reverse.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use strata_node::config::NodeConfig;
@@ -16,9 +16,12 @@ use crate::process::{self, wait_until};
 use crate::redis_cluster::RedisCluster;
 use crate::tools::Tools;
 
+/// The file in the data directory that records the spec a cluster was started with.
+pub const SPEC_FILE: &str = "spec.json";
+
 /// What to run and where. `strata dev up` builds one from `shard-map.toml`; tests build
 /// one with [`crate::ClusterBuilder`] on free ports in a temporary directory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClusterSpec {
     /// Everything the cluster writes lives below this directory.
     pub data_dir: PathBuf,
@@ -126,6 +129,8 @@ impl Cluster {
     fn start_all(&self) -> Result<(), SandboxError> {
         std::fs::create_dir_all(&self.spec.data_dir).map_err(SandboxError::io("create the data dir"))?;
         process::make_postgres_dir(&self.spec.data_dir.join("pg"))?;
+        let spec_text = serde_json::to_string_pretty(&self.spec).expect("a spec always serializes");
+        std::fs::write(self.spec.data_dir.join(SPEC_FILE), spec_text).map_err(SandboxError::io("write spec.json"))?;
         let map_path = self.spec.data_dir.join("shard-map.toml");
         std::fs::write(&map_path, self.spec.shard_map.to_toml()).map_err(SandboxError::io("write shard-map.toml"))?;
         for shard in &self.spec.shard_map.shards {
@@ -154,6 +159,19 @@ impl Cluster {
             })?;
         }
         self.endpoints().write()
+    }
+
+    /// Rebuilds the handles of a cluster started earlier from the same data directory
+    /// (its `spec.json`), e.g. for `strata dev down` and `strata dev status`.
+    pub fn open(data_dir: &Path) -> Result<Self, SandboxError> {
+        let path = data_dir.join(SPEC_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(SandboxError::io(format!("read {} (is a cluster set up there?)", path.display())))?;
+        let spec: ClusterSpec =
+            serde_json::from_str(&text).map_err(|e| SandboxError::Config(format!("{}: {e}", path.display())))?;
+        let mut cluster = Self::plan(spec)?;
+        cluster.on_drop = OnDrop::Keep;
+        Ok(cluster)
     }
 
     /// Stops everything, front to back: load balancer, nodes, Redis, replicas, primaries.
@@ -261,4 +279,59 @@ fn migrate(map: &ShardMap) -> Result<(), SandboxError> {
     .join()
     .map_err(|_| SandboxError::Migrations("the migration thread panicked".into()))?;
     outcome.map(|_| ()).map_err(SandboxError::Migrations)
+}
+
+/// What `strata dev status` reports of one process.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProcessState {
+    /// `postgres`, `redis`, `node` or `haproxy`.
+    pub kind: &'static str,
+    pub name: String,
+    pub addr: String,
+    pub running: bool,
+    /// Live detail: a Postgres host's role and replication state, a node's readiness.
+    pub detail: String,
+}
+
+impl Cluster {
+    /// The state of every process of the cluster, probed live.
+    pub fn process_states(&self) -> Vec<ProcessState> {
+        let mut out = Vec::new();
+        for pg in &self.postgres {
+            let running = pg.is_running();
+            let detail = if running { postgres_detail(pg) } else { "stopped".into() };
+            out.push(ProcessState { kind: "postgres", name: pg.name(), addr: pg.addr.to_string(), running, detail });
+        }
+        if let Some(redis) = &self.redis {
+            for &port in &redis.ports {
+                let running = redis.server_pid(port).is_some();
+                let detail = if running { "cluster member".into() } else { "stopped".into() };
+                out.push(ProcessState { kind: "redis", name: format!("redis-{port}"), addr: format!("127.0.0.1:{port}"), running, detail });
+            }
+        }
+        for node in &self.nodes {
+            let running = node.pid().is_some();
+            let detail = match process::http_status(node.port, "/readyz") {
+                Some(200) => "ready".into(),
+                Some(code) => format!("not ready ({code})"),
+                None => "not answering".into(),
+            };
+            out.push(ProcessState { kind: "node", name: node.id.clone(), addr: node.url(), running, detail });
+        }
+        if let Some(lb) = &self.load_balancer {
+            let running = lb.pid().is_some();
+            let detail = match process::http_status(lb.port, "/readyz") {
+                Some(code) => format!("/readyz answers {code}"),
+                None => "not answering".into(),
+            };
+            out.push(ProcessState { kind: "haproxy", name: "load-balancer".into(), addr: lb.url(), running, detail });
+        }
+        out
+    }
+}
+
+fn postgres_detail(pg: &PgInstance) -> String {
+    let sql = "SELECT CASE WHEN pg_is_in_recovery() THEN 'replica, ' || coalesce((SELECT status FROM pg_stat_wal_receiver), 'not receiving') \
+               ELSE 'primary, ' || (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') || ' replica(s) streaming' END";
+    pg.psql("postgres", sql).unwrap_or_else(|e| format!("not answering: {e}"))
 }

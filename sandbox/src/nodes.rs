@@ -23,11 +23,12 @@ pub struct NodeProcess {
     pub(crate) binary: PathBuf,
 }
 
-/// Finds the `strata-node` binary: `STRATA_NODE_BIN`, else next to the running program
+/// Finds the `strata-node` binary: in `STRATA_BIN_DIR` when set, else next to the running program
 /// (`target/<profile>/`, also when the running program is a test in `target/<profile>/deps/`).
 pub fn node_binary() -> Result<PathBuf, SandboxError> {
-    if let Some(path) = std::env::var_os("STRATA_NODE_BIN") {
-        return Ok(PathBuf::from(path));
+    if let Some(dir) = std::env::var_os("STRATA_BIN_DIR") {
+        let candidate = PathBuf::from(dir).join("strata-node");
+        return if candidate.is_file() { Ok(candidate) } else { Err(SandboxError::NodeBinary(candidate)) };
     }
     let exe = std::env::current_exe().map_err(SandboxError::io("locate the running program"))?;
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();

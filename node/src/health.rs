@@ -1,0 +1,58 @@
+//! `/healthz` (the process is alive) and `/readyz` (it can serve: every shard has a
+//! reachable primary and Redis answers). Not-ready answers 503 problem+json naming every
+//! reason, so an operator sees at once what is down.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How long the readiness probe waits for Redis.
+const REDIS_PROBE_DEADLINE: Duration = Duration::from_millis(500);
+
+/// Body of `/healthz`.
+#[derive(Debug, Serialize)]
+pub struct Alive {
+    pub status: &'static str,
+    pub node_id: String,
+}
+
+/// `GET /healthz`: 200 while the process runs.
+pub async fn healthz(State(state): State<AppState>) -> Json<Alive> {
+    Json(Alive { status: "ok", node_id: state.config().node_id.clone() })
+}
+
+/// Body of a ready `/readyz`.
+#[derive(Debug, Serialize)]
+pub struct Ready {
+    pub status: &'static str,
+    pub shards: usize,
+    pub redis_ping_ms: f64,
+}
+
+/// `GET /readyz`: 200 when every shard has a primary and Redis answers; else 503 with
+/// every reason.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    let shards = state.topology().status();
+    let mut reasons: Vec<String> = shards
+        .iter()
+        .filter(|s| !s.has_primary)
+        .map(|s| format!("shard {} has no reachable primary", s.id))
+        .collect();
+    let redis = state.redis().ping(REDIS_PROBE_DEADLINE).await;
+    if let Err(e) = &redis {
+        reasons.push(e.to_string());
+    }
+    match redis {
+        Ok(took) if reasons.is_empty() => Ok(Json(Ready {
+            status: "ready",
+            shards: shards.len(),
+            redis_ping_ms: took.as_secs_f64() * 1000.0,
+        })),
+        _ => Err(ApiError::Unavailable { detail: format!("not ready: {}", reasons.join("; ")), retry_after_secs: 1 }),
+    }
+}
