@@ -83,6 +83,15 @@ async fn migrate_shard(shard: &ShardId, conn: &mut Object) -> Result<ShardMigrat
 }
 
 async fn applied_version(shard: &ShardId, conn: &mut Object) -> Result<i64, MigrationError> {
+    // A shard never migrated has no history table: it is at version 0, not in error.
+    let has_history: bool = conn
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])
+        .await
+        .map_err(|source| MigrationError::Db { shard: shard.clone(), source })?
+        .get(0);
+    if !has_history {
+        return Ok(0);
+    }
     let last = runner()
         .get_last_applied_migration_async(&mut ***conn)
         .await

@@ -30,13 +30,20 @@ impl LoadBalancer {
     }
 
     /// The HAProxy configuration for the current node list.
+    ///
+    /// Each node is listed twice: once health-checked on `/readyz`, and once as an
+    /// unchecked `backup`. `/readyz` fails on every node at once when a shared dependency
+    /// (a shard primary, Redis) is down; without the backups HAProxy would then refuse all
+    /// traffic, including the reads replicas can still serve. With them it "fails open"
+    /// to every node only when no node is ready, like Envoy's panic threshold.
     pub fn config_text(&self) -> String {
-        let servers: String = self
-            .node_ports
-            .iter()
-            .enumerate()
-            .map(|(i, port)| format!("    server node-{} 127.0.0.1:{port} check\n", i + 1))
-            .collect();
+        let checked = self.node_ports.iter().enumerate().map(|(i, port)| {
+            format!("    server node-{} 127.0.0.1:{port} check\n", i + 1)
+        });
+        let fail_open = self.node_ports.iter().enumerate().map(|(i, port)| {
+            format!("    server node-{}-fail-open 127.0.0.1:{port} backup\n", i + 1)
+        });
+        let servers: String = checked.chain(fail_open).collect();
         format!(
             "# Written by the Strata sandbox.\n\
              global\n    maxconn 4096\n\n\
@@ -44,7 +51,7 @@ impl LoadBalancer {
              \x20   option http-server-close\n    retries 2\n    option redispatch\n\n\
              frontend strata\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\n\
              backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
-             \x20   http-check expect status 200\n    default-server inter 1s fall 2 rise 1\n{servers}",
+             \x20   http-check expect status 200\n    option allbackups\n    default-server inter 1s fall 2 rise 1\n{servers}",
             port = self.port,
         )
     }

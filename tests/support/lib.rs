@@ -1,1 +1,84 @@
+//! Helpers shared by the end-to-end test binaries: one real cluster per binary, started
+//! on first use and shared by its tests (each test works on its own keys, tables or
+//! shard), plus polling helpers that wait on a condition with a deadline instead of
+//! sleeping.
 
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use strata_router::{RouterSettings, ShardId, Topology};
+use strata_sandbox::{Cluster, ClusterBuilder};
+
+/// A cluster shared by every test of one binary.
+pub struct SharedCluster(OnceLock<Cluster>);
+
+impl SharedCluster {
+    /// An empty slot, for a `static`.
+    pub const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// The cluster, started by the first test that asks. The reaper stops it when the
+    /// test binary exits, whatever the outcome.
+    pub fn get(&self, builder: impl FnOnce() -> ClusterBuilder) -> &Cluster {
+        self.0.get_or_init(|| builder().start().unwrap_or_else(|e| panic!("start the test cluster: {e}")))
+    }
+}
+
+impl Default for SharedCluster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A router over the cluster's shard map, polling in the background for this test's
+/// runtime (pools belong to the runtime that made them, so each test builds its own).
+pub async fn router(cluster: &Cluster, settings: RouterSettings) -> (Arc<Topology>, strata_router::topology::PollerGuard) {
+    let topology = Topology::connect(cluster.spec.shard_map.clone(), settings).await;
+    let poller = topology.spawn_poller();
+    (topology, poller)
+}
+
+/// Router settings that notice failures quickly, for failover tests.
+pub fn fast_router_settings() -> RouterSettings {
+    RouterSettings {
+        poll_interval_ms: 100,
+        poll_timeout_ms: 500,
+        max_replica_lag_ms: 500,
+        ban_ms: 1000,
+        pool_max_size: 4,
+        connect_timeout_ms: 1000,
+    }
+}
+
+/// A shard id from a literal.
+pub fn shard(id: &str) -> ShardId {
+    ShardId::parse(id).expect("test shard ids are valid")
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `deadline` with
+/// `what` and the last value seen.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    let mut last = String::from("never checked");
+    while start.elapsed() < deadline {
+        match check().await {
+            Ok(value) => return value,
+            Err(why) => last = why,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within {deadline:?}; last: {last}");
+}
+
+/// `GET url`: status and body.
+pub async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
