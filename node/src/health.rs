@@ -1,5 +1,5 @@
 //! `/healthz` (the process is alive) and `/readyz` (it can serve: every shard has a
-//! reachable primary and Redis answers). Not-ready answers 503 problem+json naming every
+//! reachable primary and the Redis Cluster reports itself healthy). Not-ready answers 503 problem+json naming every
 //! reason, so an operator sees at once what is down.
 
 use std::time::Duration;
@@ -31,7 +31,7 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Alive> {
 pub struct Ready {
     pub status: &'static str,
     pub shards: usize,
-    pub redis_ping_ms: f64,
+    pub redis_probe_ms: f64,
 }
 
 /// `GET /readyz`: 200 when every shard has a primary and Redis answers; else 503 with
@@ -43,7 +43,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
         .filter(|s| !s.has_primary)
         .map(|s| format!("shard {} has no reachable primary", s.id))
         .collect();
-    let redis = state.redis().ping(REDIS_PROBE_DEADLINE).await;
+    let redis = state.redis().probe(REDIS_PROBE_DEADLINE).await;
     if let Err(e) = &redis {
         reasons.push(e.to_string());
     }
@@ -51,7 +51,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
         Ok(took) if reasons.is_empty() => Ok(Json(Ready {
             status: "ready",
             shards: shards.len(),
-            redis_ping_ms: took.as_secs_f64() * 1000.0,
+            redis_probe_ms: took.as_secs_f64() * 1000.0,
         })),
         _ => Err(ApiError::Unavailable { detail: format!("not ready: {}", reasons.join("; ")), retry_after_secs: 1 }),
     }

@@ -17,6 +17,8 @@ pub enum RedisError {
     Unreachable(String),
     #[error("redis did not answer within {0} ms")]
     Timeout(u128),
+    #[error("redis cluster state is {0:?}, not \"ok\"")]
+    ClusterDown(String),
 }
 
 /// A lazily connected Redis Cluster client.
@@ -52,19 +54,44 @@ impl RedisHandle {
         Ok(conn)
     }
 
-    /// Round-trips a PING, recording its latency.
-    pub async fn ping(&self, deadline: Duration) -> Result<Duration, RedisError> {
+    /// Asks the cluster whether it is healthy (`CLUSTER INFO` reports `cluster_state:ok`)
+    /// and records how long that took. A plain PING is not enough: surviving masters
+    /// answer it while the slots of a failed master are unserved.
+    pub async fn probe(&self, deadline: Duration) -> Result<Duration, RedisError> {
         let start = Instant::now();
         let attempt = async {
             let mut conn = self.connection().await?;
-            redis::cmd("PING")
+            redis::cmd("CLUSTER")
+                .arg("INFO")
                 .query_async::<String>(&mut conn)
                 .await
                 .map_err(|e| RedisError::Unreachable(e.to_string()))
         };
-        tokio::time::timeout(deadline, attempt).await.map_err(|_| RedisError::Timeout(deadline.as_millis()))??;
+        let info = tokio::time::timeout(deadline, attempt).await.map_err(|_| RedisError::Timeout(deadline.as_millis()))??;
         let took = start.elapsed();
-        metrics::histogram!("strata_redis_command_duration_seconds", "command" => "ping").record(took.as_secs_f64());
-        Ok(took)
+        metrics::histogram!("strata_redis_command_duration_seconds", "command" => "cluster_info").record(took.as_secs_f64());
+        match cluster_state(&info) {
+            "ok" => Ok(took),
+            other => Err(RedisError::ClusterDown(other.to_owned())),
+        }
+    }
+}
+
+/// The `cluster_state` field of a `CLUSTER INFO` answer ("unknown" when absent).
+fn cluster_state(info: &str) -> &str {
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("cluster_state:"))
+        .unwrap_or("unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_state_is_read_from_cluster_info() {
+        assert_eq!(cluster_state("cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_ok:16384\r\n"), "ok");
+        assert_eq!(cluster_state("cluster_state:fail\r\n"), "fail");
+        assert_eq!(cluster_state(""), "unknown");
     }
 }

@@ -131,6 +131,7 @@ impl PgInstance {
         if self.is_running() {
             return Ok(());
         }
+        self.remove_stale_lock_file()?;
         run(
             postgres_command(&self.tools.pg("pg_ctl"))
                 .arg("-D")
@@ -159,16 +160,19 @@ impl PgInstance {
         Ok(())
     }
 
-    /// Kills the postmaster and its children with SIGKILL, like a crash.
+    /// Kills the postmaster and every child with SIGKILL, like a crash, and waits until
+    /// all of them are gone (a dying backend still holds the shared memory a restart
+    /// needs). The postmaster is frozen first so it cannot fork while its children die.
     pub fn kill(&self) {
-        if let Some(pid) = self.postmaster_pid() {
-            for p in process::with_children(pid) {
-                process::signal(p, libc::SIGKILL);
-            }
-            let _ = wait_until("postgres to die", Duration::from_secs(10), &self.dir, || {
-                !process::alive(pid)
-            });
+        let Some(pid) = self.postmaster_pid() else { return };
+        process::signal(pid, libc::SIGSTOP);
+        let all = process::with_children(pid);
+        for &p in all.iter().rev() {
+            process::signal(p, libc::SIGKILL);
         }
+        let _ = wait_until("postgres to die", Duration::from_secs(10), &self.dir, || {
+            all.iter().all(|p| !process::alive(*p))
+        });
     }
 
     /// Freezes every process of the server with SIGSTOP: it holds connections but answers
@@ -210,6 +214,17 @@ impl PgInstance {
             &format!("ALTER SYSTEM SET recovery_min_apply_delay = '{}ms'", delay.as_millis()),
         )?;
         self.psql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(())
+    }
+
+    /// Removes `postmaster.pid` left by a crashed server. Postgres itself refuses to start
+    /// while the pid in it exists, and a killed postmaster whose parent does not reap it
+    /// (PID 1 in some containers) lingers as a zombie that still "exists".
+    fn remove_stale_lock_file(&self) -> Result<(), SandboxError> {
+        let lock = self.data_dir().join("postmaster.pid");
+        if lock.exists() && self.postmaster_pid().is_none() {
+            std::fs::remove_file(&lock).map_err(SandboxError::io(format!("remove stale {}", lock.display())))?;
+        }
         Ok(())
     }
 
