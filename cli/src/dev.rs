@@ -77,18 +77,29 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     let spec = ClusterSpec {
         data_dir,
         shard_map,
-        redis_ports: (0..args.redis_masters).map(|i| args.redis_port + i).collect(),
+        redis_ports: (0..args.redis_masters)
+            .map(|i| args.redis_port + i)
+            .collect(),
         node_ports: (0..args.nodes).map(|i| args.node_port + i).collect(),
         lb_port: Some(args.lb_port),
         router: RouterSettings::default(),
         fsync: true,
     };
     let started = Instant::now();
-    eprintln!("starting the local cluster in {} ...", spec.data_dir.display());
+    eprintln!(
+        "starting the local cluster in {} ...",
+        spec.data_dir.display()
+    );
     let mut cluster = Cluster::start(spec, OnDrop::Stop).context("start the local cluster")?;
     let endpoints = cluster.endpoints();
     println!("{}", endpoints.describe());
-    println!("endpoints as JSON: {}", endpoints.data_dir.join(strata_sandbox::endpoints::ENDPOINTS_FILE).display());
+    println!(
+        "endpoints as JSON: {}",
+        endpoints
+            .data_dir
+            .join(strata_sandbox::endpoints::ENDPOINTS_FILE)
+            .display()
+    );
     eprintln!("up in {:.1}s", started.elapsed().as_secs_f64());
     if args.detach {
         cluster.set_on_drop(OnDrop::Keep);
@@ -119,18 +130,27 @@ fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     for s in &states {
         let running = if s.running { "up" } else { "down" };
-        println!("{:<9} {:<14} {:<28} {:<5} {}", s.kind, s.name, s.addr, running, s.detail);
+        println!(
+            "{:<9} {:<14} {:<28} {:<5} {}",
+            s.kind, s.name, s.addr, running, s.detail
+        );
     }
     Ok(())
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
+    Ok(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    })
 }
 
 /// Blocks until Ctrl-C or SIGTERM.
 fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -35,7 +35,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let outcome = match Cli::parse().command {
         Command::Dev(cmd) => dev::run(cmd),
         Command::Migrate { shard_map } => migrate::run(&shard_map),

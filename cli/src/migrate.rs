@@ -2,17 +2,26 @@
 
 use std::path::Path;
 
-use strata_router::{migrations, RouterSettings, ShardMap, Topology};
+use strata_router::{RouterSettings, ShardMap, Topology, migrations};
 
 /// Migrates every shard of the map and reports each shard's version.
 pub fn run(shard_map: &Path) -> anyhow::Result<()> {
     let map = ShardMap::load(shard_map)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let topology = Topology::connect(map, RouterSettings::default()).await;
         for shard in migrations::migrate_all(&topology).await? {
-            let applied = if shard.applied_now.is_empty() { "nothing to apply".into() } else { shard.applied_now.join(", ") };
-            println!("shard {}: version {} ({applied})", shard.shard, shard.version);
+            let applied = if shard.applied_now.is_empty() {
+                "nothing to apply".into()
+            } else {
+                shard.applied_now.join(", ")
+            };
+            println!(
+                "shard {}: version {} ({applied})",
+                shard.shard, shard.version
+            );
         }
         Ok(())
     })

@@ -23,8 +23,14 @@ pub enum ShardCommand {
 pub fn run(cmd: ShardCommand) -> anyhow::Result<()> {
     let ShardCommand::Status { shard_map, json } = cmd;
     let map = ShardMap::load(&shard_map)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let status = runtime.block_on(async { Topology::connect(map, RouterSettings::default()).await.status() });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async {
+        Topology::connect(map, RouterSettings::default())
+            .await
+            .status()
+    });
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
@@ -32,7 +38,11 @@ pub fn run(cmd: ShardCommand) -> anyhow::Result<()> {
     for shard in &status {
         println!("shard {} ({} slots)", shard.id, shard.slots);
         for host in &shard.hosts {
-            let error = host.last_error.as_deref().map(|e| format!("  [{e}]")).unwrap_or_default();
+            let error = host
+                .last_error
+                .as_deref()
+                .map(|e| format!("  [{e}]"))
+                .unwrap_or_default();
             println!(
                 "  {:<22} {:<8} lsn {:<12} lag {:.3}s{}{error}",
                 host.addr,

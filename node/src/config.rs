@@ -21,7 +21,10 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] Box<figment::Error>),
     #[error("configuration field `{field}`: {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 /// Everything a node needs to run.
@@ -77,7 +80,10 @@ pub enum LogFormat {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, filter: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
     }
 }
 
@@ -87,7 +93,9 @@ impl Default for NodeConfig {
             node_id: "node-1".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shard_map: PathBuf::from("shard-map.toml"),
-            redis: RedisConfig { seeds: vec!["redis://127.0.0.1:7001".into()] },
+            redis: RedisConfig {
+                seeds: vec!["redis://127.0.0.1:7001".into()],
+            },
             router: RouterSettings::default(),
             log: LogConfig::default(),
             shutdown_grace_ms: 10_000,
@@ -103,8 +111,10 @@ impl NodeConfig {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: NodeConfig =
-            figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__")).extract().map_err(Box::new)?;
+        let config: NodeConfig = figment
+            .merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__"))
+            .extract()
+            .map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
@@ -115,7 +125,12 @@ impl NodeConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, problem: &str| Err(ConfigError::Invalid { field, problem: problem.into() });
+        let invalid = |field, problem: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                problem: problem.into(),
+            })
+        };
         if self.node_id.is_empty() || self.node_id.len() > 64 {
             return invalid("node_id", "must be 1..=64 characters");
         }
@@ -126,7 +141,10 @@ impl NodeConfig {
             return invalid("redis.seeds", &format!("{bad:?} must start with redis://"));
         }
         if self.router.poll_interval_ms == 0 || self.router.pool_max_size == 0 {
-            return invalid("router", "poll_interval_ms and pool_max_size must be positive");
+            return invalid(
+                "router",
+                "poll_interval_ms and pool_max_size must be positive",
+            );
         }
         Ok(())
     }
@@ -151,24 +169,38 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_file_states_exactly_the_defaults() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("strata-node.example.toml");
+        assert_eq!(NodeConfig::load(Some(&example)).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
     fn the_file_form_round_trips() {
-        let mut config = NodeConfig::default();
-        config.node_id = "n7".into();
-        config.router.ban_ms = 42;
+        let config = NodeConfig {
+            node_id: "n7".into(),
+            router: RouterSettings { ban_ms: 42, ..RouterSettings::default() },
+            ..NodeConfig::default()
+        };
         assert_eq!(load_text(&config.to_toml()).unwrap(), config);
     }
 
     #[test]
     fn unknown_keys_are_refused_by_name() {
-        let err = load_text("listn = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        let err = load_text("listn = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listn"), "{err}");
-        let err = load_text("[router]\nmax_lag = 3\n").unwrap_err().to_string();
+        let err = load_text("[router]\nmax_lag = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_lag"), "{err}");
     }
 
     #[test]
     fn bad_values_are_refused_by_field() {
-        let err = load_text("[redis]\nseeds = [\"127.0.0.1:7001\"]\n").unwrap_err().to_string();
+        let err = load_text("[redis]\nseeds = [\"127.0.0.1:7001\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("redis.seeds"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 //! and the request id. Server-side causes are logged here, where they are handled, and
 //! never sent to the client.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use strata_router::RouterError;
@@ -41,7 +41,10 @@ pub enum ApiError {
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
     #[error("{detail}")]
-    Unavailable { detail: String, retry_after_secs: u64 },
+    Unavailable {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error("the request took longer than {0} ms")]
     Timeout(u64),
     #[error("internal error: {0}")]
@@ -59,7 +62,9 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
-            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
+            }
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -70,9 +75,10 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after_secs } | Self::Unavailable { retry_after_secs, .. } => {
-                Some(*retry_after_secs)
-            }
+            Self::RateLimited { retry_after_secs }
+            | Self::Unavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             Self::Timeout(_) => Some(1),
             _ => None,
         }
@@ -81,7 +87,10 @@ impl ApiError {
 
 impl From<RouterError> for ApiError {
     fn from(e: RouterError) -> Self {
-        Self::Unavailable { detail: e.to_string(), retry_after_secs: 1 }
+        Self::Unavailable {
+            detail: e.to_string(),
+            retry_after_secs: 1,
+        }
     }
 }
 
@@ -122,7 +131,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).expect("a problem always serializes");
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -137,11 +149,17 @@ mod tests {
     #[test]
     fn router_outages_are_503_with_retry_after() {
         let shard = strata_router::ShardId::parse("s0").unwrap();
-        let response =
-            ApiError::from(RouterError::NoPrimary { shard, reason: "down".into() }).into_response();
+        let response = ApiError::from(RouterError::NoPrimary {
+            shard,
+            reason: "down".into(),
+        })
+        .into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -23,7 +23,10 @@ pub struct Alive {
 
 /// `GET /healthz`: 200 while the process runs.
 pub async fn healthz(State(state): State<AppState>) -> Json<Alive> {
-    Json(Alive { status: "ok", node_id: state.config().node_id.clone() })
+    Json(Alive {
+        status: "ok",
+        node_id: state.config().node_id.clone(),
+    })
 }
 
 /// Body of a ready `/readyz`.
@@ -53,6 +56,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
             shards: shards.len(),
             redis_probe_ms: took.as_secs_f64() * 1000.0,
         })),
-        _ => Err(ApiError::Unavailable { detail: format!("not ready: {}", reasons.join("; ")), retry_after_secs: 1 }),
+        _ => Err(ApiError::Unavailable {
+            detail: format!("not ready: {}", reasons.join("; ")),
+            retry_after_secs: 1,
+        }),
     }
 }

@@ -1,14 +1,14 @@
 //! The Strata API node: a stateless HTTP server over the shard router.
 //!
-//! - [`config`]: the one typed configuration (file + `STRATA_NODE_*` overrides).
-//! - [`startup`]: build (shard map, router, migration check, Redis, listener) and run.
-//! - [`routes`]: every route and the middleware stack.
-//! - [`request_context`]: request ids and deadlines.
-//! - [`error`]: the one error type, mapped to problem+json in one place.
-//! - [`health`], [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
-//! - [`redis_handle`]: the shared Redis Cluster connection.
-//! - [`state`]: what handlers share.
-//! - [`telemetry`]: logging.
+//! - [`config`] — the one typed configuration (file + `STRATA_NODE_*` overrides).
+//! - [`startup`] — build (shard map, router, migration check, Redis, listener) and run.
+//! - [`routes`] — every route and the middleware stack.
+//! - [`request_context`] — request ids and deadlines.
+//! - [`error`] — the one error type, mapped to problem+json in one place.
+//! - [`health`], [`metrics`] — `/healthz`, `/readyz`, `/metrics`.
+//! - [`redis_handle`] — the shared Redis Cluster connection.
+//! - [`state`] — what handlers share.
+//! - [`telemetry`] — logging.
 
 pub mod config;
 pub mod error;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use strata_node::config::NodeConfig;
-use strata_node::startup::{shutdown_signal, Application};
+use strata_node::startup::{Application, shutdown_signal};
 
 /// The Strata API node.
 #[derive(Parser)]
@@ -22,5 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let config = NodeConfig::load(args.config.as_deref()).context("load the node config")?;
     strata_node::telemetry::init(&config.log);
     let app = Application::build(config).await.context("start the node")?;
-    app.run_until_stopped(shutdown_signal()).await.context("serve")
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .context("serve")
 }

@@ -37,7 +37,10 @@ impl RedisHandle {
             .response_timeout(Duration::from_secs(1))
             .build()
             .map_err(|e| RedisError::Seeds(e.to_string()))?;
-        Ok(Self { client, connection: Mutex::new(None) })
+        Ok(Self {
+            client,
+            connection: Mutex::new(None),
+        })
     }
 
     /// The shared connection, opening it if needed.
@@ -67,9 +70,12 @@ impl RedisHandle {
                 .await
                 .map_err(|e| RedisError::Unreachable(e.to_string()))
         };
-        let info = tokio::time::timeout(deadline, attempt).await.map_err(|_| RedisError::Timeout(deadline.as_millis()))??;
+        let info = tokio::time::timeout(deadline, attempt)
+            .await
+            .map_err(|_| RedisError::Timeout(deadline.as_millis()))??;
         let took = start.elapsed();
-        metrics::histogram!("strata_redis_command_duration_seconds", "command" => "cluster_info").record(took.as_secs_f64());
+        metrics::histogram!("strata_redis_command_duration_seconds", "command" => "cluster_info")
+            .record(took.as_secs_f64());
         match cluster_state(&info) {
             "ok" => Ok(took),
             other => Err(RedisError::ClusterDown(other.to_owned())),
@@ -90,7 +96,10 @@ mod tests {
 
     #[test]
     fn the_cluster_state_is_read_from_cluster_info() {
-        assert_eq!(cluster_state("cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_ok:16384\r\n"), "ok");
+        assert_eq!(
+            cluster_state("cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_ok:16384\r\n"),
+            "ok"
+        );
         assert_eq!(cluster_state("cluster_state:fail\r\n"), "fail");
         assert_eq!(cluster_state(""), "unknown");
     }

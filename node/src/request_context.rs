@@ -22,7 +22,9 @@ tokio::task_local! {
 
 /// The id of the request being served on this task ("-" outside a request).
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".into())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".into())
 }
 
 /// Accepts a client's request id only if it is short, visible ASCII: it ends up in logs.
@@ -33,7 +35,11 @@ fn sane_request_id(value: &HeaderValue) -> Option<String> {
 }
 
 /// Middleware: assigns the request id, applies the deadline, and stamps the response.
-pub async fn with_request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn with_request_context(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let id = request
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -60,8 +66,17 @@ mod tests {
 
     #[test]
     fn only_short_visible_request_ids_are_kept() {
-        assert_eq!(sane_request_id(&HeaderValue::from_static("abc-123")), Some("abc-123".into()));
-        assert_eq!(sane_request_id(&HeaderValue::from_static("has space")), None);
-        assert_eq!(sane_request_id(&HeaderValue::from_str(&"x".repeat(129)).unwrap()), None);
+        assert_eq!(
+            sane_request_id(&HeaderValue::from_static("abc-123")),
+            Some("abc-123".into())
+        );
+        assert_eq!(
+            sane_request_id(&HeaderValue::from_static("has space")),
+            None
+        );
+        assert_eq!(
+            sane_request_id(&HeaderValue::from_str(&"x".repeat(129)).unwrap()),
+            None
+        );
     }
 }

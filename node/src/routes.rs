@@ -3,10 +3,10 @@
 
 use std::any::Any;
 
+use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
@@ -23,7 +23,10 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn(metrics::record_red))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn_with_state(state.clone(), request_context::with_request_context))
+        .layer(from_fn_with_state(
+            state.clone(),
+            request_context::with_request_context,
+        ))
         .with_state(state)
 }
 

@@ -26,7 +26,10 @@ pub enum StartupError {
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A node that is built and bound, ready to serve.
@@ -39,14 +42,19 @@ impl Application {
     /// Builds every part of the node and binds its listener.
     pub async fn build(config: NodeConfig) -> Result<Self, StartupError> {
         let map = ShardMap::load(&config.shard_map)?;
-        let metrics = crate::metrics::install_recorder().map_err(|e| StartupError::Metrics(e.to_string()))?;
+        let metrics =
+            crate::metrics::install_recorder().map_err(|e| StartupError::Metrics(e.to_string()))?;
         let topology = Topology::connect(map, config.router.clone()).await;
         migrations::ensure_current(&topology).await?;
         let poller = topology.spawn_poller();
         let redis = RedisHandle::new(&config.redis.seeds)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let state = AppState::new(config, topology, poller, redis, metrics);
         Ok(Self { listener, state })
     }
@@ -58,17 +66,23 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then lets requests in flight finish for up to
     /// the configured grace period.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let grace = Duration::from_millis(self.state.config().shutdown_grace_ms);
         let node_id = self.state.config().node_id.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let app = routes::app(self.state);
         tracing::info!(node_id = %node_id, addr = %self.listener.local_addr()?, "serving");
-        let serve = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stopping_tx.send(());
-            });
+        let serve = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;

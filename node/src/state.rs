@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use strata_router::topology::PollerGuard;
 use strata_router::Topology;
+use strata_router::topology::PollerGuard;
 
 use crate::config::NodeConfig;
 use crate::redis_handle::RedisHandle;
@@ -34,7 +34,15 @@ impl AppState {
         redis: RedisHandle,
         metrics: PrometheusHandle,
     ) -> Self {
-        Self { inner: Arc::new(Inner { config, topology, redis, metrics, _poller: poller }) }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                topology,
+                redis,
+                metrics,
+                _poller: poller,
+            }),
+        }
     }
 
     /// The node's configuration.

@@ -34,7 +34,11 @@ impl ShardId {
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if ok { Ok(Self(raw.to_owned())) } else { Err(IdError::BadShardId(raw.to_owned())) }
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(IdError::BadShardId(raw.to_owned()))
+        }
     }
 
     /// The id as text.
@@ -140,7 +144,10 @@ impl FromStr for HostAddr {
         if host.is_empty() || port == 0 || host.contains(char::is_whitespace) {
             return Err(bad());
         }
-        Ok(Self { host: host.to_owned(), port })
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
     }
 }
 
@@ -187,7 +194,10 @@ mod tests {
         let addr: HostAddr = "127.0.0.1:5432".parse().unwrap();
         assert_eq!((addr.host(), addr.port()), ("127.0.0.1", 5432));
         for bad in ["127.0.0.1", ":5432", "h:0", "h:99999", "h:p"] {
-            assert!(bad.parse::<HostAddr>().is_err(), "{bad:?} should be refused");
+            assert!(
+                bad.parse::<HostAddr>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 }

@@ -20,7 +20,10 @@ impl PrimaryHistory {
     /// A history that keeps at most `keep` samples (older ones only matter to replicas
     /// that are already far past any sane lag bound).
     pub fn new(keep: usize) -> Self {
-        Self { samples: VecDeque::new(), keep: keep.max(2) }
+        Self {
+            samples: VecDeque::new(),
+            keep: keep.max(2),
+        }
     }
 
     /// Records the primary's position as seen at `at`. A position not past the last one

@@ -4,15 +4,15 @@
 //! Layout, from pure logic to I/O (the I/O modules depend on the pure ones, never the
 //! other way round):
 //!
-//! - [`ids`]: newtypes for shard ids, slots, route hashes and host addresses.
-//! - [`hashing`]: routing key → stable 64-bit route hash → slot.
-//! - [`shard_map`]: parse and validate `shard-map.toml`.
-//! - [`placement`]: slot → shard through a weighted consistent hash ring.
-//! - [`lsn`] and [`lag`]: WAL positions and how far a replica is behind in seconds.
-//! - [`replica_choice`]: which host serves a read, given each host's observed health.
-//! - [`pools`]: per-host connection pools.
-//! - [`topology`]: the live view of every shard: role discovery, replica polling, bans.
-//! - [`migrations`]: forward-only SQL migrations applied to and checked on every shard.
+//! - [`ids`] — newtypes for shard ids, slots, route hashes and host addresses.
+//! - [`hashing`] — routing key → stable 64-bit route hash → slot.
+//! - [`shard_map`] — parse and validate `shard-map.toml`.
+//! - [`placement`] — slot → shard through a weighted consistent hash ring.
+//! - [`lsn`] and [`lag`] — WAL positions and how far a replica is behind in seconds.
+//! - [`replica_choice`] — which host serves a read, given each host's observed health.
+//! - [`pools`] — per-host connection pools.
+//! - [`topology`] — the live view of every shard: role discovery, replica polling, bans.
+//! - [`migrations`] — forward-only SQL migrations applied to and checked on every shard.
 
 pub mod hashing;
 pub mod ids;
@@ -27,7 +27,7 @@ pub mod shard_map;
 pub mod topology;
 
 pub use hashing::{route_hash, slot_of};
-pub use ids::{HostAddr, RouteHash, ShardId, Slot, SLOT_COUNT};
+pub use ids::{HostAddr, RouteHash, SLOT_COUNT, ShardId, Slot};
 pub use lsn::Lsn;
 pub use placement::Placement;
 pub use settings::RouterSettings;

@@ -23,16 +23,29 @@ pub enum MigrationError {
     #[error(transparent)]
     Router(#[from] RouterError),
     #[error("shard {shard}: {source}")]
-    Db { shard: ShardId, source: tokio_postgres::Error },
+    Db {
+        shard: ShardId,
+        source: tokio_postgres::Error,
+    },
     #[error("shard {shard}: migration failed: {detail}")]
     Refinery { shard: ShardId, detail: String },
     #[error(
         "shard {shard} is behind on migrations: at version {applied}, this build needs {latest}; \
          run `strata migrate`"
     )]
-    Behind { shard: ShardId, applied: i64, latest: i64 },
-    #[error("shard {shard} is at migration version {applied}, newer than this build knows ({latest})")]
-    Ahead { shard: ShardId, applied: i64, latest: i64 },
+    Behind {
+        shard: ShardId,
+        applied: i64,
+        latest: i64,
+    },
+    #[error(
+        "shard {shard} is at migration version {applied}, newer than this build knows ({latest})"
+    )]
+    Ahead {
+        shard: ShardId,
+        applied: i64,
+        latest: i64,
+    },
 }
 
 /// What one shard's migration run did.
@@ -69,15 +82,32 @@ pub async fn migrate_all(topology: &Topology) -> Result<Vec<ShardMigration>, Mig
     Ok(done)
 }
 
-async fn migrate_shard(shard: &ShardId, conn: &mut Object) -> Result<ShardMigration, MigrationError> {
-    let db = |source| MigrationError::Db { shard: shard.clone(), source };
-    conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY]).await.map_err(db)?;
+async fn migrate_shard(
+    shard: &ShardId,
+    conn: &mut Object,
+) -> Result<ShardMigration, MigrationError> {
+    let db = |source| MigrationError::Db {
+        shard: shard.clone(),
+        source,
+    };
+    conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(db)?;
     let outcome = runner().run_async(&mut ***conn).await;
-    conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await.map_err(db)?;
-    let report = outcome.map_err(|e| MigrationError::Refinery { shard: shard.clone(), detail: e.to_string() })?;
+    conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(db)?;
+    let report = outcome.map_err(|e| MigrationError::Refinery {
+        shard: shard.clone(),
+        detail: e.to_string(),
+    })?;
     Ok(ShardMigration {
         shard: shard.clone(),
-        applied_now: report.applied_migrations().iter().map(|m| m.to_string()).collect(),
+        applied_now: report
+            .applied_migrations()
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
         version: applied_version(shard, conn).await?,
     })
 }
@@ -87,7 +117,10 @@ async fn applied_version(shard: &ShardId, conn: &mut Object) -> Result<i64, Migr
     let has_history: bool = conn
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])
         .await
-        .map_err(|source| MigrationError::Db { shard: shard.clone(), source })?
+        .map_err(|source| MigrationError::Db {
+            shard: shard.clone(),
+            source,
+        })?
         .get(0);
     if !has_history {
         return Ok(0);
@@ -95,7 +128,10 @@ async fn applied_version(shard: &ShardId, conn: &mut Object) -> Result<i64, Migr
     let last = runner()
         .get_last_applied_migration_async(&mut ***conn)
         .await
-        .map_err(|e| MigrationError::Refinery { shard: shard.clone(), detail: e.to_string() })?;
+        .map_err(|e| MigrationError::Refinery {
+            shard: shard.clone(),
+            detail: e.to_string(),
+        })?;
     Ok(last.map(|m| i64::from(m.version())).unwrap_or(0))
 }
 
@@ -114,10 +150,18 @@ pub async fn ensure_current(topology: &Topology) -> Result<(), MigrationError> {
     let latest = latest_version();
     for (shard, applied) in versions(topology).await? {
         if applied < latest {
-            return Err(MigrationError::Behind { shard, applied, latest });
+            return Err(MigrationError::Behind {
+                shard,
+                applied,
+                latest,
+            });
         }
         if applied > latest {
-            return Err(MigrationError::Ahead { shard, applied, latest });
+            return Err(MigrationError::Ahead {
+                shard,
+                applied,
+                latest,
+            });
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use consistent_hash_ring::{Ring, RingBuilder};
 use xxhash_rust::xxh3::Xxh3Builder;
 
-use crate::ids::{RouteHash, ShardId, Slot, SLOT_COUNT};
+use crate::ids::{RouteHash, SLOT_COUNT, ShardId, Slot};
 use crate::shard_map::ShardMap;
 
 /// A shard as a ring node. Hashes exactly its id bytes, so placement does not depend on
@@ -47,9 +47,12 @@ impl Placement {
         });
         // XXH3 with its default seed, not the crate's default FNV: FNV of a two-byte slot
         // number lands in a narrow arc of the ring and skews the split between shards.
-        let ring: Ring<RingNode, Xxh3Builder> =
-            RingBuilder::new(Xxh3Builder::new()).weighted_nodes_iter(weighted).build();
-        let owners = (0..SLOT_COUNT).map(|slot| ring.get(RingKey(slot)).0.clone()).collect();
+        let ring: Ring<RingNode, Xxh3Builder> = RingBuilder::new(Xxh3Builder::new())
+            .weighted_nodes_iter(weighted)
+            .build();
+        let owners = (0..SLOT_COUNT)
+            .map(|slot| ring.get(RingKey(slot)).0.clone())
+            .collect();
         Self { owners }
     }
 
@@ -91,7 +94,10 @@ mod tests {
     fn map(shards: &[(&str, u32)]) -> ShardMap {
         let mut text = String::new();
         for (i, (id, weight)) in shards.iter().enumerate() {
-            text += &format!("[[shard]]\nid = \"{id}\"\nweight = {weight}\nhosts = [\"h:{}\"]\n", i + 1);
+            text += &format!(
+                "[[shard]]\nid = \"{id}\"\nweight = {weight}\nhosts = [\"h:{}\"]\n",
+                i + 1
+            );
         }
         ShardMap::parse(&text).unwrap()
     }
@@ -136,7 +142,10 @@ mod tests {
         let moves: Vec<_> = before.moves_to(&after).collect();
         let share = moves.len() as f64 / f64::from(SLOT_COUNT);
         assert!((0.25..=0.42).contains(&share), "moved {share} of the slots");
-        assert!(moves.iter().all(|(_, _, to)| to.as_str() == "s2"), "a slot moved between old shards");
+        assert!(
+            moves.iter().all(|(_, _, to)| to.as_str() == "s2"),
+            "a slot moved between old shards"
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub fn host_pool(map: &ShardMap, host: &HostAddr, settings: &RouterSettings) -> 
     let manager = Manager::from_config(
         pg,
         NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     Pool::builder(manager)
         .max_size(settings.pool_max_size)

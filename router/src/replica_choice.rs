@@ -55,7 +55,13 @@ mod tests {
     use super::*;
 
     fn primary() -> HostView {
-        HostView { is_primary: true, is_replica: false, banned: false, lsn: Some(Lsn(100)), lag: Duration::ZERO }
+        HostView {
+            is_primary: true,
+            is_replica: false,
+            banned: false,
+            lsn: Some(Lsn(100)),
+            lag: Duration::ZERO,
+        }
     }
 
     fn replica(lsn: u64, lag_ms: u64) -> HostView {
@@ -88,7 +94,10 @@ mod tests {
     #[test]
     fn a_consistency_token_needs_a_replica_at_or_past_its_lsn() {
         let hosts = [primary(), replica(90, 0), replica(100, 0)];
-        assert_eq!(read_candidates(&hosts, Some(Lsn(100)), BOUND, 0), vec![2, 0]);
+        assert_eq!(
+            read_candidates(&hosts, Some(Lsn(100)), BOUND, 0),
+            vec![2, 0]
+        );
         assert_eq!(read_candidates(&hosts, Some(Lsn(101)), BOUND, 0), vec![0]);
     }
 

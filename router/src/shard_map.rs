@@ -13,7 +13,10 @@ use crate::ids::{HostAddr, ShardId};
 #[derive(Debug, thiserror::Error)]
 pub enum ShardMapError {
     #[error("cannot read shard map {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("shard map is not valid: {0}")]
     Syntax(String),
     #[error("shard map field `{field}`: {problem}")]
@@ -22,7 +25,10 @@ pub enum ShardMapError {
 
 impl ShardMapError {
     fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), problem: problem.into() }
+        Self::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -42,7 +48,9 @@ fn default_virtual_nodes() -> u32 {
 
 impl Default for RingConfig {
     fn default() -> Self {
-        Self { virtual_nodes: default_virtual_nodes() }
+        Self {
+            virtual_nodes: default_virtual_nodes(),
+        }
     }
 }
 
@@ -97,8 +105,10 @@ fn default_user() -> String {
 impl ShardMap {
     /// Reads and validates a shard map file.
     pub fn load(path: &Path) -> Result<Self, ShardMapError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ShardMapError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ShardMapError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text)
     }
 
@@ -122,10 +132,16 @@ impl ShardMap {
 
     fn validate(&self) -> Result<(), ShardMapError> {
         if self.shards.is_empty() {
-            return Err(ShardMapError::invalid("shard", "at least one [[shard]] is required"));
+            return Err(ShardMapError::invalid(
+                "shard",
+                "at least one [[shard]] is required",
+            ));
         }
         if !(1..=4096).contains(&self.ring.virtual_nodes) {
-            return Err(ShardMapError::invalid("ring.virtual_nodes", "must be 1..=4096"));
+            return Err(ShardMapError::invalid(
+                "ring.virtual_nodes",
+                "must be 1..=4096",
+            ));
         }
         for (name, value) in [("database", &self.database), ("user", &self.user)] {
             if value.is_empty() || value.len() > 63 {
@@ -142,7 +158,10 @@ impl ShardMap {
                 ));
             }
             if !(1..=100).contains(&shard.weight) {
-                return Err(ShardMapError::invalid(format!("shard[{i}].weight"), "must be 1..=100"));
+                return Err(ShardMapError::invalid(
+                    format!("shard[{i}].weight"),
+                    "must be 1..=100",
+                ));
             }
             if shard.hosts.is_empty() {
                 return Err(ShardMapError::invalid(
@@ -179,7 +198,9 @@ mod tests {
     "#;
 
     fn error_of(text: &str) -> String {
-        ShardMap::parse(text).expect_err("map should be refused").to_string()
+        ShardMap::parse(text)
+            .expect_err("map should be refused")
+            .to_string()
     }
 
     #[test]
@@ -201,7 +222,10 @@ mod tests {
     #[test]
     fn a_bad_host_is_named() {
         let err = error_of("[[shard]]\nid = \"s0\"\nhosts = [\"localhost\"]\n");
-        assert!(err.contains("localhost") && err.contains("host:port"), "{err}");
+        assert!(
+            err.contains("localhost") && err.contains("host:port"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -209,7 +233,10 @@ mod tests {
         let err = error_of(
             "[[shard]]\nid = \"s0\"\nhosts = [\"h:1\"]\n[[shard]]\nid = \"s0\"\nhosts = [\"h:2\"]\n",
         );
-        assert!(err.contains("shard[1].id") && err.contains("twice"), "{err}");
+        assert!(
+            err.contains("shard[1].id") && err.contains("twice"),
+            "{err}"
+        );
         let err = error_of(
             "[[shard]]\nid = \"s0\"\nhosts = [\"h:1\"]\n[[shard]]\nid = \"s1\"\nhosts = [\"h:1\"]\n",
         );

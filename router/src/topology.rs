@@ -18,7 +18,7 @@ use crate::lag::PrimaryHistory;
 use crate::lsn::Lsn;
 use crate::placement::Placement;
 use crate::pools::host_pool;
-use crate::replica_choice::{read_candidates, HostView};
+use crate::replica_choice::{HostView, read_candidates};
 use crate::settings::RouterSettings;
 use crate::shard_map::ShardMap;
 
@@ -142,12 +142,21 @@ impl Topology {
                         }),
                     })
                     .collect();
-                let shard = Shard { id: cfg.id.clone(), hosts, history: Mutex::new(PrimaryHistory::new(256)) };
+                let shard = Shard {
+                    id: cfg.id.clone(),
+                    hosts,
+                    history: Mutex::new(PrimaryHistory::new(256)),
+                };
                 (cfg.id.clone(), shard)
             })
             .collect();
-        let topology =
-            Arc::new(Self { map, placement, settings, shards, next_reader: AtomicUsize::new(0) });
+        let topology = Arc::new(Self {
+            map,
+            placement,
+            settings,
+            shards,
+            next_reader: AtomicUsize::new(0),
+        });
         topology.poll_all().await;
         topology
     }
@@ -192,7 +201,10 @@ impl Topology {
     }
 
     async fn poll_shard(&self, shard: &Shard) {
-        let probes = shard.hosts.iter().map(|host| probe(host, self.settings.poll_timeout()));
+        let probes = shard
+            .hosts
+            .iter()
+            .map(|host| probe(host, self.settings.poll_timeout()));
         let results = join_all(probes).await;
         let now = Instant::now();
         let primaries: Vec<Lsn> = results
@@ -210,12 +222,26 @@ impl Topology {
             let mut seen = host.seen.lock().expect("host lock");
             match result {
                 Ok((in_recovery, lsn)) => {
-                    seen.role = if in_recovery { HostRole::Replica } else { HostRole::Primary };
+                    seen.role = if in_recovery {
+                        HostRole::Replica
+                    } else {
+                        HostRole::Primary
+                    };
                     seen.lsn = Some(lsn);
-                    seen.lag = if in_recovery { history.lag_of(lsn, now) } else { Duration::ZERO };
+                    seen.lag = if in_recovery {
+                        history.lag_of(lsn, now)
+                    } else {
+                        Duration::ZERO
+                    };
                     seen.last_error = None;
                     if in_recovery && seen.lag > self.settings.max_replica_lag() {
-                        self.ban(&shard.id, host, &mut seen, now, "replica lag past the bound");
+                        self.ban(
+                            &shard.id,
+                            host,
+                            &mut seen,
+                            now,
+                            "replica lag past the bound",
+                        );
                     }
                 }
                 Err(reason) => {
@@ -236,7 +262,9 @@ impl Topology {
     }
 
     fn shard(&self, id: &ShardId) -> Result<&Shard, RouterError> {
-        self.shards.get(id).ok_or_else(|| RouterError::UnknownShard { shard: id.clone() })
+        self.shards
+            .get(id)
+            .ok_or_else(|| RouterError::UnknownShard { shard: id.clone() })
     }
 
     /// A connection to the shard's primary, for writes. When no primary is known, the
@@ -247,14 +275,20 @@ impl Topology {
             self.poll_shard(shard).await;
         }
         let Some(index) = primary_index(shard) else {
-            return Err(RouterError::NoPrimary { shard: id.clone(), reason: no_primary_reason(shard) });
+            return Err(RouterError::NoPrimary {
+                shard: id.clone(),
+                reason: no_primary_reason(shard),
+            });
         };
         let host = &shard.hosts[index];
         host.pool.get().await.map_err(|e| {
             let mut seen = host.seen.lock().expect("host lock");
             seen.role = HostRole::Down;
             seen.last_error = Some(e.to_string());
-            RouterError::NoPrimary { shard: id.clone(), reason: format!("{}: {e}", host.addr) }
+            RouterError::NoPrimary {
+                shard: id.clone(),
+                reason: format!("{}: {e}", host.addr),
+            }
         })
     }
 
@@ -275,7 +309,11 @@ impl Topology {
             let host = &shard.hosts[index];
             match host.pool.get().await {
                 Ok(conn) => {
-                    let role = if views[index].is_primary { HostRole::Primary } else { HostRole::Replica };
+                    let role = if views[index].is_primary {
+                        HostRole::Primary
+                    } else {
+                        HostRole::Replica
+                    };
                     return Ok((conn, role));
                 }
                 Err(e) => {
@@ -319,7 +357,10 @@ async fn probe(host: &Host, deadline: Duration) -> Result<(bool, Lsn), String> {
             .map_err(|e| e.to_string())?;
         let in_recovery: bool = row.get(0);
         let lsn: Option<String> = row.get(1);
-        let lsn = lsn.unwrap_or_else(|| "0/0".into()).parse::<Lsn>().map_err(|e| e.to_string())?;
+        let lsn = lsn
+            .unwrap_or_else(|| "0/0".into())
+            .parse::<Lsn>()
+            .map_err(|e| e.to_string())?;
         Ok((in_recovery, lsn))
     };
     match tokio::time::timeout(deadline, attempt).await {
@@ -362,7 +403,10 @@ fn no_primary_reason(shard: &Shard) -> String {
         .iter()
         .map(|h| {
             let seen = h.seen.lock().expect("host lock");
-            let detail = seen.last_error.clone().unwrap_or_else(|| format!("{:?}", seen.role));
+            let detail = seen
+                .last_error
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", seen.role));
             format!("{} {}", h.addr, detail.to_lowercase())
         })
         .collect::<Vec<_>>()
@@ -396,11 +440,17 @@ fn host_status(host: &Host, now: Instant) -> HostStatus {
 }
 
 fn record_host_metrics(shard: &ShardId, host: &Host, seen: &Observation, now: Instant) {
-    let labels = [("shard", shard.to_string()), ("host", host.addr.to_string())];
+    let labels = [
+        ("shard", shard.to_string()),
+        ("host", host.addr.to_string()),
+    ];
     let up = !matches!(seen.role, HostRole::Down | HostRole::Unknown);
     metrics::gauge!("strata_db_host_up", &labels).set(if up { 1.0 } else { 0.0 });
-    metrics::gauge!("strata_db_host_primary", &labels)
-        .set(if seen.role == HostRole::Primary { 1.0 } else { 0.0 });
+    metrics::gauge!("strata_db_host_primary", &labels).set(if seen.role == HostRole::Primary {
+        1.0
+    } else {
+        0.0
+    });
     metrics::gauge!("strata_db_host_banned", &labels).set(if seen.banned(now) { 1.0 } else { 0.0 });
     if seen.role == HostRole::Replica {
         metrics::gauge!("strata_replica_lag_seconds", &labels).set(seen.lag.as_secs_f64());

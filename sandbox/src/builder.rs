@@ -85,11 +85,16 @@ impl ClusterBuilder {
         let mut ports = free_ports(pg_count + self.redis_masters + self.nodes + lb)?.into_iter();
         let mut map_text = format!("database = \"{}\"\nuser = \"strata\"\n", self.database);
         for s in 0..self.shards {
-            let hosts: Vec<String> =
-                (0..=self.replicas).map(|_| format!("\"127.0.0.1:{}\"", ports.next().unwrap())).collect();
-            map_text += &format!("\n[[shard]]\nid = \"s{s}\"\nhosts = [{}]\n", hosts.join(", "));
+            let hosts: Vec<String> = (0..=self.replicas)
+                .map(|_| format!("\"127.0.0.1:{}\"", ports.next().unwrap()))
+                .collect();
+            map_text += &format!(
+                "\n[[shard]]\nid = \"s{s}\"\nhosts = [{}]\n",
+                hosts.join(", ")
+            );
         }
-        let shard_map = ShardMap::parse(&map_text).map_err(|e| SandboxError::Config(e.to_string()))?;
+        let shard_map =
+            ShardMap::parse(&map_text).map_err(|e| SandboxError::Config(e.to_string()))?;
         Ok(ClusterSpec {
             data_dir: fresh_dir(),
             shard_map,

@@ -10,8 +10,8 @@ use strata_router::{RouterSettings, ShardId, ShardMap, Topology};
 use crate::endpoints::{Endpoints, NodeEndpoint, PostgresEndpoint};
 use crate::error::SandboxError;
 use crate::haproxy::LoadBalancer;
-use crate::nodes::{node_binary, NodeProcess};
-use crate::postgres::{PgInstance, APP_ROLE};
+use crate::nodes::{NodeProcess, node_binary};
+use crate::postgres::{APP_ROLE, PgInstance};
 use crate::process::{self, wait_until};
 use crate::redis_cluster::RedisCluster;
 use crate::tools::Tools;
@@ -69,15 +69,22 @@ impl Cluster {
             .shards
             .iter()
             .flat_map(|shard| {
-                shard.hosts.iter().enumerate().map(|(index, addr)| PgInstance {
-                    shard: shard.id.clone(),
-                    index,
-                    addr: addr.clone(),
-                    dir: spec.data_dir.join("pg").join(format!("{}-{index}", shard.id)),
-                    tools: tools.clone(),
-                    database: spec.shard_map.database.clone(),
-                    fsync: spec.fsync,
-                })
+                shard
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(index, addr)| PgInstance {
+                        shard: shard.id.clone(),
+                        index,
+                        addr: addr.clone(),
+                        dir: spec
+                            .data_dir
+                            .join("pg")
+                            .join(format!("{}-{index}", shard.id)),
+                        tools: tools.clone(),
+                        database: spec.shard_map.database.clone(),
+                        fsync: spec.fsync,
+                    })
             })
             .collect();
         let redis = (!spec.redis_ports.is_empty()).then(|| RedisCluster {
@@ -99,11 +106,19 @@ impl Cluster {
                         node_id: id.clone(),
                         listen: ([127, 0, 0, 1], port).into(),
                         shard_map: spec.data_dir.join("shard-map.toml"),
-                        redis: strata_node::config::RedisConfig { seeds: seeds.clone() },
+                        redis: strata_node::config::RedisConfig {
+                            seeds: seeds.clone(),
+                        },
                         router: spec.router.clone(),
                         ..NodeConfig::default()
                     };
-                    NodeProcess { dir: spec.data_dir.join("nodes").join(&id), id, port, config, binary: binary.clone() }
+                    NodeProcess {
+                        dir: spec.data_dir.join("nodes").join(&id),
+                        id,
+                        port,
+                        config,
+                        binary: binary.clone(),
+                    }
                 })
                 .collect()
         };
@@ -113,7 +128,14 @@ impl Cluster {
             dir: spec.data_dir.join("haproxy"),
             tools: tools.clone(),
         });
-        Ok(Self { spec, postgres, redis, nodes, load_balancer, on_drop: OnDrop::Stop })
+        Ok(Self {
+            spec,
+            postgres,
+            redis,
+            nodes,
+            load_balancer,
+            on_drop: OnDrop::Stop,
+        })
     }
 
     /// Starts (or restarts, reusing data) everything a spec describes and writes
@@ -127,16 +149,23 @@ impl Cluster {
     }
 
     fn start_all(&self) -> Result<(), SandboxError> {
-        std::fs::create_dir_all(&self.spec.data_dir).map_err(SandboxError::io("create the data dir"))?;
+        std::fs::create_dir_all(&self.spec.data_dir)
+            .map_err(SandboxError::io("create the data dir"))?;
         process::make_postgres_dir(&self.spec.data_dir.join("pg"))?;
         let spec_text = serde_json::to_string_pretty(&self.spec).expect("a spec always serializes");
-        std::fs::write(self.spec.data_dir.join(SPEC_FILE), spec_text).map_err(SandboxError::io("write spec.json"))?;
+        std::fs::write(self.spec.data_dir.join(SPEC_FILE), spec_text)
+            .map_err(SandboxError::io("write spec.json"))?;
         let map_path = self.spec.data_dir.join("shard-map.toml");
-        std::fs::write(&map_path, self.spec.shard_map.to_toml()).map_err(SandboxError::io("write shard-map.toml"))?;
+        std::fs::write(&map_path, self.spec.shard_map.to_toml())
+            .map_err(SandboxError::io("write shard-map.toml"))?;
         for shard in &self.spec.shard_map.shards {
             let primary = self.pg(&shard.id, 0);
             primary.init_primary()?;
-            for replica in self.postgres.iter().filter(|p| p.shard == shard.id && p.index > 0) {
+            for replica in self
+                .postgres
+                .iter()
+                .filter(|p| p.shard == shard.id && p.index > 0)
+            {
                 replica.init_replica(primary)?;
             }
         }
@@ -148,15 +177,21 @@ impl Cluster {
             node.start()?;
         }
         for node in &self.nodes {
-            wait_until(&format!("{} to be ready", node.id), Duration::from_secs(60), &node.log_file(), || {
-                process::http_status(node.port, "/readyz") == Some(200)
-            })?;
+            wait_until(
+                &format!("{} to be ready", node.id),
+                Duration::from_secs(60),
+                &node.log_file(),
+                || process::http_status(node.port, "/readyz") == Some(200),
+            )?;
         }
         if let Some(lb) = &self.load_balancer {
             lb.start()?;
-            wait_until("the load balancer to answer /readyz", Duration::from_secs(30), &lb.dir, || {
-                process::http_status(lb.port, "/readyz") == Some(200)
-            })?;
+            wait_until(
+                "the load balancer to answer /readyz",
+                Duration::from_secs(30),
+                &lb.dir,
+                || process::http_status(lb.port, "/readyz") == Some(200),
+            )?;
         }
         self.endpoints().write()
     }
@@ -165,10 +200,12 @@ impl Cluster {
     /// (its `spec.json`), e.g. for `strata dev down` and `strata dev status`.
     pub fn open(data_dir: &Path) -> Result<Self, SandboxError> {
         let path = data_dir.join(SPEC_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(SandboxError::io(format!("read {} (is a cluster set up there?)", path.display())))?;
-        let spec: ClusterSpec =
-            serde_json::from_str(&text).map_err(|e| SandboxError::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(SandboxError::io(format!(
+            "read {} (is a cluster set up there?)",
+            path.display()
+        )))?;
+        let spec: ClusterSpec = serde_json::from_str(&text)
+            .map_err(|e| SandboxError::Config(format!("{}: {e}", path.display())))?;
         let mut cluster = Self::plan(spec)?;
         cluster.on_drop = OnDrop::Keep;
         Ok(cluster)
@@ -185,7 +222,8 @@ impl Cluster {
         if let Some(redis) = &self.redis {
             redis.stop();
         }
-        let (primaries, replicas): (Vec<_>, Vec<_>) = self.postgres.iter().partition(|p| p.index == 0);
+        let (primaries, replicas): (Vec<_>, Vec<_>) =
+            self.postgres.iter().partition(|p| p.index == 0);
         for pg in replicas.into_iter().chain(primaries) {
             if let Err(e) = pg.stop() {
                 tracing::warn!(error = %e, "postgres did not stop cleanly; killing it");
@@ -239,12 +277,20 @@ impl Cluster {
                 .map(|p| PostgresEndpoint {
                     shard: p.shard.to_string(),
                     addr: p.addr.to_string(),
-                    role: if p.index == 0 { "primary".into() } else { "replica".into() },
+                    role: if p.index == 0 {
+                        "primary".into()
+                    } else {
+                        "replica".into()
+                    },
                     dsn: format!("postgres://{APP_ROLE}@{}/{}", p.addr, map.database),
                     log: p.log_file(),
                 })
                 .collect(),
-            redis: self.redis.as_ref().map(RedisCluster::seeds).unwrap_or_default(),
+            redis: self
+                .redis
+                .as_ref()
+                .map(RedisCluster::seeds)
+                .unwrap_or_default(),
         }
     }
 }
@@ -273,7 +319,9 @@ fn migrate(map: &ShardMap) -> Result<(), SandboxError> {
             .map_err(|e| e.to_string())?;
         runtime.block_on(async {
             let topology = Topology::connect(map, RouterSettings::default()).await;
-            strata_router::migrations::migrate_all(&topology).await.map_err(|e| e.to_string())
+            strata_router::migrations::migrate_all(&topology)
+                .await
+                .map_err(|e| e.to_string())
         })
     })
     .join()
@@ -299,14 +347,34 @@ impl Cluster {
         let mut out = Vec::new();
         for pg in &self.postgres {
             let running = pg.is_running();
-            let detail = if running { postgres_detail(pg) } else { "stopped".into() };
-            out.push(ProcessState { kind: "postgres", name: pg.name(), addr: pg.addr.to_string(), running, detail });
+            let detail = if running {
+                postgres_detail(pg)
+            } else {
+                "stopped".into()
+            };
+            out.push(ProcessState {
+                kind: "postgres",
+                name: pg.name(),
+                addr: pg.addr.to_string(),
+                running,
+                detail,
+            });
         }
         if let Some(redis) = &self.redis {
             for &port in &redis.ports {
                 let running = redis.server_pid(port).is_some();
-                let detail = if running { "cluster member".into() } else { "stopped".into() };
-                out.push(ProcessState { kind: "redis", name: format!("redis-{port}"), addr: format!("127.0.0.1:{port}"), running, detail });
+                let detail = if running {
+                    "cluster member".into()
+                } else {
+                    "stopped".into()
+                };
+                out.push(ProcessState {
+                    kind: "redis",
+                    name: format!("redis-{port}"),
+                    addr: format!("127.0.0.1:{port}"),
+                    running,
+                    detail,
+                });
             }
         }
         for node in &self.nodes {
@@ -316,7 +384,13 @@ impl Cluster {
                 Some(code) => format!("not ready ({code})"),
                 None => "not answering".into(),
             };
-            out.push(ProcessState { kind: "node", name: node.id.clone(), addr: node.url(), running, detail });
+            out.push(ProcessState {
+                kind: "node",
+                name: node.id.clone(),
+                addr: node.url(),
+                running,
+                detail,
+            });
         }
         if let Some(lb) = &self.load_balancer {
             let running = lb.pid().is_some();
@@ -324,7 +398,13 @@ impl Cluster {
                 Some(code) => format!("/readyz answers {code}"),
                 None => "not answering".into(),
             };
-            out.push(ProcessState { kind: "haproxy", name: "load-balancer".into(), addr: lb.url(), running, detail });
+            out.push(ProcessState {
+                kind: "haproxy",
+                name: "load-balancer".into(),
+                addr: lb.url(),
+                running,
+                detail,
+            });
         }
         out
     }
@@ -333,5 +413,6 @@ impl Cluster {
 fn postgres_detail(pg: &PgInstance) -> String {
     let sql = "SELECT CASE WHEN pg_is_in_recovery() THEN 'replica, ' || coalesce((SELECT status FROM pg_stat_wal_receiver), 'not receiving') \
                ELSE 'primary, ' || (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') || ' replica(s) streaming' END";
-    pg.psql("postgres", sql).unwrap_or_else(|e| format!("not answering: {e}"))
+    pg.psql("postgres", sql)
+        .unwrap_or_else(|e| format!("not answering: {e}"))
 }

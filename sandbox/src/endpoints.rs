@@ -51,15 +51,17 @@ impl Endpoints {
     pub fn write(&self) -> Result<(), SandboxError> {
         let path = self.data_dir.join(ENDPOINTS_FILE);
         let text = serde_json::to_string_pretty(self).expect("endpoints always serialize");
-        std::fs::write(&path, text + "\n").map_err(SandboxError::io(format!("write {}", path.display())))
+        std::fs::write(&path, text + "\n")
+            .map_err(SandboxError::io(format!("write {}", path.display())))
     }
 
     /// Reads `cluster.json` from a data directory.
     pub fn read(data_dir: &Path) -> Result<Self, SandboxError> {
         let path = data_dir.join(ENDPOINTS_FILE);
-        let text =
-            std::fs::read_to_string(&path).map_err(SandboxError::io(format!("read {}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| SandboxError::Config(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(&path)
+            .map_err(SandboxError::io(format!("read {}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| SandboxError::Config(format!("{}: {e}", path.display())))
     }
 
     /// A human summary, one endpoint a line.
@@ -69,10 +71,16 @@ impl Endpoints {
             out += &format!("load balancer   {lb}\n");
         }
         for node in &self.nodes {
-            out += &format!("node {:<10} {}   (metrics {})\n", node.id, node.url, node.metrics);
+            out += &format!(
+                "node {:<10} {}   (metrics {})\n",
+                node.id, node.url, node.metrics
+            );
         }
         for pg in &self.postgres {
-            out += &format!("postgres {:<6} {:<8} {}   {}\n", pg.shard, pg.role, pg.addr, pg.dsn);
+            out += &format!(
+                "postgres {:<6} {:<8} {}   {}\n",
+                pg.shard, pg.role, pg.addr, pg.dsn
+            );
         }
         out += &format!("redis cluster   {}\n", self.redis.join(" "));
         out += &format!("shard map       {}\n", self.shard_map.display());

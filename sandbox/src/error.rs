@@ -6,16 +6,29 @@ use std::time::Duration;
 /// A failure of the sandbox, phrased for the operator who has to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("{tool} is not installed: run `scripts/install-deps.sh` (or `apt-get install -y {package}`)")]
+    #[error(
+        "{tool} is not installed: run `scripts/install-deps.sh` (or `apt-get install -y {package}`)"
+    )]
     MissingTool { tool: String, package: &'static str },
     #[error("the node binary was not found at {0}: build it first with `cargo build --bins`")]
     NodeBinary(PathBuf),
     #[error("{what} failed ({status}): {output}")]
-    Command { what: String, status: String, output: String },
+    Command {
+        what: String,
+        status: String,
+        output: String,
+    },
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("{what} did not happen within {}s; see the logs under {logs}", waited.as_secs())]
-    Timeout { what: String, waited: Duration, logs: String },
+    Timeout {
+        what: String,
+        waited: Duration,
+        logs: String,
+    },
     #[error("migrations: {0}")]
     Migrations(String),
     #[error("{0}")]

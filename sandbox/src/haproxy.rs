@@ -37,11 +37,16 @@ impl LoadBalancer {
     /// traffic, including the reads replicas can still serve. With them it "fails open"
     /// to every node only when no node is ready, like Envoy's panic threshold.
     pub fn config_text(&self) -> String {
-        let checked = self.node_ports.iter().enumerate().map(|(i, port)| {
-            format!("    server node-{} 127.0.0.1:{port} check\n", i + 1)
-        });
+        let checked = self
+            .node_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("    server node-{} 127.0.0.1:{port} check\n", i + 1));
         let fail_open = self.node_ports.iter().enumerate().map(|(i, port)| {
-            format!("    server node-{}-fail-open 127.0.0.1:{port} backup\n", i + 1)
+            format!(
+                "    server node-{}-fail-open 127.0.0.1:{port} backup\n",
+                i + 1
+            )
         });
         let servers: String = checked.chain(fail_open).collect();
         format!(
@@ -65,14 +70,29 @@ impl LoadBalancer {
         std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create haproxy dir"))?;
         let cfg = self.dir.join("haproxy.cfg");
         std::fs::write(&cfg, self.config_text()).map_err(SandboxError::io("write haproxy.cfg"))?;
-        run(Command::new(&self.tools.haproxy).arg("-c").arg("-q").arg("-f").arg(&cfg), "haproxy -c")?;
         run(
-            Command::new(&self.tools.haproxy).arg("-D").arg("-f").arg(&cfg).arg("-p").arg(self.pid_file()),
+            Command::new(&self.tools.haproxy)
+                .arg("-c")
+                .arg("-q")
+                .arg("-f")
+                .arg(&cfg),
+            "haproxy -c",
+        )?;
+        run(
+            Command::new(&self.tools.haproxy)
+                .arg("-D")
+                .arg("-f")
+                .arg(&cfg)
+                .arg("-p")
+                .arg(self.pid_file()),
             "start haproxy",
         )?;
-        process::wait_until("haproxy to listen", Duration::from_secs(15), &self.dir, || {
-            process::port_open(self.port)
-        })
+        process::wait_until(
+            "haproxy to listen",
+            Duration::from_secs(15),
+            &self.dir,
+            || process::port_open(self.port),
+        )
     }
 
     /// HAProxy's pid while it runs.

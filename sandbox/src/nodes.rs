@@ -28,7 +28,11 @@ pub struct NodeProcess {
 pub fn node_binary() -> Result<PathBuf, SandboxError> {
     if let Some(dir) = std::env::var_os("STRATA_BIN_DIR") {
         let candidate = PathBuf::from(dir).join("strata-node");
-        return if candidate.is_file() { Ok(candidate) } else { Err(SandboxError::NodeBinary(candidate)) };
+        return if candidate.is_file() {
+            Ok(candidate)
+        } else {
+            Err(SandboxError::NodeBinary(candidate))
+        };
     }
     let exe = std::env::current_exe().map_err(SandboxError::io("locate the running program"))?;
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -36,7 +40,11 @@ pub fn node_binary() -> Result<PathBuf, SandboxError> {
         dir.pop();
     }
     let candidate = dir.join("strata-node");
-    if candidate.is_file() { Ok(candidate) } else { Err(SandboxError::NodeBinary(candidate)) }
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        Err(SandboxError::NodeBinary(candidate))
+    }
 }
 
 impl NodeProcess {
@@ -68,7 +76,8 @@ impl NodeProcess {
         }
         std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create node dir"))?;
         let config_path = self.dir.join("node.toml");
-        std::fs::write(&config_path, self.config.to_toml()).map_err(SandboxError::io("write node.toml"))?;
+        std::fs::write(&config_path, self.config.to_toml())
+            .map_err(SandboxError::io("write node.toml"))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -85,15 +94,21 @@ impl NodeProcess {
             .spawn()
             .map_err(SandboxError::io(format!("start {}", self.binary.display())))?;
         let pid = child.id() as i32;
-        std::fs::write(self.pid_file(), format!("{pid}\n")).map_err(SandboxError::io("write node pid"))?;
+        std::fs::write(self.pid_file(), format!("{pid}\n"))
+            .map_err(SandboxError::io("write node pid"))?;
         // The child is reaped by whoever outlives it; forget the handle without waiting.
         drop(child);
-        wait_until(&format!("node {} to answer /healthz", self.id), Duration::from_secs(60), &self.log_file(), || {
-            if !process::alive(pid) {
-                return true;
-            }
-            process::http_status(self.port, "/healthz") == Some(200)
-        })?;
+        wait_until(
+            &format!("node {} to answer /healthz", self.id),
+            Duration::from_secs(60),
+            &self.log_file(),
+            || {
+                if !process::alive(pid) {
+                    return true;
+                }
+                process::http_status(self.port, "/healthz") == Some(200)
+            },
+        )?;
         if !process::alive(pid) {
             let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
             let last: Vec<&str> = log.lines().rev().take(5).collect();

@@ -58,7 +58,14 @@ impl PgInstance {
                 postgres_command(&self.tools.pg("initdb"))
                     .arg("-D")
                     .arg(self.data_dir())
-                    .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"]),
+                    .args([
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--no-instructions",
+                    ]),
                 &format!("initdb for {}", self.name()),
             )?;
             self.write_settings()?;
@@ -82,8 +89,15 @@ impl PgInstance {
             )?;
             run(
                 postgres_command(&self.tools.pg("pg_basebackup"))
-                    .args(["-h", primary.addr.host(), "-p", &primary.addr.port().to_string()])
-                    .args(["-U", "postgres", "-X", "stream", "-c", "fast", "-R", "-C", "-S", &slot])
+                    .args([
+                        "-h",
+                        primary.addr.host(),
+                        "-p",
+                        &primary.addr.port().to_string(),
+                    ])
+                    .args([
+                        "-U", "postgres", "-X", "stream", "-c", "fast", "-R", "-C", "-S", &slot,
+                    ])
                     .arg("-D")
                     .arg(self.data_dir()),
                 &format!("pg_basebackup for {}", self.name()),
@@ -111,17 +125,25 @@ impl PgInstance {
         let conf = self.data_dir().join("strata.conf");
         self.write_as_postgres(&conf, &settings)?;
         let main = self.data_dir().join("postgresql.conf");
-        let text = std::fs::read_to_string(&main).map_err(SandboxError::io("read postgresql.conf"))?;
+        let text =
+            std::fs::read_to_string(&main).map_err(SandboxError::io("read postgresql.conf"))?;
         if !text.contains("include_if_exists = 'strata.conf'") {
-            self.write_as_postgres(&main, &format!("{text}\ninclude_if_exists = 'strata.conf'\n"))?;
+            self.write_as_postgres(
+                &main,
+                &format!("{text}\ninclude_if_exists = 'strata.conf'\n"),
+            )?;
         }
         Ok(())
     }
 
     fn write_as_postgres(&self, path: &Path, text: &str) -> Result<(), SandboxError> {
-        std::fs::write(path, text).map_err(SandboxError::io(format!("write {}", path.display())))?;
+        std::fs::write(path, text)
+            .map_err(SandboxError::io(format!("write {}", path.display())))?;
         if process::is_root() {
-            run(Command::new("chown").arg("postgres:postgres").arg(path), "chown to postgres")?;
+            run(
+                Command::new("chown").arg("postgres:postgres").arg(path),
+                "chown to postgres",
+            )?;
         }
         Ok(())
     }
@@ -164,15 +186,20 @@ impl PgInstance {
     /// all of them are gone (a dying backend still holds the shared memory a restart
     /// needs). The postmaster is frozen first so it cannot fork while its children die.
     pub fn kill(&self) {
-        let Some(pid) = self.postmaster_pid() else { return };
+        let Some(pid) = self.postmaster_pid() else {
+            return;
+        };
         process::signal(pid, libc::SIGSTOP);
         let all = process::with_children(pid);
         for &p in all.iter().rev() {
             process::signal(p, libc::SIGKILL);
         }
-        let _ = wait_until("postgres to die", Duration::from_secs(10), &self.dir, || {
-            all.iter().all(|p| !process::alive(*p))
-        });
+        let _ = wait_until(
+            "postgres to die",
+            Duration::from_secs(10),
+            &self.dir,
+            || all.iter().all(|p| !process::alive(*p)),
+        );
     }
 
     /// Freezes every process of the server with SIGSTOP: it holds connections but answers
@@ -211,7 +238,10 @@ impl PgInstance {
     pub fn set_apply_delay(&self, delay: Duration) -> Result<(), SandboxError> {
         self.psql(
             "postgres",
-            &format!("ALTER SYSTEM SET recovery_min_apply_delay = '{}ms'", delay.as_millis()),
+            &format!(
+                "ALTER SYSTEM SET recovery_min_apply_delay = '{}ms'",
+                delay.as_millis()
+            ),
         )?;
         self.psql("postgres", "SELECT pg_reload_conf()")?;
         Ok(())
@@ -223,14 +253,16 @@ impl PgInstance {
     fn remove_stale_lock_file(&self) -> Result<(), SandboxError> {
         let lock = self.data_dir().join("postmaster.pid");
         if lock.exists() && self.postmaster_pid().is_none() {
-            std::fs::remove_file(&lock).map_err(SandboxError::io(format!("remove stale {}", lock.display())))?;
+            std::fs::remove_file(&lock)
+                .map_err(SandboxError::io(format!("remove stale {}", lock.display())))?;
         }
         Ok(())
     }
 
     /// The postmaster's pid while the server runs.
     pub fn postmaster_pid(&self) -> Option<i32> {
-        process::read_pid(&self.data_dir().join("postmaster.pid")).filter(|pid| process::alive(*pid))
+        process::read_pid(&self.data_dir().join("postmaster.pid"))
+            .filter(|pid| process::alive(*pid))
     }
 
     /// True while the postmaster runs.
@@ -243,21 +275,45 @@ impl PgInstance {
         run(
             Command::new(self.tools.pg("psql"))
                 .args(["-h", self.addr.host(), "-p", &self.addr.port().to_string()])
-                .args(["-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-Atq", "-c", sql]),
+                .args([
+                    "-U",
+                    "postgres",
+                    "-d",
+                    database,
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-Atq",
+                    "-c",
+                    sql,
+                ]),
             &format!("psql on {}", self.name()),
         )
         .map(|out| out.trim().to_owned())
     }
 
     fn ensure_app_database(&self) -> Result<(), SandboxError> {
-        let role_exists = self.psql("postgres", &format!("SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}'"))?;
+        let role_exists = self.psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}'"),
+        )?;
         if role_exists.is_empty() {
-            self.psql("postgres", &format!("CREATE ROLE {APP_ROLE} LOGIN; GRANT pg_monitor TO {APP_ROLE}"))?;
+            self.psql(
+                "postgres",
+                &format!("CREATE ROLE {APP_ROLE} LOGIN; GRANT pg_monitor TO {APP_ROLE}"),
+            )?;
         }
-        let db_exists =
-            self.psql("postgres", &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", self.database))?;
+        let db_exists = self.psql(
+            "postgres",
+            &format!(
+                "SELECT 1 FROM pg_database WHERE datname = '{}'",
+                self.database
+            ),
+        )?;
         if db_exists.is_empty() {
-            self.psql("postgres", &format!("CREATE DATABASE {} OWNER {APP_ROLE}", self.database))?;
+            self.psql(
+                "postgres",
+                &format!("CREATE DATABASE {} OWNER {APP_ROLE}", self.database),
+            )?;
         }
         Ok(())
     }

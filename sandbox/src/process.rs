@@ -30,7 +30,10 @@ pub fn postgres_command(program: &Path) -> Command {
 pub fn make_postgres_dir(dir: &Path) -> Result<(), SandboxError> {
     std::fs::create_dir_all(dir).map_err(SandboxError::io(format!("create {}", dir.display())))?;
     if is_root() {
-        run(Command::new("chown").args(["postgres:postgres"]).arg(dir), "chown to postgres")?;
+        run(
+            Command::new("chown").args(["postgres:postgres"]).arg(dir),
+            "chown to postgres",
+        )?;
     }
     Ok(())
 }
@@ -49,7 +52,11 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<String, SandboxError> {
     if output.status.success() {
         Ok(text)
     } else {
-        Err(SandboxError::Command { what: what.into(), status: output.status.to_string(), output: tail(&text) })
+        Err(SandboxError::Command {
+            what: what.into(),
+            status: output.status.to_string(),
+            output: tail(&text),
+        })
     }
 }
 
@@ -72,7 +79,11 @@ pub fn wait_until(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(SandboxError::Timeout { what: what.into(), waited: timeout, logs: logs.display().to_string() })
+    Err(SandboxError::Timeout {
+        what: what.into(),
+        waited: timeout,
+        logs: logs.display().to_string(),
+    })
 }
 
 /// Free loopback TCP ports, distinct from each other. All are held open until every one
@@ -120,21 +131,33 @@ pub fn alive(pid: i32) -> bool {
         return false;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    !stat
+        .rsplit(')')
+        .next()
+        .is_some_and(|rest| rest.trim_start().starts_with('Z'))
 }
 
 /// A process and all its direct children (Postgres backends and helpers are children of
 /// the postmaster), read from /proc.
 pub fn with_children(pid: i32) -> Vec<i32> {
     let mut all = vec![pid];
-    let Ok(entries) = std::fs::read_dir("/proc") else { return all };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return all;
+    };
     for entry in entries.flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // Fields after the command name: state, ppid, ...
-        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1));
         if ppid.and_then(|p| p.parse::<i32>().ok()) == Some(pid) {
             all.push(child);
         }
@@ -144,7 +167,13 @@ pub fn with_children(pid: i32) -> Vec<i32> {
 
 /// Reads a pid file (first line), if present and well-formed.
 pub fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.lines().next()?.trim().parse().ok()
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Asks a process to stop with `sig`, then kills it if it is still there after `grace`.

@@ -30,14 +30,19 @@ impl RedisCluster {
 
     /// Seeds as the node config wants them.
     pub fn seeds(&self) -> Vec<String> {
-        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect()
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
     }
 
     /// Starts every server (reusing their data), forms the cluster if it has never been
     /// formed, and waits for `cluster_state:ok`.
     pub fn start(&self) -> Result<(), SandboxError> {
         if self.ports.len() < 3 {
-            return Err(SandboxError::Config("a Redis Cluster needs at least 3 masters".into()));
+            return Err(SandboxError::Config(
+                "a Redis Cluster needs at least 3 masters".into(),
+            ));
         }
         for &port in &self.ports {
             self.start_server(port)?;
@@ -49,9 +54,12 @@ impl RedisCluster {
             cmd.args(["--cluster-replicas", "0", "--cluster-yes"]);
             run(&mut cmd, "redis-cli --cluster create")?;
         }
-        wait_until("Redis Cluster to report cluster_state:ok", Duration::from_secs(30), &self.dir, || {
-            self.ports.iter().all(|&p| self.cluster_ok(p))
-        })
+        wait_until(
+            "Redis Cluster to report cluster_state:ok",
+            Duration::from_secs(30),
+            &self.dir,
+            || self.ports.iter().all(|&p| self.cluster_ok(p)),
+        )
     }
 
     fn start_server(&self, port: u16) -> Result<(), SandboxError> {
@@ -71,16 +79,24 @@ impl RedisCluster {
             dir = dir.display(),
         );
         std::fs::write(&conf, text).map_err(SandboxError::io("write redis.conf"))?;
-        run(Command::new(&self.tools.redis_server).arg(&conf), &format!("start redis on {port}"))?;
-        wait_until(&format!("redis on port {port}"), Duration::from_secs(15), &dir, || {
-            process::port_open(port)
-        })
+        run(
+            Command::new(&self.tools.redis_server).arg(&conf),
+            &format!("start redis on {port}"),
+        )?;
+        wait_until(
+            &format!("redis on port {port}"),
+            Duration::from_secs(15),
+            &dir,
+            || process::port_open(port),
+        )
     }
 
     /// True once this cluster has been formed before (its servers know each other).
     fn formed(&self) -> bool {
         let nodes = std::fs::read_to_string(self.server_dir(self.ports[0]).join("nodes.conf"));
-        nodes.is_ok_and(|text| text.lines().filter(|l| l.contains("master")).count() >= self.ports.len())
+        nodes.is_ok_and(|text| {
+            text.lines().filter(|l| l.contains("master")).count() >= self.ports.len()
+        })
     }
 
     fn cluster_ok(&self, port: u16) -> bool {

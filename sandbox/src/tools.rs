@@ -45,7 +45,11 @@ impl Tools {
     /// PATH even where the server directory lacks it.
     pub fn pg(&self, program: &str) -> PathBuf {
         let inside = self.pg_bin.join(program);
-        if inside.is_file() { inside } else { PathBuf::from(program) }
+        if inside.is_file() {
+            inside
+        } else {
+            PathBuf::from(program)
+        }
     }
 }
 
@@ -54,10 +58,14 @@ fn on_path(program: &str, package: &'static str) -> Result<PathBuf, SandboxError
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| SandboxError::MissingTool { tool: program.into(), package })
+        .ok_or_else(|| SandboxError::MissingTool {
+            tool: program.into(),
+            package,
+        })
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -6,10 +6,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use strata_node::config::NodeConfig;
-use strata_router::{migrations, route_hash, RouterSettings};
+use strata_router::{RouterSettings, migrations, route_hash};
 use strata_sandbox::nodes::node_binary;
 use strata_sandbox::{Cluster, ClusterBuilder};
-use strata_tests::{eventually, get, router, shard, SharedCluster};
+use strata_tests::{SharedCluster, eventually, get, router, shard};
 
 static CLUSTER: SharedCluster = SharedCluster::new();
 
@@ -20,19 +20,39 @@ fn cluster() -> &'static Cluster {
 #[tokio::test]
 async fn the_load_balancer_is_ready_and_every_replica_streams_from_its_primary() {
     let cluster = cluster();
-    let lb = cluster.load_balancer.as_ref().expect("the default cluster has a load balancer");
+    let lb = cluster
+        .load_balancer
+        .as_ref()
+        .expect("the default cluster has a load balancer");
     let (status, body) = get(&format!("{}/readyz", lb.url())).await;
     assert_eq!(status, 200, "{body}");
 
     for shard_cfg in &cluster.spec.shard_map.shards {
         let primary = cluster.pg(&shard_cfg.id, 0);
         let streaming = primary
-            .psql("postgres", "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            )
             .unwrap();
-        assert_eq!(streaming, "1", "shard {} should stream to its replica", shard_cfg.id);
+        assert_eq!(
+            streaming, "1",
+            "shard {} should stream to its replica",
+            shard_cfg.id
+        );
         let replica = cluster.pg(&shard_cfg.id, 1);
-        assert_eq!(replica.psql("postgres", "SELECT pg_is_in_recovery()").unwrap(), "t");
-        assert_eq!(replica.psql("postgres", "SELECT status FROM pg_stat_wal_receiver").unwrap(), "streaming");
+        assert_eq!(
+            replica
+                .psql("postgres", "SELECT pg_is_in_recovery()")
+                .unwrap(),
+            "t"
+        );
+        assert_eq!(
+            replica
+                .psql("postgres", "SELECT status FROM pg_stat_wal_receiver")
+                .unwrap(),
+            "streaming"
+        );
     }
 }
 
@@ -42,9 +62,21 @@ async fn migrations_land_on_every_shard_and_reach_its_replicas() {
     let latest = migrations::latest_version();
     assert!(latest >= 1);
     for pg in &cluster.postgres {
-        let version = pg.psql("strata", "SELECT max(version) FROM strata_schema_history").unwrap();
-        assert_eq!(version, latest.to_string(), "migration version on {}", pg.name());
-        let feed = pg.psql("strata", "SELECT to_regclass('public.change_feed') IS NOT NULL").unwrap();
+        let version = pg
+            .psql("strata", "SELECT max(version) FROM strata_schema_history")
+            .unwrap();
+        assert_eq!(
+            version,
+            latest.to_string(),
+            "migration version on {}",
+            pg.name()
+        );
+        let feed = pg
+            .psql(
+                "strata",
+                "SELECT to_regclass('public.change_feed') IS NOT NULL",
+            )
+            .unwrap();
         assert_eq!(feed, "t", "change_feed on {}", pg.name());
     }
 }
@@ -55,12 +87,19 @@ async fn migrations_land_on_every_shard_and_reach_its_replicas() {
 async fn keys_route_to_their_golden_shard_and_their_rows_land_there() {
     let cluster = cluster();
     let (topology, _poller) = router(cluster, RouterSettings::default()).await;
-    let golden = [("alice", 1712, "s1"), ("bob", 2277, "s1"), ("user:0001", 3311, "s0"), ("user:0003", 1035, "s0")];
+    let golden = [
+        ("alice", 1712, "s1"),
+        ("bob", 2277, "s1"),
+        ("user:0001", 3311, "s0"),
+        ("user:0003", 1035, "s0"),
+    ];
     for id in topology.shard_ids() {
         let conn = topology.primary(id).await.unwrap();
-        conn.batch_execute("CREATE TABLE IF NOT EXISTS routing_probe (key text PRIMARY KEY, slot int NOT NULL)")
-            .await
-            .unwrap();
+        conn.batch_execute(
+            "CREATE TABLE IF NOT EXISTS routing_probe (key text PRIMARY KEY, slot int NOT NULL)",
+        )
+        .await
+        .unwrap();
     }
     for (key, slot, expected) in golden {
         let hash = route_hash(key);
@@ -79,9 +118,16 @@ async fn keys_route_to_their_golden_shard_and_their_rows_land_there() {
         for shard_cfg in &cluster.spec.shard_map.shards {
             let found = cluster
                 .pg(&shard_cfg.id, 0)
-                .psql("strata", &format!("SELECT count(*) FROM routing_probe WHERE key = '{key}'"))
+                .psql(
+                    "strata",
+                    &format!("SELECT count(*) FROM routing_probe WHERE key = '{key}'"),
+                )
                 .unwrap();
-            let want = if shard_cfg.id.as_str() == expected { "1" } else { "0" };
+            let want = if shard_cfg.id.as_str() == expected {
+                "1"
+            } else {
+                "0"
+            };
             assert_eq!(found, want, "{key} on {}", shard_cfg.id);
         }
     }
@@ -94,7 +140,11 @@ async fn reads_are_served_by_replicas_while_they_are_healthy() {
     for id in topology.shard_ids() {
         let (conn, role) = topology.reader(id, None).await.unwrap();
         assert_eq!(role, strata_router::HostRole::Replica, "reader of {id}");
-        let in_recovery: bool = conn.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap().get(0);
+        let in_recovery: bool = conn
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert!(in_recovery, "the reader of {id} should be a replica");
     }
 }
@@ -111,14 +161,21 @@ async fn errors_are_problem_json_carrying_the_request_id() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     assert_eq!(response.headers()["x-request-id"], "test-req-42");
     let problem: serde_json::Value = response.json().await.unwrap();
     assert_eq!(problem["status"], 404);
     assert_eq!(problem["request_id"], "test-req-42");
     assert_eq!(problem["type"], "urn:strata:problem:not-found");
 
-    let response = client.post(format!("{}/healthz", node.url())).send().await.unwrap();
+    let response = client
+        .post(format!("{}/healthz", node.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 405);
     assert!(response.headers().contains_key("x-request-id"));
     let problem: serde_json::Value = response.json().await.unwrap();
@@ -132,8 +189,14 @@ async fn metrics_count_requests_by_route_and_report_replica_lag() {
     get(&format!("{}/healthz", node.url())).await;
     let (status, text) = get(&format!("{}/metrics", node.url())).await;
     assert_eq!(status, 200);
-    assert!(text.contains(r#"http_requests_total{method="GET",route="/healthz",status="200"}"#), "{text}");
-    assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/healthz",status="200"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket"),
+        "{text}"
+    );
     assert!(text.contains("strata_replica_lag_seconds{"), "{text}");
     assert!(text.contains("strata_db_pool_connections{"), "{text}");
 }
@@ -141,11 +204,19 @@ async fn metrics_count_requests_by_route_and_report_replica_lag() {
 /// Writes a node config for `map_text` and runs the node binary, which must exit with
 /// an error. Returns what it printed.
 fn node_start_failure(map_text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("strata-node-refusal-{}-{}", std::process::id(), map_text.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "strata-node-refusal-{}-{}",
+        std::process::id(),
+        map_text.len()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let map_path = dir.join("shard-map.toml");
     std::fs::write(&map_path, map_text).unwrap();
-    let config = NodeConfig { shard_map: map_path, listen: ([127, 0, 0, 1], 0).into(), ..NodeConfig::default() };
+    let config = NodeConfig {
+        shard_map: map_path,
+        listen: ([127, 0, 0, 1], 0).into(),
+        ..NodeConfig::default()
+    };
     let config_path = dir.join("node.toml");
     std::fs::write(&config_path, config.to_toml()).unwrap();
     let output = Command::new(node_binary().unwrap())
@@ -163,11 +234,21 @@ fn node_start_failure(map_text: &str) -> String {
 async fn a_node_refuses_to_start_when_a_shard_is_behind_on_migrations() {
     let cluster = cluster();
     let primary = cluster.pg(&shard("s0"), 0);
-    primary.psql("postgres", "DROP DATABASE IF EXISTS unmigrated").unwrap();
-    primary.psql("postgres", "CREATE DATABASE unmigrated OWNER strata").unwrap();
-    let map = format!("database = \"unmigrated\"\n[[shard]]\nid = \"s0\"\nhosts = [\"{}\"]\n", primary.addr);
+    primary
+        .psql("postgres", "DROP DATABASE IF EXISTS unmigrated")
+        .unwrap();
+    primary
+        .psql("postgres", "CREATE DATABASE unmigrated OWNER strata")
+        .unwrap();
+    let map = format!(
+        "database = \"unmigrated\"\n[[shard]]\nid = \"s0\"\nhosts = [\"{}\"]\n",
+        primary.addr
+    );
     let stderr = node_start_failure(&map);
-    assert!(stderr.contains("shard s0 is behind on migrations"), "{stderr}");
+    assert!(
+        stderr.contains("shard s0 is behind on migrations"),
+        "{stderr}"
+    );
     assert!(stderr.contains("strata migrate"), "{stderr}");
 }
 
@@ -184,20 +265,41 @@ async fn a_node_refuses_a_malformed_shard_map_naming_the_field() {
 /// nothing behind: the reaper stops every process and removes the data directory.
 #[tokio::test]
 async fn a_cluster_is_cleaned_up_even_when_its_owner_crashes() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sandbox-owner")).stdin(Stdio::null()).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sandbox-owner"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(!output.status.success(), "the owner aborts");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let dir = stdout.lines().find_map(|l| l.strip_prefix("dir ")).expect("the owner printed its dir").to_owned();
-    let pids: Vec<i32> = stdout.lines().filter_map(|l| l.strip_prefix("pid ")?.parse().ok()).collect();
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("dir "))
+        .expect("the owner printed its dir")
+        .to_owned();
+    let pids: Vec<i32> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("pid ")?.parse().ok())
+        .collect();
     assert_eq!(pids.len(), 2, "{stdout}");
-    eventually("the reaper to stop the crashed owner's cluster", Duration::from_secs(30), || {
-        let dir = dir.clone();
-        let pids = pids.clone();
-        async move {
-            let alive: Vec<&i32> = pids.iter().filter(|p| strata_sandbox::process::alive(**p)).collect();
-            let dir_left = std::path::Path::new(&dir).exists();
-            if alive.is_empty() && !dir_left { Ok(()) } else { Err(format!("alive {alive:?}, dir left {dir_left}")) }
-        }
-    })
+    eventually(
+        "the reaper to stop the crashed owner's cluster",
+        Duration::from_secs(30),
+        || {
+            let dir = dir.clone();
+            let pids = pids.clone();
+            async move {
+                let alive: Vec<&i32> = pids
+                    .iter()
+                    .filter(|p| strata_sandbox::process::alive(**p))
+                    .collect();
+                let dir_left = std::path::Path::new(&dir).exists();
+                if alive.is_empty() && !dir_left {
+                    Ok(())
+                } else {
+                    Err(format!("alive {alive:?}, dir left {dir_left}"))
+                }
+            }
+        },
+    )
     .await;
 }

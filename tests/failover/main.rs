@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use strata_router::{HostRole, ShardId, Topology};
-use strata_sandbox::postgres::PgInstance;
 use strata_sandbox::Cluster;
-use strata_tests::{eventually, fast_router_settings, get, router, shard, SharedCluster};
+use strata_sandbox::postgres::PgInstance;
+use strata_tests::{SharedCluster, eventually, fast_router_settings, get, router, shard};
 
 static CLUSTER: SharedCluster = SharedCluster::new();
 
@@ -29,15 +29,23 @@ async fn write_probe(topology: &Topology, id: &ShardId, note: &str) -> Result<u1
     conn.batch_execute("CREATE TABLE IF NOT EXISTS failover_probe (note text NOT NULL)")
         .await
         .map_err(|e| e.to_string())?;
-    conn.execute("INSERT INTO failover_probe (note) VALUES ($1)", &[&note]).await.map_err(|e| e.to_string())?;
-    let port: i32 = conn.query_one("SELECT inet_server_port()", &[]).await.map_err(|e| e.to_string())?.get(0);
+    conn.execute("INSERT INTO failover_probe (note) VALUES ($1)", &[&note])
+        .await
+        .map_err(|e| e.to_string())?;
+    let port: i32 = conn
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
     Ok(port as u16)
 }
 
 /// Reads through the router; returns the role of the host that served it.
 async fn read_probe(topology: &Topology, id: &ShardId) -> Result<HostRole, String> {
     let (conn, role) = topology.reader(id, None).await.map_err(|e| e.to_string())?;
-    conn.query_one("SELECT 1", &[]).await.map_err(|e| e.to_string())?;
+    conn.query_one("SELECT 1", &[])
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(role)
 }
 
@@ -53,8 +61,14 @@ async fn wait_for_reader(topology: &Topology, id: &ShardId, want: HostRole, what
 
 fn host_banned(topology: &Topology, id: &ShardId, pg: &PgInstance) -> bool {
     let status = topology.status();
-    let shard = status.iter().find(|s| &s.id == id).expect("shard in status");
-    shard.hosts.iter().any(|h| h.addr == pg.addr.to_string() && h.banned)
+    let shard = status
+        .iter()
+        .find(|s| &s.id == id)
+        .expect("shard in status");
+    shard
+        .hosts
+        .iter()
+        .any(|h| h.addr == pg.addr.to_string() && h.banned)
 }
 
 /// The node's `/readyz`: status and body.
@@ -77,34 +91,73 @@ async fn writes_follow_a_promoted_replica_without_a_restart() {
     let s0 = shard("s0");
     let (old_primary, replica) = (cluster.pg(&s0, 0), cluster.pg(&s0, 1));
     let (topology, _poller) = router(cluster, fast_router_settings()).await;
-    assert_eq!(write_probe(&topology, &s0, "before failover").await.unwrap(), old_primary.addr.port());
+    assert_eq!(
+        write_probe(&topology, &s0, "before failover")
+            .await
+            .unwrap(),
+        old_primary.addr.port()
+    );
 
     old_primary.stop().unwrap();
-    eventually("writes to s0 to fail with no primary", Duration::from_secs(10), || async {
-        match write_probe(&topology, &s0, "during outage").await {
-            Err(e) if e.contains("no reachable primary") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually(
+        "writes to s0 to fail with no primary",
+        Duration::from_secs(10),
+        || async {
+            match write_probe(&topology, &s0, "during outage").await {
+                Err(e) if e.contains("no reachable primary") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
-    eventually("the node's /readyz to name shard s0", Duration::from_secs(10), || async {
-        let (status, body) = readyz(cluster).await;
-        if status == 503 && body.contains("shard s0 has no reachable primary") { Ok(()) } else { Err(body) }
-    })
+    eventually(
+        "the node's /readyz to name shard s0",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = readyz(cluster).await;
+            if status == 503 && body.contains("shard s0 has no reachable primary") {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    )
     .await;
 
     replica.promote().unwrap();
-    let port = eventually("writes to reach the promoted replica", Duration::from_secs(20), || {
-        write_probe(&topology, &s0, "after failover")
-    })
+    let port = eventually(
+        "writes to reach the promoted replica",
+        Duration::from_secs(20),
+        || write_probe(&topology, &s0, "after failover"),
+    )
     .await;
-    assert_eq!(port, replica.addr.port(), "the promoted replica takes the writes");
-    let notes = replica.psql("strata", "SELECT string_agg(note, ',' ORDER BY note) FROM failover_probe").unwrap();
-    assert_eq!(notes, "after failover,before failover", "nothing acknowledged was lost");
-    eventually("the node to follow the promotion", Duration::from_secs(10), || async {
-        let (status, body) = readyz(cluster).await;
-        if status == 503 && body.contains("shard s0") { Err(body) } else { Ok(()) }
-    })
+    assert_eq!(
+        port,
+        replica.addr.port(),
+        "the promoted replica takes the writes"
+    );
+    let notes = replica
+        .psql(
+            "strata",
+            "SELECT string_agg(note, ',' ORDER BY note) FROM failover_probe",
+        )
+        .unwrap();
+    assert_eq!(
+        notes, "after failover,before failover",
+        "nothing acknowledged was lost"
+    );
+    eventually(
+        "the node to follow the promotion",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = readyz(cluster).await;
+            if status == 503 && body.contains("shard s0") {
+                Err(body)
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
 }
 
@@ -114,14 +167,35 @@ async fn a_killed_replica_is_banned_and_reads_go_to_the_primary_until_it_returns
     let s1 = shard("s1");
     let replica = cluster.pg(&s1, 1);
     let (topology, _poller) = router(cluster, fast_router_settings()).await;
-    wait_for_reader(&topology, &s1, HostRole::Replica, "reads from the healthy replica").await;
+    wait_for_reader(
+        &topology,
+        &s1,
+        HostRole::Replica,
+        "reads from the healthy replica",
+    )
+    .await;
 
     replica.kill();
-    wait_for_reader(&topology, &s1, HostRole::Primary, "reads to fall back to the primary").await;
-    assert!(host_banned(&topology, &s1, replica), "the killed replica is banned");
+    wait_for_reader(
+        &topology,
+        &s1,
+        HostRole::Primary,
+        "reads to fall back to the primary",
+    )
+    .await;
+    assert!(
+        host_banned(&topology, &s1, replica),
+        "the killed replica is banned"
+    );
 
     replica.start().unwrap();
-    wait_for_reader(&topology, &s1, HostRole::Replica, "the restarted replica to be re-admitted").await;
+    wait_for_reader(
+        &topology,
+        &s1,
+        HostRole::Replica,
+        "the restarted replica to be re-admitted",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -130,19 +204,39 @@ async fn a_replica_delayed_by_recovery_min_apply_delay_is_treated_as_lagging() {
     let s2 = shard("s2");
     let replica = cluster.pg(&s2, 1);
     let (topology, _poller) = router(cluster, fast_router_settings()).await;
-    wait_for_reader(&topology, &s2, HostRole::Replica, "reads from the healthy replica").await;
+    wait_for_reader(
+        &topology,
+        &s2,
+        HostRole::Replica,
+        "reads from the healthy replica",
+    )
+    .await;
 
     replica.set_apply_delay(Duration::from_secs(60)).unwrap();
-    eventually("the delayed replica to be banned for lag", Duration::from_secs(20), || async {
-        // Lag only shows once the primary writes something the replica holds back.
-        write_probe(&topology, &s2, "tick").await?;
-        if host_banned(&topology, &s2, replica) { Ok(()) } else { Err("not banned yet".into()) }
-    })
+    eventually(
+        "the delayed replica to be banned for lag",
+        Duration::from_secs(20),
+        || async {
+            // Lag only shows once the primary writes something the replica holds back.
+            write_probe(&topology, &s2, "tick").await?;
+            if host_banned(&topology, &s2, replica) {
+                Ok(())
+            } else {
+                Err("not banned yet".into())
+            }
+        },
+    )
     .await;
     assert_eq!(read_probe(&topology, &s2).await.unwrap(), HostRole::Primary);
 
     replica.set_apply_delay(Duration::ZERO).unwrap();
-    wait_for_reader(&topology, &s2, HostRole::Replica, "the caught-up replica to be re-admitted").await;
+    wait_for_reader(
+        &topology,
+        &s2,
+        HostRole::Replica,
+        "the caught-up replica to be re-admitted",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -151,19 +245,39 @@ async fn a_frozen_replica_is_treated_as_lagging_and_readmitted_when_it_thaws() {
     let s3 = shard("s3");
     let replica = cluster.pg(&s3, 1);
     let (topology, _poller) = router(cluster, fast_router_settings()).await;
-    wait_for_reader(&topology, &s3, HostRole::Replica, "reads from the healthy replica").await;
+    wait_for_reader(
+        &topology,
+        &s3,
+        HostRole::Replica,
+        "reads from the healthy replica",
+    )
+    .await;
 
     replica.pause();
     let _thaw = ResumeOnDrop(replica);
-    eventually("the frozen replica to be banned", Duration::from_secs(20), || async {
-        write_probe(&topology, &s3, "tick").await?;
-        if host_banned(&topology, &s3, replica) { Ok(()) } else { Err("not banned yet".into()) }
-    })
+    eventually(
+        "the frozen replica to be banned",
+        Duration::from_secs(20),
+        || async {
+            write_probe(&topology, &s3, "tick").await?;
+            if host_banned(&topology, &s3, replica) {
+                Ok(())
+            } else {
+                Err("not banned yet".into())
+            }
+        },
+    )
     .await;
     assert_eq!(read_probe(&topology, &s3).await.unwrap(), HostRole::Primary);
 
     replica.resume();
-    wait_for_reader(&topology, &s3, HostRole::Replica, "the thawed replica to be re-admitted").await;
+    wait_for_reader(
+        &topology,
+        &s3,
+        HostRole::Replica,
+        "the thawed replica to be re-admitted",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -172,16 +286,32 @@ async fn readyz_names_redis_while_a_redis_master_is_down() {
     let redis = cluster.redis.as_ref().expect("the cluster has Redis");
     let port = redis.ports[0];
     redis.stop_server(port);
-    eventually("/readyz to report Redis", Duration::from_secs(20), || async {
-        let (status, body) = readyz(cluster).await;
-        if status == 503 && body.contains("redis") { Ok(()) } else { Err(format!("{status} {body}")) }
-    })
+    eventually(
+        "/readyz to report Redis",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = readyz(cluster).await;
+            if status == 503 && body.contains("redis") {
+                Ok(())
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        },
+    )
     .await;
 
     redis.start().unwrap();
-    eventually("/readyz to stop reporting Redis", Duration::from_secs(30), || async {
-        let (status, body) = readyz(cluster).await;
-        if status == 503 && body.contains("redis") { Err(body) } else { Ok(()) }
-    })
+    eventually(
+        "/readyz to stop reporting Redis",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = readyz(cluster).await;
+            if status == 503 && body.contains("redis") {
+                Err(body)
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
 }

@@ -22,7 +22,11 @@ impl SharedCluster {
     /// The cluster, started by the first test that asks. The reaper stops it when the
     /// test binary exits, whatever the outcome.
     pub fn get(&self, builder: impl FnOnce() -> ClusterBuilder) -> &Cluster {
-        self.0.get_or_init(|| builder().start().unwrap_or_else(|e| panic!("start the test cluster: {e}")))
+        self.0.get_or_init(|| {
+            builder()
+                .start()
+                .unwrap_or_else(|e| panic!("start the test cluster: {e}"))
+        })
     }
 }
 
@@ -34,7 +38,10 @@ impl Default for SharedCluster {
 
 /// A router over the cluster's shard map, polling in the background for this test's
 /// runtime (pools belong to the runtime that made them, so each test builds its own).
-pub async fn router(cluster: &Cluster, settings: RouterSettings) -> (Arc<Topology>, strata_router::topology::PollerGuard) {
+pub async fn router(
+    cluster: &Cluster,
+    settings: RouterSettings,
+) -> (Arc<Topology>, strata_router::topology::PollerGuard) {
     let topology = Topology::connect(cluster.spec.shard_map.clone(), settings).await;
     let poller = topology.spawn_poller();
     (topology, poller)
@@ -78,7 +85,9 @@ where
 
 /// `GET url`: status and body.
 pub async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
 }

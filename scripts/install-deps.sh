@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what Strata's local cluster and tests need on a Debian machine, and nothing
+# that is already there: PostgreSQL 15 server and client, Redis (server and redis-cli),
+# HAProxy. Without root (or sudo) it prints the exact command to run instead.
+set -euo pipefail
+
+PG_BIN="${STRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
+missing=()
+[ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_basebackup" ] || missing+=(postgresql-15)
+command -v psql >/dev/null || missing+=(postgresql-client-15)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v haproxy >/dev/null || missing+=(haproxy)
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo is not installed; install Rust from https://rustup.rs and run again" >&2
+  exit 1
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "installing: ${missing[*]}" >&2
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+  sudo=(sudo)
+else
+  echo "error: missing packages; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+# The Debian packages start system-wide services we do not use; stop them so their
+# default ports stay free. The local cluster runs its own instances.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  "${sudo[@]}" systemctl disable --now redis-server haproxy >/dev/null 2>&1 || true
+fi
