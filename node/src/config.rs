@@ -170,15 +170,22 @@ mod tests {
 
     #[test]
     fn the_commented_example_file_states_exactly_the_defaults() {
-        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("strata-node.example.toml");
-        assert_eq!(NodeConfig::load(Some(&example)).unwrap(), NodeConfig::default());
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("strata-node.example.toml");
+        assert_eq!(
+            NodeConfig::load(Some(&example)).unwrap(),
+            NodeConfig::default()
+        );
     }
 
     #[test]
     fn the_file_form_round_trips() {
         let config = NodeConfig {
             node_id: "n7".into(),
-            router: RouterSettings { ban_ms: 42, ..RouterSettings::default() },
+            router: RouterSettings {
+                ban_ms: 42,
+                ..RouterSettings::default()
+            },
             ..NodeConfig::default()
         };
         assert_eq!(load_text(&config.to_toml()).unwrap(), config);

@@ -1,0 +1,264 @@
+//! The deployment files (compose/, deploy/kubernetes/) cannot be run here (no container
+//! engine), so these tests check what can be checked: every file parses, the configs they
+//! mount are accepted by the same code the binaries use, and services, ports and metric
+//! names agree with each other and with the code.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_norway::Value;
+use strata_node::config::NodeConfig;
+use strata_router::ShardMap;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repo")
+        .to_path_buf()
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo().join(relative))
+        .unwrap_or_else(|e| panic!("read {relative}: {e}"))
+}
+
+fn compose() -> Value {
+    serde_norway::from_str(&read("compose/docker-compose.yml")).expect("docker-compose.yml parses")
+}
+
+fn compose_services() -> BTreeSet<String> {
+    compose()["services"]
+        .as_mapping()
+        .expect("services is a mapping")
+        .keys()
+        .map(|k| k.as_str().expect("service names are strings").to_owned())
+        .collect()
+}
+
+/// Every metric name the node and router export, read from their sources: a deployment
+/// file that queries a metric nobody exports is a silent, empty dashboard.
+fn exported_metric_sources() -> String {
+    let mut text = String::new();
+    for dir in ["node/src", "router/src"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            text += &std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        }
+    }
+    text
+}
+
+fn assert_exported(metric: &str, sources: &str) {
+    let base = ["_bucket", "_count", "_sum"]
+        .iter()
+        .fold(metric, |m, suffix| m.strip_suffix(suffix).unwrap_or(m));
+    assert!(
+        sources.contains(&format!("\"{base}\"")),
+        "metric {metric} is not exported by the node or router"
+    );
+}
+
+fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr)
+}
+
+#[test]
+fn compose_services_depend_only_on_services_that_exist() {
+    let compose = compose();
+    let services = compose_services();
+    for name in &services {
+        let service = &compose["services"][name.as_str()];
+        let depends = &service["depends_on"];
+        let deps: Vec<String> = match depends {
+            Value::Sequence(list) => list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            Value::Mapping(map) => map
+                .keys()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for dep in deps {
+            assert!(
+                services.contains(&dep),
+                "{name} depends on unknown service {dep}"
+            );
+        }
+    }
+    for expected in [
+        "pg-s0-primary",
+        "pg-s0-replica",
+        "redis-1",
+        "node-1",
+        "node-2",
+        "haproxy",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(services.contains(expected), "compose lacks {expected}");
+    }
+}
+
+#[test]
+fn the_compose_shard_map_and_node_config_are_accepted_and_name_compose_services() {
+    let services = compose_services();
+    let map = ShardMap::parse(&read("compose/shard-map.toml")).expect("compose shard map is valid");
+    for shard in &map.shards {
+        for host in &shard.hosts {
+            assert!(
+                services.contains(host.host()),
+                "shard map host {host} is not a compose service"
+            );
+            assert_eq!(
+                host.port(),
+                5432,
+                "{host} should use Postgres' port inside compose"
+            );
+        }
+    }
+    let node = NodeConfig::load(Some(&repo().join("compose/node.toml")))
+        .expect("compose node config is valid");
+    for seed in &node.redis.seeds {
+        let host = host_of(seed.trim_start_matches("redis://"));
+        assert!(
+            services.contains(host),
+            "redis seed {seed} is not a compose service"
+        );
+    }
+}
+
+#[test]
+fn haproxy_and_prometheus_reach_the_nodes_on_the_port_they_listen_on() {
+    let services = compose_services();
+    let node = NodeConfig::load(Some(&repo().join("compose/node.toml"))).unwrap();
+    let port = node.listen.port();
+
+    let haproxy = read("compose/haproxy.cfg");
+    let servers: Vec<&str> = haproxy
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .collect();
+    assert!(servers.len() >= 2, "{haproxy}");
+    for server in servers {
+        let addr = server
+            .split_whitespace()
+            .nth(1)
+            .expect("server has an address");
+        assert!(
+            services.contains(host_of(addr)),
+            "haproxy server {addr} is not a compose service"
+        );
+        assert!(
+            addr.ends_with(&format!(":{port}")),
+            "haproxy server {addr} misses the node port {port}"
+        );
+    }
+    assert!(haproxy.contains("option httpchk GET /readyz"));
+
+    let prometheus: Value = serde_norway::from_str(&read("compose/prometheus.yml")).unwrap();
+    let targets = &prometheus["scrape_configs"][0]["static_configs"][0]["targets"];
+    for target in targets.as_sequence().expect("targets") {
+        let target = target.as_str().unwrap();
+        assert!(
+            services.contains(host_of(target)),
+            "scrape target {target} is not a compose service"
+        );
+        assert!(
+            target.ends_with(&format!(":{port}")),
+            "scrape target {target} misses the node port"
+        );
+    }
+}
+
+#[test]
+fn haproxy_accepts_the_compose_configuration() {
+    let output = Command::new("haproxy")
+        .args(["-c", "-f"])
+        .arg(repo().join("compose/haproxy.cfg"))
+        .output()
+        .expect("haproxy is installed by scripts/install-deps.sh");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_the_nodes_export() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("compose/grafana/dashboards/strata-overview.json"))
+            .expect("dashboard parses");
+    let sources = exported_metric_sources();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for panel in panels {
+        let expr = panel["targets"][0]["expr"].as_str().expect("expr");
+        let metrics: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("http_") || w.starts_with("strata_"))
+            .collect();
+        assert!(
+            !metrics.is_empty(),
+            "panel {} queries no Strata metric",
+            panel["title"]
+        );
+        for metric in metrics {
+            assert_exported(metric, &sources);
+        }
+    }
+}
+
+#[test]
+fn the_kubernetes_manifests_agree_with_the_node() {
+    let sources = exported_metric_sources();
+    let text = read("deploy/kubernetes/strata-node.yaml");
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("manifest document parses"))
+        .collect();
+    let config_map = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("a ConfigMap");
+    let dir = std::env::temp_dir().join(format!("strata-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let node_toml = dir.join("node.toml");
+    std::fs::write(
+        &node_toml,
+        config_map["data"]["node.toml"].as_str().unwrap(),
+    )
+    .unwrap();
+    let node = NodeConfig::load(Some(&node_toml)).expect("the ConfigMap's node.toml is valid");
+    ShardMap::parse(config_map["data"]["shard-map.toml"].as_str().unwrap())
+        .expect("the ConfigMap's shard map is valid");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["ports"][0]["containerPort"].as_u64(),
+        Some(u64::from(node.listen.port()))
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+
+    let hpa: Value = serde_norway::from_str(&read("deploy/kubernetes/hpa.yaml")).unwrap();
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        deployment["metadata"]["name"]
+    );
+    let metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+        .as_str()
+        .expect("a pods metric");
+    assert_exported(metric, &sources);
+    let adapter = read("deploy/kubernetes/prometheus-adapter-rules.yaml");
+    assert!(
+        adapter.contains(metric),
+        "prometheus-adapter does not serve {metric}"
+    );
+}
