@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use strata_node::config::LimitsConfig;
 use strata_router::{RouterSettings, ShardMap};
+use strata_sandbox::cluster::auth_with_fresh_key;
 use strata_sandbox::{Cluster, ClusterSpec, OnDrop};
 
 /// Local cluster commands.
@@ -74,6 +76,10 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
 fn up(args: UpArgs) -> anyhow::Result<()> {
     let shard_map = ShardMap::load(&args.shard_map)?;
     let data_dir = absolute(&args.dir.data_dir)?;
+    // Keep the signing key of an earlier run, so tokens survive a restart.
+    let auth = Cluster::open(&data_dir)
+        .map(|previous| previous.spec.auth.clone())
+        .unwrap_or_else(|_| auth_with_fresh_key());
     let spec = ClusterSpec {
         data_dir,
         shard_map,
@@ -83,6 +89,8 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         node_ports: (0..args.nodes).map(|i| args.node_port + i).collect(),
         lb_port: Some(args.lb_port),
         router: RouterSettings::default(),
+        auth,
+        limits: LimitsConfig::default(),
         fsync: true,
     };
     let started = Instant::now();

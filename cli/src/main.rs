@@ -4,6 +4,7 @@
 mod dev;
 mod migrate;
 mod shard;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ enum Command {
     /// Inspect shards.
     #[command(subcommand)]
     Shard(shard::ShardCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(user::UserCommand),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Dev(cmd) => dev::run(cmd),
         Command::Migrate { shard_map } => migrate::run(&shard_map),
         Command::Shard(cmd) => shard::run(cmd),
+        Command::User(cmd) => user::run(cmd),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

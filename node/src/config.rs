@@ -3,7 +3,8 @@
 //! `STRATA_NODE_ROUTER__MAX_REPLICA_LAG_MS=500`). Unknown keys are refused. Every default
 //! is stated on its field and in `node/strata-node.example.toml`.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -45,6 +46,14 @@ pub struct NodeConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Tokens, sessions and password hashing.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Rate limits shared by all nodes (kept in Redis).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Peers whose `X-Forwarded-For` is believed (the load balancer). Default loopback.
+    pub trusted_proxies: Vec<IpAddr>,
     /// Requests still running at shutdown get this long to finish. Default 10000 ms.
     pub shutdown_grace_ms: u64,
     /// A request running longer than this is answered 503. Default 30000 ms.
@@ -58,6 +67,117 @@ pub struct RedisConfig {
     /// Seed nodes as `redis://host:port`; the client discovers the rest of the cluster.
     /// Default `["redis://127.0.0.1:7001"]`.
     pub seeds: Vec<String>,
+}
+
+/// A secret that never appears in logs or debug output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// One key for signing access tokens (HMAC-SHA256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    /// The key id put in each token's `kid` header.
+    pub id: String,
+    /// At least 32 random bytes, base64 (standard alphabet).
+    pub secret: Secret,
+}
+
+/// Tokens, sessions and password hashing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `iss` of access tokens. Default `strata`.
+    pub issuer: String,
+    /// `aud` of access tokens. Default `strata-api`.
+    pub audience: String,
+    /// Access token lifetime. Default 900 s.
+    pub access_ttl_secs: u64,
+    /// Refresh token (and session) lifetime, renewed by each refresh. Default 30 days.
+    pub refresh_ttl_secs: u64,
+    /// How long a just-rotated refresh token may be presented again (a client retrying a
+    /// refresh whose answer it lost) before that counts as reuse. Default 10000 ms.
+    pub refresh_grace_ms: u64,
+    /// The key that signs new tokens. Every key in `keys` verifies, so during a rotation
+    /// both the old and the new key are listed. No default: a node needs a key.
+    pub signing_key_id: String,
+    /// Verification keys (and the signing key).
+    pub keys: Vec<SigningKeyConfig>,
+    /// How long a signup's claim on a name lasts before another signup may settle it.
+    /// Default 30000 ms.
+    pub claim_ttl_ms: u64,
+    /// Threads hashing passwords; 0 means half the cores (at least 1), which leaves
+    /// the rest for every other request during a login storm. Default 0.
+    pub hash_threads: usize,
+    /// Password hashes that may wait for a thread; past that, 503. Default 256.
+    pub hash_queue: usize,
+    /// Mark cookies `Secure`. Default true.
+    pub secure_cookies: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "strata".into(),
+            audience: "strata-api".into(),
+            access_ttl_secs: 900,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            refresh_grace_ms: 10_000,
+            signing_key_id: String::new(),
+            keys: Vec::new(),
+            claim_ttl_ms: 30_000,
+            hash_threads: 0,
+            hash_queue: 256,
+            secure_cookies: true,
+        }
+    }
+}
+
+/// Rate limits, counted in Redis so every node shares one budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Length of a counting window. Default 60 s.
+    pub window_secs: u64,
+    /// Login attempts per client IP per window. Default 300.
+    pub login_per_ip: u64,
+    /// Login attempts per login name per window. Default 10.
+    pub login_per_name: u64,
+    /// Signups per client IP per window. Default 60.
+    pub signup_per_ip: u64,
+    /// Refreshes per client IP per window. Default 600.
+    pub refresh_per_ip: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 60,
+            login_per_ip: 300,
+            login_per_name: 10,
+            signup_per_ip: 60,
+            refresh_per_ip: 600,
+        }
+    }
 }
 
 /// Log output.
@@ -98,6 +218,12 @@ impl Default for NodeConfig {
             },
             router: RouterSettings::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            trusted_proxies: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
             shutdown_grace_ms: 10_000,
             request_timeout_ms: 30_000,
         }
@@ -107,16 +233,19 @@ impl Default for NodeConfig {
 impl NodeConfig {
     /// Defaults, then the file (if given), then `STRATA_NODE_*` variables; validated.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let config = Self::extract(file)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Defaults, then the file, then the environment, without validation.
+    fn extract(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: NodeConfig = figment
-            .merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__"))
-            .extract()
-            .map_err(Box::new)?;
-        config.validate()?;
-        Ok(config)
+        let env = Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__");
+        Ok(figment.merge(env).extract().map_err(Box::new)?)
     }
 
     /// The file form of this config, as the local cluster writes it for each node.
@@ -146,6 +275,55 @@ impl NodeConfig {
                 "poll_interval_ms and pool_max_size must be positive",
             );
         }
+        self.validate_auth()?;
+        let limits = &self.limits;
+        let all = [
+            limits.window_secs,
+            limits.login_per_ip,
+            limits.login_per_name,
+            limits.signup_per_ip,
+            limits.refresh_per_ip,
+        ];
+        if all.contains(&0) {
+            return invalid("limits", "every limit and the window must be positive");
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        use base64::Engine;
+        let invalid = |field, problem: String| Err(ConfigError::Invalid { field, problem });
+        let auth = &self.auth;
+        if auth.keys.is_empty() {
+            return invalid(
+                "auth.keys",
+                "at least one signing key is required (see strata-node.example.toml)".into(),
+            );
+        }
+        if !auth.keys.iter().any(|k| k.id == auth.signing_key_id) {
+            return invalid(
+                "auth.signing_key_id",
+                format!("{:?} is not one of auth.keys", auth.signing_key_id),
+            );
+        }
+        for key in &auth.keys {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(key.secret.expose())
+                .unwrap_or_default();
+            if bytes.len() < 32 {
+                return invalid(
+                    "auth.keys",
+                    format!("key {:?} must be at least 32 bytes of base64", key.id),
+                );
+            }
+        }
+        if auth.access_ttl_secs == 0
+            || auth.refresh_ttl_secs == 0
+            || auth.claim_ttl_ms == 0
+            || auth.hash_queue == 0
+        {
+            return invalid("auth", "lifetimes and hash_queue must be positive".into());
+        }
         Ok(())
     }
 }
@@ -161,11 +339,52 @@ mod tests {
         NodeConfig::load(Some(&path))
     }
 
+    fn with_key() -> NodeConfig {
+        NodeConfig {
+            auth: AuthConfig {
+                signing_key_id: "k1".into(),
+                keys: vec![SigningKeyConfig {
+                    id: "k1".into(),
+                    secret: Secret::new("a".repeat(44)),
+                }],
+                ..AuthConfig::default()
+            },
+            ..NodeConfig::default()
+        }
+    }
+
     #[test]
-    fn defaults_need_no_file() {
-        let config = NodeConfig::load(None).unwrap();
+    fn defaults_need_only_a_signing_key() {
+        let err = NodeConfig::load(None).unwrap_err().to_string();
+        assert!(err.contains("auth.keys"), "{err}");
+        let config = load_text(&with_key().to_toml()).unwrap();
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.router.max_replica_lag_ms, 2000);
+    }
+
+    #[test]
+    fn short_or_unknown_signing_keys_are_refused() {
+        let mut config = with_key();
+        config.auth.keys[0].secret = Secret::new("c2hvcnQ=");
+        assert!(
+            load_text(&config.to_toml())
+                .unwrap_err()
+                .to_string()
+                .contains("32 bytes")
+        );
+        let mut config = with_key();
+        config.auth.signing_key_id = "k9".into();
+        assert!(
+            load_text(&config.to_toml())
+                .unwrap_err()
+                .to_string()
+                .contains("auth.signing_key_id")
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "[redacted]");
     }
 
     #[test]
@@ -173,7 +392,7 @@ mod tests {
         let example =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("strata-node.example.toml");
         assert_eq!(
-            NodeConfig::load(Some(&example)).unwrap(),
+            NodeConfig::extract(Some(&example)).unwrap(),
             NodeConfig::default()
         );
     }
@@ -186,7 +405,7 @@ mod tests {
                 ban_ms: 42,
                 ..RouterSettings::default()
             },
-            ..NodeConfig::default()
+            ..with_key()
         };
         assert_eq!(load_text(&config.to_toml()).unwrap(), config);
     }

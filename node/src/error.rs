@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use strata_router::RouterError;
 
+use crate::accounts::store::StoreError;
+use crate::auth::passwords::HashError;
+use crate::redis_handle::RedisError;
 use crate::request_context;
 
 /// One invalid field of a request, for 422 answers.
@@ -24,8 +27,14 @@ pub enum ApiError {
     BadRequest(String),
     #[error("not authenticated")]
     Unauthenticated,
+    #[error("invalid credentials")]
+    InvalidCredentials,
     #[error("not allowed")]
     Forbidden,
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("missing or wrong CSRF token (send the strata_csrf cookie's value in x-csrf-token)")]
+    CsrfRejected,
     #[error("{0} not found")]
     NotFound(String),
     #[error("method not allowed")]
@@ -57,7 +66,10 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid-credentials"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::WrongPassword => (StatusCode::FORBIDDEN, "wrong-password"),
+            Self::CsrfRejected => (StatusCode::FORBIDDEN, "csrf-rejected"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -90,6 +102,51 @@ impl From<RouterError> for ApiError {
         Self::Unavailable {
             detail: e.to_string(),
             retry_after_secs: 1,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Router(e) => e.into(),
+            // A lost connection is an outage of that shard; anything else is a bug.
+            StoreError::Db(e) if is_connection_failure(&e) => Self::Unavailable {
+                detail: "a shard is unavailable".into(),
+                retry_after_secs: 1,
+            },
+            StoreError::Db(e) => Self::Internal(format!("database: {e}")),
+        }
+    }
+}
+
+/// True when a database error means the connection is gone (closed, I/O failure),
+/// rather than a refused statement or a bug.
+fn is_connection_failure(e: &tokio_postgres::Error) -> bool {
+    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    let shutting_down = e.as_db_error().is_some_and(|db| {
+        db.code().code().starts_with("57P") // admin_shutdown, crash_shutdown, cannot_connect_now
+    });
+    e.is_closed() || io || shutting_down
+}
+
+impl From<RedisError> for ApiError {
+    fn from(e: RedisError) -> Self {
+        Self::Unavailable {
+            detail: format!("sessions are unavailable: {e}"),
+            retry_after_secs: 1,
+        }
+    }
+}
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => Self::Unavailable {
+                detail: e.to_string(),
+                retry_after_secs: 1,
+            },
+            HashError::Failed(cause) => Self::Internal(cause),
         }
     }
 }
@@ -135,6 +192,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(self, Self::Unauthenticated | Self::InvalidCredentials) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -10,9 +10,13 @@
 //! - [`state`] — what handlers share.
 //! - [`telemetry`] — logging.
 
+pub mod accounts;
+pub mod auth;
+pub mod background;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod json;
 pub mod metrics;
 pub mod redis_handle;
 pub mod request_context;

@@ -73,6 +73,7 @@ impl Application {
         let grace = Duration::from_millis(self.state.config().shutdown_grace_ms);
         let node_id = self.state.config().node_id.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let jobs = crate::background::start(&self.state);
         let app = routes::app(self.state);
         tracing::info!(node_id = %node_id, addr = %self.listener.local_addr()?, "serving");
         let serve = axum::serve(
@@ -94,6 +95,7 @@ impl Application {
             served = serve.into_future() => served?,
             () = deadline => tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still running at the end of the grace period"),
         }
+        drop(jobs);
         tracing::info!(node_id = %node_id, "stopped");
         Ok(())
     }

@@ -1,12 +1,15 @@
-//! The state every handler shares: config, router topology, Redis and metrics. Cheap to
-//! clone (one `Arc`).
+//! The state every handler shares: config, router topology, Redis, token issuer,
+//! password hasher and metrics. Cheap to clone (one `Arc`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use strata_router::Topology;
 use strata_router::topology::PollerGuard;
 
+use crate::auth::passwords::PasswordHasher;
+use crate::auth::tokens::TokenIssuer;
 use crate::config::NodeConfig;
 use crate::redis_handle::RedisHandle;
 
@@ -18,6 +21,8 @@ pub struct AppState {
 
 struct Inner {
     config: NodeConfig,
+    tokens: TokenIssuer,
+    hasher: PasswordHasher,
     topology: Arc<Topology>,
     redis: RedisHandle,
     metrics: PrometheusHandle,
@@ -26,7 +31,7 @@ struct Inner {
 }
 
 impl AppState {
-    /// Bundles the node's parts.
+    /// Bundles the node's parts; starts the password-hashing pool.
     pub fn new(
         config: NodeConfig,
         topology: Arc<Topology>,
@@ -34,14 +39,19 @@ impl AppState {
         redis: RedisHandle,
         metrics: PrometheusHandle,
     ) -> Self {
+        let tokens = TokenIssuer::new(&config.auth);
+        let hasher = PasswordHasher::start(config.auth.hash_threads, config.auth.hash_queue);
+        let inner = Inner {
+            config,
+            tokens,
+            hasher,
+            topology,
+            redis,
+            metrics,
+            _poller: poller,
+        };
         Self {
-            inner: Arc::new(Inner {
-                config,
-                topology,
-                redis,
-                metrics,
-                _poller: poller,
-            }),
+            inner: Arc::new(inner),
         }
     }
 
@@ -63,5 +73,20 @@ impl AppState {
     /// The Prometheus registry.
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
+    }
+
+    /// Signs and verifies access tokens.
+    pub fn tokens(&self) -> &TokenIssuer {
+        &self.inner.tokens
+    }
+
+    /// The password-hashing pool.
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.inner.hasher
+    }
+
+    /// How long a session lives after its last refresh.
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.inner.config.auth.refresh_ttl_secs)
     }
 }

@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use strata_node::config::{AuthConfig, LimitsConfig};
 use strata_router::{RouterSettings, ShardMap};
 
-use crate::cluster::{Cluster, ClusterSpec, OnDrop};
+use crate::cluster::{Cluster, ClusterSpec, OnDrop, auth_with_fresh_key};
 use crate::error::SandboxError;
 use crate::process::free_ports;
 use crate::reaper;
@@ -21,6 +22,8 @@ pub struct ClusterBuilder {
     nodes: usize,
     load_balancer: bool,
     router: RouterSettings,
+    auth: AuthConfig,
+    limits: LimitsConfig,
     database: String,
 }
 
@@ -33,6 +36,8 @@ impl Default for ClusterBuilder {
             nodes: 2,
             load_balancer: true,
             router: RouterSettings::default(),
+            auth: auth_with_fresh_key(),
+            limits: LimitsConfig::default(),
             database: "strata".into(),
         }
     }
@@ -78,6 +83,22 @@ impl ClusterBuilder {
         self
     }
 
+    /// Auth settings for the nodes (keep the generated key: start from
+    /// [`ClusterBuilder::auth_settings`]).
+    pub fn auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
+    }
+    /// The auth settings the nodes will get, signing key included.
+    pub fn auth_settings(&self) -> AuthConfig {
+        self.auth.clone()
+    }
+    /// Rate limits for the nodes.
+    pub fn limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The spec this builder describes, on fresh free ports in a fresh directory.
     pub fn spec(&self) -> Result<ClusterSpec, SandboxError> {
         let pg_count = self.shards * (1 + self.replicas);
@@ -102,6 +123,8 @@ impl ClusterBuilder {
             node_ports: ports.by_ref().take(self.nodes).collect(),
             lb_port: if lb == 1 { ports.next() } else { None },
             router: self.router.clone(),
+            auth: self.auth.clone(),
+            limits: self.limits.clone(),
             fsync: false,
         })
     }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strata_node::config::NodeConfig;
+use strata_node::config::{AuthConfig, LimitsConfig, NodeConfig, Secret, SigningKeyConfig};
 use strata_router::{RouterSettings, ShardId, ShardMap, Topology};
 
 use crate::endpoints::{Endpoints, NodeEndpoint, PostgresEndpoint};
@@ -35,8 +35,27 @@ pub struct ClusterSpec {
     pub lb_port: Option<u16>,
     /// Router settings given to every node.
     pub router: RouterSettings,
+    /// Token, session and hashing settings given to every node, signing key included
+    /// (one key for the whole cluster, so a token from one node verifies on all).
+    pub auth: AuthConfig,
+    /// Rate limits given to every node.
+    pub limits: LimitsConfig,
     /// Postgres `fsync`; off only for throwaway test clusters.
     pub fsync: bool,
+}
+
+/// Auth settings with a fresh random signing key, for a new cluster.
+pub fn auth_with_fresh_key() -> AuthConfig {
+    use base64::Engine;
+    let secret: [u8; 32] = rand::random();
+    AuthConfig {
+        signing_key_id: "local-1".into(),
+        keys: vec![SigningKeyConfig {
+            id: "local-1".into(),
+            secret: Secret::new(base64::engine::general_purpose::STANDARD.encode(secret)),
+        }],
+        ..AuthConfig::default()
+    }
 }
 
 /// What happens to the processes when the [`Cluster`] value is dropped.
@@ -110,6 +129,8 @@ impl Cluster {
                             seeds: seeds.clone(),
                         },
                         router: spec.router.clone(),
+                        auth: spec.auth.clone(),
+                        limits: spec.limits.clone(),
                         ..NodeConfig::default()
                     };
                     NodeProcess {

@@ -53,7 +53,7 @@ impl LoadBalancer {
             "# Written by the Strata sandbox.\n\
              global\n    maxconn 4096\n\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
-             \x20   option http-server-close\n    retries 2\n    option redispatch\n\n\
+             \x20   option http-server-close\n    option forwardfor\n    retries 2\n    option redispatch\n\n\
              frontend strata\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\n\
              backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
              \x20   http-check expect status 200\n    option allbackups\n    default-server inter 1s fall 2 rise 1\n{servers}",

@@ -215,6 +215,7 @@ fn node_start_failure(map_text: &str) -> String {
     let config = NodeConfig {
         shard_map: map_path,
         listen: ([127, 0, 0, 1], 0).into(),
+        auth: strata_sandbox::cluster::auth_with_fresh_key(),
         ..NodeConfig::default()
     };
     let config_path = dir.join("node.toml");

@@ -4,6 +4,7 @@
 use std::any::Any;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,12 +14,25 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{health, metrics, request_context};
 
+mod admin;
+mod auth;
+mod me;
+mod session_issue;
+pub mod views;
+
+/// The largest request body accepted (JSON endpoints). 413 past it.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
+        .merge(auth::router())
+        .merge(me::router())
+        .merge(admin::router())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn(metrics::record_red))

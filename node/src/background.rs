@@ -1,0 +1,74 @@
+//! Periodic jobs of a node: settling name claims left by crashed signups, and the
+//! active-sessions gauge. Every node runs them; both are idempotent, so running them
+//! on several nodes at once is harmless.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::accounts::store::AccountStore;
+use crate::auth::sessions::SessionStore;
+use crate::state::AppState;
+
+/// How often the active-sessions gauge is refreshed.
+const SESSION_GAUGE_PERIOD: Duration = Duration::from_secs(15);
+
+/// Stops the jobs when dropped.
+pub struct BackgroundJobs(Vec<JoinHandle<()>>);
+
+impl Drop for BackgroundJobs {
+    fn drop(&mut self) {
+        for job in &self.0 {
+            job.abort();
+        }
+    }
+}
+
+/// Starts every periodic job.
+pub fn start(state: &AppState) -> BackgroundJobs {
+    let claims = {
+        let state = state.clone();
+        let period = Duration::from_millis(state.config().auth.claim_ttl_ms);
+        every(period, move || {
+            let state = state.clone();
+            async move {
+                match AccountStore::new(state.topology())
+                    .settle_expired_claims()
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(settled) => tracing::info!(settled, "settled expired name claims"),
+                    Err(e) => tracing::warn!(error = %e, "could not settle expired name claims"),
+                }
+            }
+        })
+    };
+    let sessions = {
+        let state = state.clone();
+        every(SESSION_GAUGE_PERIOD, move || {
+            let state = state.clone();
+            async move {
+                let store = SessionStore::new(state.redis(), state.session_ttl());
+                if let Ok(active) = store.count_active().await {
+                    metrics::gauge!("strata_active_sessions").set(active as f64);
+                }
+            }
+        })
+    };
+    BackgroundJobs(vec![claims, sessions])
+}
+
+fn every<F, Fut>(period: Duration, mut job: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            job().await;
+        }
+    })
+}
