@@ -233,15 +233,21 @@ impl Default for NodeConfig {
 impl NodeConfig {
     /// Defaults, then the file (if given), then `STRATA_NODE_*` variables; validated.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let config = Self::extract(file)?;
+        Self::load_files(file.into_iter())
+    }
+
+    /// Like [`NodeConfig::load`] with several files, each overriding the ones before it
+    /// (e.g. a config map, then a secret holding `[auth]` keys).
+    pub fn load_files<'p>(files: impl Iterator<Item = &'p Path>) -> Result<Self, ConfigError> {
+        let config = Self::extract_files(files)?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Defaults, then the file, then the environment, without validation.
-    fn extract(file: Option<&Path>) -> Result<Self, ConfigError> {
+    /// Defaults, then the files, then the environment, without validation.
+    fn extract_files<'p>(files: impl Iterator<Item = &'p Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
-        if let Some(file) = file {
+        for file in files {
             figment = figment.merge(Toml::file_exact(file));
         }
         let env = Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__");
@@ -392,7 +398,7 @@ mod tests {
         let example =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("strata-node.example.toml");
         assert_eq!(
-            NodeConfig::extract(Some(&example)).unwrap(),
+            NodeConfig::extract_files(std::iter::once(example.as_path())).unwrap(),
             NodeConfig::default()
         );
     }

@@ -11,15 +11,17 @@ use strata_node::startup::{Application, shutdown_signal};
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Config file (TOML). `STRATA_NODE_*` environment variables override it.
+    /// Config file (TOML); repeat to layer files, later ones overriding earlier ones.
+    /// `STRATA_NODE_*` environment variables override them all.
     #[arg(long, env = "STRATA_NODE_CONFIG")]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = NodeConfig::load(args.config.as_deref()).context("load the node config")?;
+    let files = args.config.iter().map(PathBuf::as_path);
+    let config = NodeConfig::load_files(files).context("load the node config")?;
     strata_node::telemetry::init(&config.log);
     let app = Application::build(config).await.context("start the node")?;
     app.run_until_stopped(shutdown_signal())

@@ -10,7 +10,7 @@ pub enum SandboxError {
         "{tool} is not installed: run `scripts/install-deps.sh` (or `apt-get install -y {package}`)"
     )]
     MissingTool { tool: String, package: &'static str },
-    #[error("the node binary was not found at {0}: build it first with `cargo build --bins`")]
+    #[error("{0} was not found: build the binaries first with `cargo build --bins`")]
     NodeBinary(PathBuf),
     #[error("{what} failed ({status}): {output}")]
     Command {

@@ -23,23 +23,28 @@ pub struct NodeProcess {
     pub(crate) binary: PathBuf,
 }
 
-/// Finds the `strata-node` binary: in `STRATA_BIN_DIR` when set, else next to the running program
-/// (`target/<profile>/`, also when the running program is a test in `target/<profile>/deps/`).
+/// Finds the `strata-node` binary (see [`binary`]).
 pub fn node_binary() -> Result<PathBuf, SandboxError> {
-    if let Some(dir) = std::env::var_os("STRATA_BIN_DIR") {
-        let candidate = PathBuf::from(dir).join("strata-node");
-        return if candidate.is_file() {
-            Ok(candidate)
-        } else {
-            Err(SandboxError::NodeBinary(candidate))
-        };
-    }
-    let exe = std::env::current_exe().map_err(SandboxError::io("locate the running program"))?;
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let candidate = dir.join("strata-node");
+    binary("strata-node")
+}
+
+/// Finds one of the workspace's binaries (`strata-node`, `strata`, `strata-bench`): in
+/// `STRATA_BIN_DIR` when set, else next to the running program (`target/<profile>/`,
+/// also when the running program is a test in `target/<profile>/deps/`).
+pub fn binary(name: &str) -> Result<PathBuf, SandboxError> {
+    let dir = match std::env::var_os("STRATA_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe =
+                std::env::current_exe().map_err(SandboxError::io("locate the running program"))?;
+            let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            dir
+        }
+    };
+    let candidate = dir.join(name);
     if candidate.is_file() {
         Ok(candidate)
     } else {

@@ -222,6 +222,10 @@ fn the_kubernetes_manifests_agree_with_the_node() {
         .iter()
         .find(|d| d["kind"] == "ConfigMap")
         .expect("a ConfigMap");
+    let secret = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret")
+        .expect("a Secret with the signing keys");
     let dir = std::env::temp_dir().join(format!("strata-k8s-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let node_toml = dir.join("node.toml");
@@ -230,7 +234,22 @@ fn the_kubernetes_manifests_agree_with_the_node() {
         config_map["data"]["node.toml"].as_str().unwrap(),
     )
     .unwrap();
-    let node = NodeConfig::load(Some(&node_toml)).expect("the ConfigMap's node.toml is valid");
+    let auth_toml = dir.join("auth.toml");
+    let auth_text = secret["stringData"]["auth.toml"].as_str().unwrap();
+    std::fs::write(&auth_toml, auth_text).unwrap();
+    let layered = || NodeConfig::load_files([node_toml.as_path(), auth_toml.as_path()].into_iter());
+    assert!(
+        layered().is_err(),
+        "the shipped placeholder key must not start a node"
+    );
+    // With a real key in place of the placeholder, the layered config is accepted.
+    let real_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    std::fs::write(
+        &auth_toml,
+        auth_text.replace("REPLACE-WITH-32-RANDOM-BYTES-BASE64", real_key),
+    )
+    .unwrap();
+    let node = layered().expect("the ConfigMap's node.toml with the Secret's auth.toml is valid");
     ShardMap::parse(config_map["data"]["shard-map.toml"].as_str().unwrap())
         .expect("the ConfigMap's shard map is valid");
     let _ = std::fs::remove_dir_all(&dir);
@@ -246,6 +265,23 @@ fn the_kubernetes_manifests_agree_with_the_node() {
     );
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let mounts = container["volumeMounts"].as_sequence().unwrap();
+    for file in args.iter().filter(|a| a.starts_with('/')) {
+        let mounted = mounts
+            .iter()
+            .any(|m| file.starts_with(m["mountPath"].as_str().unwrap()));
+        assert!(mounted, "config file {file} is not under a mounted volume");
+    }
+    assert!(
+        node.shard_map.starts_with("/etc/strata/config"),
+        "the shard map is in the config map's mount"
+    );
 
     let hpa: Value = serde_norway::from_str(&read("deploy/kubernetes/hpa.yaml")).unwrap();
     assert_eq!(

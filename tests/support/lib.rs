@@ -3,6 +3,8 @@
 //! shard), plus polling helpers that wait on a condition with a deadline instead of
 //! sleeping.
 
+pub mod api;
+
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
