@@ -1,0 +1,14 @@
+//! The Strata load-bench harness.
+//!
+//! - [`load`] — the open-loop (fixed arrival rate, latency from due time) and
+//!   closed-loop (N connections) load models.
+//! - [`recorder`] — per-endpoint HdrHistograms and status counts.
+//! - [`report`] — JSON and Markdown reports with run metadata and same-run ratios.
+//! - [`target`] — the cluster's nodes, from `cluster.json` or URLs.
+//! - [`scenarios`] — the named scenarios.
+
+pub mod load;
+pub mod recorder;
+pub mod report;
+pub mod scenarios;
+pub mod target;

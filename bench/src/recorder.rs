@@ -1,0 +1,136 @@
+//! What a run measured: per endpoint, a latency histogram (microseconds, HdrHistogram,
+//! 3 significant digits, up to 5 minutes) and counts by status, plus completions per
+//! second for the throughput timeline.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// The result of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Which endpoint (a route template such as `GET /v1/me`).
+    pub endpoint: &'static str,
+    /// The HTTP status, or `None` when no answer came (connection error, timeout).
+    pub status: Option<u16>,
+}
+
+struct EndpointData {
+    latency: Histogram<u64>,
+    statuses: BTreeMap<String, u64>,
+    per_second: Vec<u64>,
+}
+
+/// Collects outcomes from many tasks.
+pub struct Recorder {
+    started: Instant,
+    endpoints: Mutex<BTreeMap<&'static str, EndpointData>>,
+}
+
+/// Percentiles and counts of one endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSummary {
+    pub endpoint: String,
+    pub requests: u64,
+    /// Requests that got a 2xx or 3xx.
+    pub ok: u64,
+    /// Count per status (`"none"` for no answer).
+    pub statuses: BTreeMap<String, u64>,
+    pub throughput_per_sec: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Completions in each second of the run.
+    pub per_second: Vec<u64>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    /// An empty recorder; its clock starts now.
+    pub fn new() -> Self {
+        Self { started: Instant::now(), endpoints: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Records one outcome and its latency.
+    pub fn record(&self, outcome: Outcome, latency: Duration) {
+        let mut endpoints = self.endpoints.lock().expect("recorder lock");
+        let data = endpoints.entry(outcome.endpoint).or_insert_with(|| EndpointData {
+            latency: Histogram::new_with_bounds(1, 300_000_000, 3).expect("valid histogram bounds"),
+            statuses: BTreeMap::new(),
+            per_second: Vec::new(),
+        });
+        let micros = (latency.as_micros() as u64).clamp(1, 300_000_000);
+        data.latency.record(micros).expect("clamped into bounds");
+        let status = outcome.status.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+        *data.statuses.entry(status).or_default() += 1;
+        let second = self.started.elapsed().as_secs() as usize;
+        if data.per_second.len() <= second {
+            data.per_second.resize(second + 1, 0);
+        }
+        data.per_second[second] += 1;
+    }
+
+    /// Summaries of every endpoint, for a run that lasted `elapsed`.
+    pub fn summarize(&self, elapsed: Duration) -> Vec<EndpointSummary> {
+        let endpoints = self.endpoints.lock().expect("recorder lock");
+        endpoints
+            .iter()
+            .map(|(endpoint, data)| {
+                let ms = |q: f64| data.latency.value_at_quantile(q) as f64 / 1000.0;
+                let requests = data.latency.len();
+                let ok = data
+                    .statuses
+                    .iter()
+                    .filter(|(s, _)| s.starts_with('2') || s.starts_with('3'))
+                    .map(|(_, n)| n)
+                    .sum();
+                EndpointSummary {
+                    endpoint: (*endpoint).to_owned(),
+                    requests,
+                    ok,
+                    statuses: data.statuses.clone(),
+                    throughput_per_sec: requests as f64 / elapsed.as_secs_f64().max(1e-9),
+                    p50_ms: ms(0.50),
+                    p90_ms: ms(0.90),
+                    p99_ms: ms(0.99),
+                    p999_ms: ms(0.999),
+                    max_ms: data.latency.max() as f64 / 1000.0,
+                    per_second: data.per_second.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_statuses_are_summarized_per_endpoint() {
+        let recorder = Recorder::new();
+        for i in 1..=100u64 {
+            let status = if i <= 98 { Some(200) } else { Some(503) };
+            recorder.record(Outcome { endpoint: "GET /x", status }, Duration::from_millis(i));
+        }
+        recorder.record(Outcome { endpoint: "GET /y", status: None }, Duration::from_millis(5));
+        let summary = recorder.summarize(Duration::from_secs(10));
+        let x = &summary[0];
+        assert_eq!((x.requests, x.ok), (100, 98));
+        assert_eq!(x.statuses["503"], 2);
+        assert!((49.0..=51.0).contains(&x.p50_ms), "{}", x.p50_ms);
+        assert!((98.0..=100.5).contains(&x.p99_ms), "{}", x.p99_ms);
+        assert!((x.throughput_per_sec - 10.0).abs() < 1e-9);
+        assert_eq!(summary[1].statuses["none"], 1);
+    }
+}

@@ -1,0 +1,117 @@
+//! A run's report: machine-readable JSON (with run metadata) and a Markdown summary.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::recorder::EndpointSummary;
+
+/// One measured phase of a scenario (e.g. "me alone", "me during the storm").
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub load: String,
+    pub duration_secs: f64,
+    pub endpoints: Vec<EndpointSummary>,
+}
+
+/// A figure compared with a baseline measured in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub name: String,
+    pub value: f64,
+    pub numerator: String,
+    pub denominator: String,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub started_at_unix: u64,
+    pub git_commit: String,
+    pub cores: usize,
+    pub config: serde_json::Value,
+    pub target: serde_json::Value,
+    /// Baseline figures measured in the same run (e.g. raw argon2 hashes per second).
+    pub baselines: serde_json::Map<String, serde_json::Value>,
+    pub phases: Vec<Phase>,
+    pub ratios: Vec<Ratio>,
+}
+
+impl Report {
+    /// A report with the run metadata filled in.
+    pub fn new(scenario: &str, config: serde_json::Value, target: serde_json::Value) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            started_at_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            git_commit: git_commit(),
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            config,
+            target,
+            baselines: serde_json::Map::new(),
+            phases: Vec::new(),
+            ratios: Vec::new(),
+        }
+    }
+
+    /// The Markdown summary.
+    pub fn markdown(&self) -> String {
+        let mut md = format!(
+            "# strata-bench: {}\n\ncommit `{}` · {} cores · config `{}`\n\n",
+            self.scenario, self.git_commit, self.cores, self.config
+        );
+        if !self.ratios.is_empty() {
+            md += "## Ratios (same run)\n\n| ratio | value | numerator | denominator |\n|---|---:|---|---|\n";
+            for r in &self.ratios {
+                md += &format!("| {} | {:.3} | {} | {} |\n", r.name, r.value, r.numerator, r.denominator);
+            }
+            md += "\n";
+        }
+        if !self.baselines.is_empty() {
+            md += "## Baselines\n\n";
+            for (name, value) in &self.baselines {
+                md += &format!("- {name}: {value}\n");
+            }
+            md += "\n";
+        }
+        for phase in &self.phases {
+            md += &format!("## {} ({}, {:.0} s)\n\n", phase.name, phase.load, phase.duration_secs);
+            md += "| endpoint | requests | ok | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | statuses |\n";
+            md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+            for e in &phase.endpoints {
+                let statuses: Vec<String> = e.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+                md += &format!(
+                    "| {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+                    e.endpoint, e.requests, e.ok, e.throughput_per_sec, e.p50_ms, e.p90_ms, e.p99_ms, e.p999_ms,
+                    e.max_ms, statuses.join(" ")
+                );
+            }
+            md += "\n";
+        }
+        md
+    }
+
+    /// Writes `<out>/<scenario>.json` and `<out>/<scenario>.md`; returns their paths.
+    pub fn write(&self, out: &Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(out)?;
+        let json = out.join(format!("{}.json", self.scenario));
+        std::fs::write(&json, serde_json::to_string_pretty(self).expect("reports serialize") + "\n")?;
+        let md = out.join(format!("{}.md", self.scenario));
+        std::fs::write(&md, self.markdown())?;
+        Ok(vec![json, md])
+    }
+}
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,53 @@
+//! The named scenarios. Each documents what it measures in `bench/README.md`.
+
+pub mod login_storm;
+
+use std::time::Instant;
+
+use reqwest::{Client, Method};
+use serde_json::Value;
+
+use crate::recorder::Outcome;
+
+/// A simulated client address, sent as `X-Forwarded-For` to a node directly (nodes
+/// trust loopback as their load balancer), so per-IP limits see many clients rather
+/// than one bench process.
+pub fn client_ip(seed: u64, i: u64) -> String {
+    format!("10.{}.{}.{}", seed % 250, (i / 250) % 250, i % 250 + 1)
+}
+
+/// Sends one request and turns it into an [`Outcome`].
+pub async fn send(
+    http: &Client,
+    endpoint: &'static str,
+    method: Method,
+    url: String,
+    token: Option<&str>,
+    ip: Option<&str>,
+    body: Option<&Value>,
+) -> Outcome {
+    let mut request = http.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(ip) = ip {
+        request = request.header("x-forwarded-for", ip);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let status = match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let _ = response.bytes().await;
+            Some(status)
+        }
+        Err(_) => None,
+    };
+    Outcome { endpoint, status }
+}
+
+/// Seconds since `start`, for phase durations.
+pub fn secs_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}
