@@ -55,8 +55,12 @@ where
 }
 
 /// Runs `connections` loops, each sending `make(i)` back to back until `duration` is up.
-pub async fn closed_loop<F, Fut>(recorder: Arc<Recorder>, connections: usize, duration: Duration, make: F)
-where
+pub async fn closed_loop<F, Fut>(
+    recorder: Arc<Recorder>,
+    connections: usize,
+    duration: Duration,
+    make: F,
+) where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {

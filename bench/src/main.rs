@@ -59,13 +59,43 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    let Command::LoginStorm { cluster, url, users, rate, duration, connections, seed, out } = command;
-    anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number");
-    anyhow::ensure!(users > 0 && connections > 0 && duration > 0, "--users, --connections and --duration must be positive");
-    let target = if url.is_empty() { Target::from_cluster_file(&cluster)? } else { Target { nodes: url, postgres: Vec::new() } };
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let Command::LoginStorm {
+        cluster,
+        url,
+        users,
+        rate,
+        duration,
+        connections,
+        seed,
+        out,
+    } = command;
+    anyhow::ensure!(
+        rate > 0.0 && rate.is_finite(),
+        "--rate must be a positive number"
+    );
+    anyhow::ensure!(
+        users > 0 && connections > 0 && duration > 0,
+        "--users, --connections and --duration must be positive"
+    );
+    let target = if url.is_empty() {
+        Target::from_cluster_file(&cluster)?
+    } else {
+        Target {
+            nodes: url,
+            postgres: Vec::new(),
+        }
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     target.check(&http).await?;
-    let scenario = LoginStorm { users, me_rate: rate, duration: Duration::from_secs(duration), connections, seed };
+    let scenario = LoginStorm {
+        users,
+        me_rate: rate,
+        duration: Duration::from_secs(duration),
+        connections,
+        seed,
+    };
     let report = scenario.run(&target, &http).await?;
     print!("{}", report.markdown());
     for path in report.write(&out)? {

@@ -58,20 +58,29 @@ impl Default for Recorder {
 impl Recorder {
     /// An empty recorder; its clock starts now.
     pub fn new() -> Self {
-        Self { started: Instant::now(), endpoints: Mutex::new(BTreeMap::new()) }
+        Self {
+            started: Instant::now(),
+            endpoints: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Records one outcome and its latency.
     pub fn record(&self, outcome: Outcome, latency: Duration) {
         let mut endpoints = self.endpoints.lock().expect("recorder lock");
-        let data = endpoints.entry(outcome.endpoint).or_insert_with(|| EndpointData {
-            latency: Histogram::new_with_bounds(1, 300_000_000, 3).expect("valid histogram bounds"),
-            statuses: BTreeMap::new(),
-            per_second: Vec::new(),
-        });
+        let data = endpoints
+            .entry(outcome.endpoint)
+            .or_insert_with(|| EndpointData {
+                latency: Histogram::new_with_bounds(1, 300_000_000, 3)
+                    .expect("valid histogram bounds"),
+                statuses: BTreeMap::new(),
+                per_second: Vec::new(),
+            });
         let micros = (latency.as_micros() as u64).clamp(1, 300_000_000);
         data.latency.record(micros).expect("clamped into bounds");
-        let status = outcome.status.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+        let status = outcome
+            .status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "none".into());
         *data.statuses.entry(status).or_default() += 1;
         let second = self.started.elapsed().as_secs() as usize;
         if data.per_second.len() <= second {
@@ -121,9 +130,21 @@ mod tests {
         let recorder = Recorder::new();
         for i in 1..=100u64 {
             let status = if i <= 98 { Some(200) } else { Some(503) };
-            recorder.record(Outcome { endpoint: "GET /x", status }, Duration::from_millis(i));
+            recorder.record(
+                Outcome {
+                    endpoint: "GET /x",
+                    status,
+                },
+                Duration::from_millis(i),
+            );
         }
-        recorder.record(Outcome { endpoint: "GET /y", status: None }, Duration::from_millis(5));
+        recorder.record(
+            Outcome {
+                endpoint: "GET /y",
+                status: None,
+            },
+            Duration::from_millis(5),
+        );
         let summary = recorder.summarize(Duration::from_secs(10));
         let x = &summary[0];
         assert_eq!((x.requests, x.ok), (100, 98));

@@ -49,7 +49,9 @@ impl Report {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             git_commit: git_commit(),
-            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             config,
             target,
             baselines: serde_json::Map::new(),
@@ -67,7 +69,10 @@ impl Report {
         if !self.ratios.is_empty() {
             md += "## Ratios (same run)\n\n| ratio | value | numerator | denominator |\n|---|---:|---|---|\n";
             for r in &self.ratios {
-                md += &format!("| {} | {:.3} | {} | {} |\n", r.name, r.value, r.numerator, r.denominator);
+                md += &format!(
+                    "| {} | {:.3} | {} | {} |\n",
+                    r.name, r.value, r.numerator, r.denominator
+                );
             }
             md += "\n";
         }
@@ -79,15 +84,27 @@ impl Report {
             md += "\n";
         }
         for phase in &self.phases {
-            md += &format!("## {} ({}, {:.0} s)\n\n", phase.name, phase.load, phase.duration_secs);
+            md += &format!(
+                "## {} ({}, {:.0} s)\n\n",
+                phase.name, phase.load, phase.duration_secs
+            );
             md += "| endpoint | requests | ok | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | statuses |\n";
             md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
             for e in &phase.endpoints {
-                let statuses: Vec<String> = e.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+                let statuses: Vec<String> =
+                    e.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
                 md += &format!(
                     "| {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
-                    e.endpoint, e.requests, e.ok, e.throughput_per_sec, e.p50_ms, e.p90_ms, e.p99_ms, e.p999_ms,
-                    e.max_ms, statuses.join(" ")
+                    e.endpoint,
+                    e.requests,
+                    e.ok,
+                    e.throughput_per_sec,
+                    e.p50_ms,
+                    e.p90_ms,
+                    e.p99_ms,
+                    e.p999_ms,
+                    e.max_ms,
+                    statuses.join(" ")
                 );
             }
             md += "\n";
@@ -99,7 +116,10 @@ impl Report {
     pub fn write(&self, out: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(out)?;
         let json = out.join(format!("{}.json", self.scenario));
-        std::fs::write(&json, serde_json::to_string_pretty(self).expect("reports serialize") + "\n")?;
+        std::fs::write(
+            &json,
+            serde_json::to_string_pretty(self).expect("reports serialize") + "\n",
+        )?;
         let md = out.join(format!("{}.md", self.scenario));
         std::fs::write(&md, self.markdown())?;
         Ok(vec![json, md])

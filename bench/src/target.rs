@@ -6,8 +6,13 @@ use std::path::Path;
 /// Why the target could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("cannot read {path}: {source} (start a cluster with `scripts/dev-up.sh --detach`, or pass --url)")]
-    Read { path: String, source: std::io::Error },
+    #[error(
+        "cannot read {path}: {source} (start a cluster with `scripts/dev-up.sh --detach`, or pass --url)"
+    )]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a cluster description: {detail}")]
     Malformed { path: String, detail: String },
     #[error("{url} does not answer: {detail}")]
@@ -26,19 +31,36 @@ impl Target {
     /// Reads a local cluster's `cluster.json`.
     pub fn from_cluster_file(path: &Path) -> Result<Self, TargetError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TargetError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TargetError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         let doc: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| TargetError::Malformed { path: shown.clone(), detail: e.to_string() })?;
+            serde_json::from_str(&text).map_err(|e| TargetError::Malformed {
+                path: shown.clone(),
+                detail: e.to_string(),
+            })?;
         let nodes: Vec<String> = doc["nodes"]
             .as_array()
-            .map(|n| n.iter().filter_map(|n| n["url"].as_str().map(str::to_owned)).collect())
+            .map(|n| {
+                n.iter()
+                    .filter_map(|n| n["url"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         if nodes.is_empty() {
-            return Err(TargetError::Malformed { path: shown, detail: "it lists no nodes".into() });
+            return Err(TargetError::Malformed {
+                path: shown,
+                detail: "it lists no nodes".into(),
+            });
         }
         let postgres = doc["postgres"]
             .as_array()
-            .map(|p| p.iter().filter_map(|p| p["dsn"].as_str().map(str::to_owned)).collect())
+            .map(|p| {
+                p.iter()
+                    .filter_map(|p| p["dsn"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Self { nodes, postgres })
     }
@@ -46,11 +68,25 @@ impl Target {
     /// Checks every node answers `/healthz` before any load is sent.
     pub async fn check(&self, http: &reqwest::Client) -> Result<(), TargetError> {
         for url in &self.nodes {
-            let probe = http.get(format!("{url}/healthz")).timeout(std::time::Duration::from_secs(3)).send().await;
+            let probe = http
+                .get(format!("{url}/healthz"))
+                .timeout(std::time::Duration::from_secs(3))
+                .send()
+                .await;
             match probe {
                 Ok(r) if r.status().is_success() => {}
-                Ok(r) => return Err(TargetError::Unreachable { url: url.clone(), detail: format!("/healthz answered {}", r.status()) }),
-                Err(e) => return Err(TargetError::Unreachable { url: url.clone(), detail: e.to_string() }),
+                Ok(r) => {
+                    return Err(TargetError::Unreachable {
+                        url: url.clone(),
+                        detail: format!("/healthz answered {}", r.status()),
+                    });
+                }
+                Err(e) => {
+                    return Err(TargetError::Unreachable {
+                        url: url.clone(),
+                        detail: e.to_string(),
+                    });
+                }
             }
         }
         Ok(())

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use strata_bench::load::{closed_loop, open_loop};
 use strata_bench::recorder::{Outcome, Recorder};
 
@@ -52,7 +52,10 @@ impl FreezingServer {
 
 async fn get_once(http: reqwest::Client, url: String) -> Outcome {
     let status = http.get(url).send().await.ok().map(|r| r.status().as_u16());
-    Outcome { endpoint: "GET /", status }
+    Outcome {
+        endpoint: "GET /",
+        status,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,18 +66,47 @@ async fn the_open_loop_charges_a_one_second_stall_to_p99_and_the_closed_loop_hid
     let open = Arc::new(Recorder::new());
     server.freeze_later(Duration::from_secs(1));
     let (client, url) = (http.clone(), server.url.clone());
-    open_loop(Arc::clone(&open), 100.0, Duration::from_secs(3), move |_| get_once(client.clone(), url.clone())).await;
+    open_loop(
+        Arc::clone(&open),
+        100.0,
+        Duration::from_secs(3),
+        move |_| get_once(client.clone(), url.clone()),
+    )
+    .await;
     let open = &open.summarize(Duration::from_secs(3))[0];
 
     let closed = Arc::new(Recorder::new());
     server.freeze_later(Duration::from_secs(1));
     let (client, url) = (http.clone(), server.url.clone());
-    closed_loop(Arc::clone(&closed), 1, Duration::from_secs(3), move |_| get_once(client.clone(), url.clone())).await;
+    closed_loop(Arc::clone(&closed), 1, Duration::from_secs(3), move |_| {
+        get_once(client.clone(), url.clone())
+    })
+    .await;
     let closed = &closed.summarize(Duration::from_secs(3))[0];
 
-    assert!(open.requests >= 290, "the open loop kept its schedule: {} requests", open.requests);
-    assert!(open.p99_ms >= 800.0, "open-loop p99 {} ms should show the 1 s stall", open.p99_ms);
-    assert!(open.p50_ms < 500.0, "most requests were not delayed: p50 {} ms", open.p50_ms);
-    assert!(closed.max_ms >= 800.0, "the closed loop did meet the stall once: max {} ms", closed.max_ms);
-    assert!(closed.p99_ms < 500.0, "closed-loop p99 {} ms hides the stall", closed.p99_ms);
+    assert!(
+        open.requests >= 290,
+        "the open loop kept its schedule: {} requests",
+        open.requests
+    );
+    assert!(
+        open.p99_ms >= 800.0,
+        "open-loop p99 {} ms should show the 1 s stall",
+        open.p99_ms
+    );
+    assert!(
+        open.p50_ms < 500.0,
+        "most requests were not delayed: p50 {} ms",
+        open.p50_ms
+    );
+    assert!(
+        closed.max_ms >= 800.0,
+        "the closed loop did meet the stall once: max {} ms",
+        closed.max_ms
+    );
+    assert!(
+        closed.p99_ms < 500.0,
+        "closed-loop p99 {} ms hides the stall",
+        closed.p99_ms
+    );
 }

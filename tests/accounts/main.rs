@@ -345,13 +345,8 @@ async fn a_password_change_ends_every_other_session_and_logout_all_ends_all() {
 
     let change = json!({"current_password": "wrong one", "new_password": "a brand new passphrase"});
     let response = node(0)
-        .http
-        .put(format!("{}/v1/me/password", node(0).base))
-        .bearer_auth(&here.access)
-        .json(&change)
-        .send()
-        .await
-        .unwrap();
+        .put("/v1/me/password", &change, Some(&here.access))
+        .await;
     assert_eq!(
         response.status(),
         StatusCode::FORBIDDEN,
@@ -360,13 +355,8 @@ async fn a_password_change_ends_every_other_session_and_logout_all_ends_all() {
 
     let change = json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"});
     let response = node(0)
-        .http
-        .put(format!("{}/v1/me/password", node(0).base))
-        .bearer_auth(&here.access)
-        .json(&change)
-        .send()
-        .await
-        .unwrap();
+        .put("/v1/me/password", &change, Some(&here.access))
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         node(1).me_status(&elsewhere.access).await,

@@ -53,6 +53,15 @@ impl Api {
         request.send().await.expect("request sent")
     }
 
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut request = self.http.put(format!("{}{path}", self.base)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
         let mut request = self.http.get(format!("{}{path}", self.base));

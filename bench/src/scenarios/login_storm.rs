@@ -8,8 +8,8 @@
 //!
 //! Ratios: logins/s ÷ raw hashes/s (all cores), and me p99 during ÷ me p99 alone.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method};
@@ -36,24 +36,50 @@ const PASSWORD: &str = "bench password that is long enough";
 impl LoginStorm {
     /// Runs the scenario and returns its report.
     pub async fn run(&self, target: &Target, http: &Client) -> anyhow::Result<Report> {
-        let mut report = Report::new("login-storm", serde_json::to_value(self)?, serde_json::to_value(target)?);
+        let mut report = Report::new(
+            "login-storm",
+            serde_json::to_value(self)?,
+            serde_json::to_value(target)?,
+        );
         let users = self.seed_users(target, http).await?;
         let me_token = self.login(target, http, &users[0], 0).await?;
 
-        eprintln!("baseline: raw argon2id hashing for {:?} ...", self.duration.min(Duration::from_secs(5)));
+        eprintln!(
+            "baseline: raw argon2id hashing for {:?} ...",
+            self.duration.min(Duration::from_secs(5))
+        );
         let cores = report.cores;
         let all_cores = raw_hashes_per_sec(cores, self.duration.min(Duration::from_secs(5))).await;
         let one_core = raw_hashes_per_sec(1, self.duration.min(Duration::from_secs(5))).await;
-        report.baselines.insert("raw_argon2id_hashes_per_sec_all_cores".into(), json!(all_cores));
-        report.baselines.insert("raw_argon2id_hashes_per_sec_one_core".into(), json!(one_core));
+        report.baselines.insert(
+            "raw_argon2id_hashes_per_sec_all_cores".into(),
+            json!(all_cores),
+        );
+        report.baselines.insert(
+            "raw_argon2id_hashes_per_sec_one_core".into(),
+            json!(one_core),
+        );
 
-        eprintln!("phase: GET /v1/me alone at {} req/s for {:?} ...", self.me_rate, self.duration);
+        eprintln!(
+            "phase: GET /v1/me alone at {} req/s for {:?} ...",
+            self.me_rate, self.duration
+        );
         let alone = self.me_phase(target, http, &me_token, None).await;
-        eprintln!("phase: GET /v1/me during a login storm of {} connections ...", self.connections);
-        let storm = self.me_phase(target, http, &me_token, Some(users.clone())).await;
+        eprintln!(
+            "phase: GET /v1/me during a login storm of {} connections ...",
+            self.connections
+        );
+        let storm = self
+            .me_phase(target, http, &me_token, Some(users.clone()))
+            .await;
 
         let p99 = |phase: &Phase, endpoint: &str| {
-            phase.endpoints.iter().find(|e| e.endpoint == endpoint).map(|e| e.p99_ms).unwrap_or(f64::NAN)
+            phase
+                .endpoints
+                .iter()
+                .find(|e| e.endpoint == endpoint)
+                .map(|e| e.p99_ms)
+                .unwrap_or(f64::NAN)
         };
         let logins_ok = storm
             .endpoints
@@ -92,8 +118,15 @@ impl LoginStorm {
     async fn seed_users(&self, target: &Target, http: &Client) -> anyhow::Result<Vec<String>> {
         eprintln!("seeding {} users ...", self.users);
         let names: Vec<String> = (0..self.users).map(|i| self.user_name(i)).collect();
-        let chunks: Vec<Vec<(u64, String)>> =
-            names.iter().cloned().enumerate().map(|(i, n)| (i as u64, n)).collect::<Vec<_>>().chunks(8).map(<[_]>::to_vec).collect();
+        let chunks: Vec<Vec<(u64, String)>> = names
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, n)| (i as u64, n))
+            .collect::<Vec<_>>()
+            .chunks(8)
+            .map(<[_]>::to_vec)
+            .collect();
         for chunk in chunks {
             let signups = chunk.iter().map(|(i, name)| {
                 let url = format!("{}/v1/auth/signup", target.nodes[*i as usize % target.nodes.len()]);
@@ -103,27 +136,46 @@ impl LoginStorm {
             });
             for response in futures::future::join_all(signups).await {
                 let status = response?.status().as_u16();
-                anyhow::ensure!(status == 201 || status == 409, "seeding a user answered {status}");
+                anyhow::ensure!(
+                    status == 201 || status == 409,
+                    "seeding a user answered {status}"
+                );
             }
         }
         Ok(names)
     }
 
-    async fn login(&self, target: &Target, http: &Client, name: &str, i: u64) -> anyhow::Result<String> {
+    async fn login(
+        &self,
+        target: &Target,
+        http: &Client,
+        name: &str,
+        i: u64,
+    ) -> anyhow::Result<String> {
         let response = http
             .post(format!("{}/v1/auth/login", target.nodes[0]))
             .header("x-forwarded-for", client_ip(self.seed, i))
             .json(&json!({"login": name, "password": PASSWORD}))
             .send()
             .await?;
-        anyhow::ensure!(response.status().is_success(), "login of {name} answered {}", response.status());
+        anyhow::ensure!(
+            response.status().is_success(),
+            "login of {name} answered {}",
+            response.status()
+        );
         let body: serde_json::Value = response.json().await?;
         Ok(body["access_token"].as_str().unwrap_or_default().to_owned())
     }
 
     /// `/v1/me` in an open loop, with a closed-loop login storm alongside when `storm`
     /// names the users to log in as.
-    async fn me_phase(&self, target: &Target, http: &Client, token: &str, storm: Option<Vec<String>>) -> Phase {
+    async fn me_phase(
+        &self,
+        target: &Target,
+        http: &Client,
+        token: &str,
+        storm: Option<Vec<String>>,
+    ) -> Phase {
         let recorder = Arc::new(Recorder::new());
         let start = Instant::now();
         let nodes = Arc::new(target.nodes.clone());
@@ -132,23 +184,48 @@ impl LoginStorm {
             let users = Arc::new(users);
             let seed = self.seed;
             let next = Arc::new(AtomicU64::new(0));
-            tokio::spawn(closed_loop(recorder, self.connections, self.duration, move |_| {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let user = users[(i % users.len() as u64) as usize].clone();
-                let url = format!("{}/v1/auth/login", nodes[(i % nodes.len() as u64) as usize]);
-                let ip = client_ip(seed, i % users.len() as u64);
-                let http = http.clone();
-                async move {
-                    let body = json!({"login": user, "password": PASSWORD});
-                    send(&http, "POST /v1/auth/login", Method::POST, url, None, Some(&ip), Some(&body)).await
-                }
-            }))
+            tokio::spawn(closed_loop(
+                recorder,
+                self.connections,
+                self.duration,
+                move |_| {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let user = users[(i % users.len() as u64) as usize].clone();
+                    let url = format!("{}/v1/auth/login", nodes[(i % nodes.len() as u64) as usize]);
+                    let ip = client_ip(seed, i % users.len() as u64);
+                    let http = http.clone();
+                    async move {
+                        let body = json!({"login": user, "password": PASSWORD});
+                        send(
+                            &http,
+                            "POST /v1/auth/login",
+                            Method::POST,
+                            url,
+                            None,
+                            Some(&ip),
+                            Some(&body),
+                        )
+                        .await
+                    }
+                },
+            ))
         });
         let token = Arc::new(token.to_owned());
         open_loop(Arc::clone(&recorder), self.me_rate, self.duration, |i| {
             let url = format!("{}/v1/me", nodes[(i % nodes.len() as u64) as usize]);
             let (http, token) = (http.clone(), Arc::clone(&token));
-            async move { send(&http, "GET /v1/me", Method::GET, url, Some(&token), None, None).await }
+            async move {
+                send(
+                    &http,
+                    "GET /v1/me",
+                    Method::GET,
+                    url,
+                    Some(&token),
+                    None,
+                    None,
+                )
+                .await
+            }
         })
         .await;
         let with_storm = storm_task.is_some();
@@ -157,9 +234,16 @@ impl LoginStorm {
         }
         let duration = secs_since(start);
         Phase {
-            name: if with_storm { "GET /v1/me during a login storm".into() } else { "GET /v1/me alone".into() },
+            name: if with_storm {
+                "GET /v1/me during a login storm".into()
+            } else {
+                "GET /v1/me alone".into()
+            },
             load: if with_storm {
-                format!("open loop {} req/s + closed loop {} login connections", self.me_rate, self.connections)
+                format!(
+                    "open loop {} req/s + closed loop {} login connections",
+                    self.me_rate, self.connections
+                )
             } else {
                 format!("open loop {} req/s", self.me_rate)
             },

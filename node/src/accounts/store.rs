@@ -73,6 +73,14 @@ pub struct AccountStore<'a> {
     topology: &'a Topology,
 }
 
+/// Makes a user's claim on a name final ($1 name, $2 user id).
+const CONFIRM_CLAIM: &str = "UPDATE login_names SET state = 'confirmed', expires_at = NULL \
+                             WHERE name = $1 AND user_id = $2 AND state = 'claimed'";
+
+/// Gives up a user's unconfirmed claim on a name ($1 name, $2 user id).
+const DROP_CLAIM: &str =
+    "DELETE FROM login_names WHERE name = $1 AND user_id = $2 AND state = 'claimed'";
+
 const USER_COLUMNS: &str = "id, username, email, roles, created_at, password_hash";
 
 fn user_from_row(row: &tokio_postgres::Row) -> Option<User> {
@@ -261,12 +269,8 @@ impl<'a> AccountStore<'a> {
             .topology
             .primary(self.topology.shard_for(route_hash(name.as_str())))
             .await?;
-        conn.execute(
-            "UPDATE login_names SET state = 'confirmed', expires_at = NULL \
-             WHERE name = $1 AND user_id = $2 AND state = 'claimed'",
-            &[&name.as_str(), &user.as_str()],
-        )
-        .await?;
+        conn.execute(CONFIRM_CLAIM, &[&name.as_str(), &user.as_str()])
+            .await?;
         Ok(())
     }
 
@@ -277,10 +281,7 @@ impl<'a> AccountStore<'a> {
             let shard = self.topology.shard_for(route_hash(name.as_str()));
             if let Ok(conn) = self.topology.primary(shard).await {
                 let _ = conn
-                    .execute(
-                        "DELETE FROM login_names WHERE name = $1 AND user_id = $2 AND state = 'claimed'",
-                        &[&name.as_str(), &user.as_str()],
-                    )
+                    .execute(DROP_CLAIM, &[&name.as_str(), &user.as_str()])
                     .await;
             }
         }
@@ -305,19 +306,11 @@ impl<'a> AccountStore<'a> {
                 };
                 match self.settle(&holder).await? {
                     Outcome::Created => {
-                        conn.execute(
-                            "UPDATE login_names SET state = 'confirmed', expires_at = NULL \
-                             WHERE name = $1 AND user_id = $2 AND state = 'claimed'",
-                            &[&name, &holder.as_str()],
-                        )
-                        .await?;
+                        conn.execute(CONFIRM_CLAIM, &[&name, &holder.as_str()])
+                            .await?;
                     }
                     Outcome::Abandoned => {
-                        conn.execute(
-                            "DELETE FROM login_names WHERE name = $1 AND user_id = $2 AND state = 'claimed'",
-                            &[&name, &holder.as_str()],
-                        )
-                        .await?;
+                        conn.execute(DROP_CLAIM, &[&name, &holder.as_str()]).await?;
                     }
                 }
                 settled += 1;
