@@ -116,6 +116,7 @@ impl From<StoreError> for ApiError {
                 retry_after_secs: 1,
             },
             StoreError::Db(e) => Self::Internal(format!("database: {e}")),
+            StoreError::Corrupt(detail) => Self::Internal(detail),
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum StoreError {
     Router(#[from] RouterError),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error("unexpected data: {0}")]
+    Corrupt(String),
 }
 
 /// Which name of a signup is taken.

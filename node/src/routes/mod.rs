@@ -17,7 +17,9 @@ use crate::{health, metrics, request_context};
 mod admin;
 mod auth;
 mod me;
+mod posts;
 mod session_issue;
+mod tasks;
 pub mod views;
 
 /// The largest request body accepted (JSON endpoints). 413 past it.
@@ -32,6 +34,8 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::router())
         .merge(me::router())
         .merge(admin::router())
+        .merge(posts::router())
+        .merge(tasks::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,0 +1,169 @@
+//! Read-your-writes across nodes. Every write answers with a consistency token naming
+//! the shard and the WAL position at or after its commit (`s0@0/3A2B1C8`, several
+//! separated by commas when a client has written to several shards). A read that sends
+//! the token back (header or cookie) is served only by a replica that has replayed that
+//! far, or by the primary. Like Cosmos DB's session tokens.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use strata_router::{Lsn, ShardId};
+
+/// The header (and cookie) name.
+pub const CONSISTENCY_HEADER: &str = "x-strata-consistency";
+
+/// Most shards a token may name (bounds what a client can make a node parse).
+const MAX_ENTRIES: usize = 64;
+
+/// Shard → the WAL position a reader must have reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsistencyToken(BTreeMap<ShardId, Lsn>);
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed consistency token; send back the value a write returned")]
+pub struct TokenFormatError;
+
+impl ConsistencyToken {
+    /// Parses `shard@lsn[,shard@lsn...]`.
+    pub fn parse(raw: &str) -> Result<Self, TokenFormatError> {
+        let mut entries = BTreeMap::new();
+        for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
+            let (shard, lsn) = part.trim().split_once('@').ok_or(TokenFormatError)?;
+            let shard = ShardId::parse(shard).map_err(|_| TokenFormatError)?;
+            let lsn: Lsn = lsn.parse().map_err(|_| TokenFormatError)?;
+            let entry = entries.entry(shard).or_insert(lsn);
+            *entry = (*entry).max(lsn);
+            if entries.len() > MAX_ENTRIES {
+                return Err(TokenFormatError);
+            }
+        }
+        Ok(Self(entries))
+    }
+
+    /// A token for one write.
+    pub fn single(shard: ShardId, lsn: Lsn) -> Self {
+        Self(BTreeMap::from([(shard, lsn)]))
+    }
+
+    /// This token with `other` folded in (the later position wins per shard), so a
+    /// client writing to several shards keeps one token.
+    pub fn merged(mut self, other: &ConsistencyToken) -> Self {
+        for (shard, lsn) in &other.0 {
+            let entry = self.0.entry(shard.clone()).or_insert(*lsn);
+            *entry = (*entry).max(*lsn);
+        }
+        self
+    }
+
+    /// The position a read of `shard` must wait for, if any.
+    pub fn required(&self, shard: &ShardId) -> Option<Lsn> {
+        self.0.get(shard).copied()
+    }
+}
+
+impl fmt::Display for ConsistencyToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(s, l)| format!("{s}@{l}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str) -> ShardId {
+        ShardId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn tokens_round_trip_and_merge_to_the_later_position() {
+        let token = ConsistencyToken::parse("s0@0/3A2B1C8,s1@1/0").unwrap();
+        assert_eq!(ConsistencyToken::parse(&token.to_string()).unwrap(), token);
+        let merged = token.merged(&ConsistencyToken::single(
+            shard("s0"),
+            "0/FFFFFFFF".parse().unwrap(),
+        ));
+        assert_eq!(
+            merged.required(&shard("s0")),
+            Some("0/FFFFFFFF".parse().unwrap())
+        );
+        assert_eq!(merged.required(&shard("s1")), Some("1/0".parse().unwrap()));
+        assert_eq!(merged.required(&shard("s9")), None);
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        for bad in ["s0", "s0@", "@0/1", "S0@0/1", "s0@zz", "s0@0/1;s1@0/2"] {
+            assert_eq!(
+                ConsistencyToken::parse(bad),
+                Err(TokenFormatError),
+                "{bad:?}"
+            );
+        }
+        let huge: Vec<String> = (0..100).map(|i| format!("s{i}@0/1")).collect();
+        assert_eq!(
+            ConsistencyToken::parse(&huge.join(",")),
+            Err(TokenFormatError)
+        );
+        assert_eq!(
+            ConsistencyToken::parse("").unwrap(),
+            ConsistencyToken::default()
+        );
+    }
+}
+
+/// The caller's token, from the header or else the cookie (empty when neither).
+#[derive(Debug, Clone, Default)]
+pub struct ReadConsistency(pub ConsistencyToken);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadConsistency {
+    type Rejection = crate::error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let raw = parts
+            .headers
+            .get(CONSISTENCY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| crate::auth::cookies::read(&parts.headers, CONSISTENCY_HEADER));
+        match raw {
+            None => Ok(Self::default()),
+            Some(raw) => ConsistencyToken::parse(&raw)
+                .map(Self)
+                .map_err(|e| crate::error::ApiError::BadRequest(e.to_string())),
+        }
+    }
+}
+
+/// Stamps a write's answer with the caller's token merged with the write's, as the
+/// header and as a cookie, so the next read anywhere sees the write.
+pub fn stamp(
+    mut response: axum::response::Response,
+    caller: &ConsistencyToken,
+    write: &ConsistencyToken,
+    secure: bool,
+) -> axum::response::Response {
+    let merged = caller.clone().merged(write).to_string();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&merged) {
+        response
+            .headers_mut()
+            .insert(CONSISTENCY_HEADER, value.clone());
+        let cookie = cookie::Cookie::build((CONSISTENCY_HEADER, merged))
+            .path("/")
+            .http_only(true)
+            .secure(secure)
+            .same_site(cookie::SameSite::Lax)
+            .build();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&cookie.to_string()) {
+            response
+                .headers_mut()
+                .append(axum::http::header::SET_COOKIE, value);
+        }
+    }
+    response
+}

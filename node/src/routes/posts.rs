@@ -1,0 +1,337 @@
+//! `/v1/posts` and `/v1/users/{id}/posts`: the blog. Public posts are readable by every
+//! signed-in user and cached in Redis (cache-aside, short TTL, dropped on every change);
+//! private ones only by their author. Another user's private post is a 404.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::auth::extract::Authenticated;
+use crate::auth::ids::UserId;
+use crate::consistency::{ReadConsistency, stamp};
+use crate::error::{ApiError, FieldError};
+use crate::items::cursor::{Cursor, page_size};
+use crate::items::ids::ItemId;
+use crate::items::posts::{NewPost, Post, PostChanges, PostStore, Visibility};
+use crate::json::ApiJson;
+use crate::query::ApiQuery;
+use crate::routes::views::Page;
+use crate::state::AppState;
+
+/// How long a public post stays cached.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Limits of a post (API contract).
+const TITLE_CHARS: std::ops::RangeInclusive<usize> = 1..=200;
+const BODY_MAX_BYTES: usize = 64 * 1024;
+const TAGS_MAX: usize = 16;
+const TAG_CHARS: std::ops::RangeInclusive<usize> = 1..=32;
+
+/// The post routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/posts", post(create))
+        .route("/v1/posts/{id}", get(read).patch(update).delete(remove))
+        .route("/v1/users/{user_id}/posts", get(list))
+}
+
+/// `POST /v1/posts` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePost {
+    pub title: String,
+    pub body: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default = "private")]
+    pub visibility: Visibility,
+}
+
+fn private() -> Visibility {
+    Visibility::Private
+}
+
+/// `PATCH /v1/posts/{id}` body: any of the create fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePost {
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub visibility: Option<Visibility>,
+}
+
+fn check_title(title: &str, errors: &mut Vec<FieldError>) {
+    if !TITLE_CHARS.contains(&title.chars().count()) || title.trim().is_empty() {
+        errors.push(FieldError {
+            field: "title".into(),
+            message: "must be 1 to 200 characters, not all blank".into(),
+        });
+    }
+}
+
+fn check_body(body: &str, errors: &mut Vec<FieldError>) {
+    if body.len() > BODY_MAX_BYTES {
+        errors.push(FieldError {
+            field: "body".into(),
+            message: "must be at most 64 KiB".into(),
+        });
+    }
+}
+
+fn check_tags(tags: &[String], errors: &mut Vec<FieldError>) {
+    if tags.len() > TAGS_MAX {
+        errors.push(FieldError {
+            field: "tags".into(),
+            message: "at most 16 tags".into(),
+        });
+    }
+    if let Some(i) = tags
+        .iter()
+        .position(|t| !TAG_CHARS.contains(&t.chars().count()) || t.chars().any(char::is_control))
+    {
+        errors.push(FieldError {
+            field: format!("tags[{i}]"),
+            message: "tags are 1 to 32 characters".into(),
+        });
+    }
+}
+
+fn valid(errors: Vec<FieldError>) -> Result<(), ApiError> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+fn cache_key(id: &ItemId) -> String {
+    format!("strata:post:{{{id}}}")
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    ApiJson(request): ApiJson<CreatePost>,
+) -> Result<Response, ApiError> {
+    let mut errors = Vec::new();
+    check_title(&request.title, &mut errors);
+    check_body(&request.body, &mut errors);
+    check_tags(&request.tags, &mut errors);
+    valid(errors)?;
+    let new = NewPost {
+        title: request.title,
+        body: request.body,
+        tags: request.tags,
+        visibility: request.visibility,
+    };
+    let committed = PostStore::new(state.topology())
+        .create(&auth.user, new)
+        .await?;
+    let response = (StatusCode::CREATED, Json(committed.value)).into_response();
+    Ok(stamp(
+        response,
+        &caller,
+        &committed.token,
+        state.config().auth.secure_cookies,
+    ))
+}
+
+/// Reads a post the caller may see, from the cache when the caller needs no particular
+/// freshness on that shard.
+async fn visible_post(
+    state: &AppState,
+    auth: &Authenticated,
+    id: &ItemId,
+    caller: &crate::consistency::ConsistencyToken,
+) -> Result<Post, ApiError> {
+    let shard = state.topology().shard_for(id.owner().route_hash());
+    let cacheable = caller.required(shard).is_none();
+    if cacheable {
+        if let Some(post) = cached(state, id).await {
+            metrics::counter!("strata_cache_requests_total", "cache" => "post", "result" => "hit")
+                .increment(1);
+            return Ok(post);
+        }
+        metrics::counter!("strata_cache_requests_total", "cache" => "post", "result" => "miss")
+            .increment(1);
+    }
+    let post = PostStore::new(state.topology())
+        .get(id, caller)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("post".into()))?;
+    if post.visibility == Visibility::Private && post.author_id != auth.user.as_str() {
+        return Err(ApiError::NotFound("post".into()));
+    }
+    if cacheable && post.visibility == Visibility::Public {
+        fill_cache(state, id, &post).await;
+    }
+    Ok(post)
+}
+
+async fn cached(state: &AppState, id: &ItemId) -> Option<Post> {
+    let mut conn = state.redis().connection().await.ok()?;
+    let text: Option<String> = redis::cmd("GET")
+        .arg(cache_key(id))
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    let post: Post = serde_json::from_str(&text?).ok()?;
+    (post.visibility == Visibility::Public).then_some(post)
+}
+
+async fn fill_cache(state: &AppState, id: &ItemId, post: &Post) {
+    if let Ok(mut conn) = state.redis().connection().await {
+        let text = serde_json::to_string(post).expect("posts serialize");
+        let _: Result<(), _> = redis::cmd("SET")
+            .arg(cache_key(id))
+            .arg(text)
+            .arg("EX")
+            .arg(CACHE_TTL.as_secs())
+            .query_async(&mut conn)
+            .await;
+    }
+}
+
+async fn drop_cache(state: &AppState, id: &ItemId) {
+    if let Ok(mut conn) = state.redis().connection().await {
+        let _: Result<i64, _> = redis::cmd("DEL")
+            .arg(cache_key(id))
+            .query_async(&mut conn)
+            .await;
+    }
+}
+
+async fn read(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    Path(id): Path<String>,
+) -> Result<Json<Post>, ApiError> {
+    let id = ItemId::parse(&id).ok_or_else(|| ApiError::NotFound("post".into()))?;
+    Ok(Json(visible_post(&state, &auth, &id, &caller).await?))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<UpdatePost>,
+) -> Result<Response, ApiError> {
+    let id = ItemId::parse(&id).ok_or_else(|| ApiError::NotFound("post".into()))?;
+    let mut errors = Vec::new();
+    if let Some(title) = &request.title {
+        check_title(title, &mut errors);
+    }
+    if let Some(body) = &request.body {
+        check_body(body, &mut errors);
+    }
+    if let Some(tags) = &request.tags {
+        check_tags(tags, &mut errors);
+    }
+    valid(errors)?;
+    if id.owner() != &auth.user {
+        // Only the author may change a post; others learn no more than they can read.
+        visible_post(&state, &auth, &id, &caller).await?;
+        return Err(ApiError::Forbidden);
+    }
+    let changes = PostChanges {
+        title: request.title,
+        body: request.body,
+        tags: request.tags,
+        visibility: request.visibility,
+    };
+    let committed = PostStore::new(state.topology())
+        .update(&id, changes)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("post".into()))?;
+    drop_cache(&state, &id).await;
+    let response = Json(committed.value).into_response();
+    Ok(stamp(
+        response,
+        &caller,
+        &committed.token,
+        state.config().auth.secure_cookies,
+    ))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = ItemId::parse(&id).ok_or_else(|| ApiError::NotFound("post".into()))?;
+    let is_admin = auth.roles.iter().any(|r| r == "admin");
+    if id.owner() != &auth.user && !is_admin {
+        visible_post(&state, &auth, &id, &caller).await?;
+        return Err(ApiError::Forbidden);
+    }
+    let committed = PostStore::new(state.topology())
+        .delete(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("post".into()))?;
+    drop_cache(&state, &id).await;
+    Ok(stamp(
+        StatusCode::NO_CONTENT.into_response(),
+        &caller,
+        &committed.token,
+        state.config().auth.secure_cookies,
+    ))
+}
+
+/// `?limit=&cursor=` of list endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// Parses the page size and cursor of a list request.
+pub fn page_params(params: &ListParams) -> Result<(i64, Option<Cursor>), ApiError> {
+    let limit = page_size(params.limit.as_deref()).map_err(|message| {
+        ApiError::Validation(vec![FieldError {
+            field: "limit".into(),
+            message,
+        }])
+    })?;
+    let cursor = params
+        .cursor
+        .as_deref()
+        .map(Cursor::decode)
+        .transpose()
+        .map_err(|e| {
+            ApiError::Validation(vec![FieldError {
+                field: "cursor".into(),
+                message: e.to_string(),
+            }])
+        })?;
+    Ok((limit, cursor))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    Path(user_id): Path<String>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<Page<Post>>, ApiError> {
+    let author = UserId::parse(&user_id).ok_or_else(|| ApiError::NotFound("user".into()))?;
+    let (limit, cursor) = page_params(&params)?;
+    let own = author == auth.user;
+    let (items, next) = PostStore::new(state.topology())
+        .list(&author, own, cursor.as_ref(), limit, &caller)
+        .await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: next.map(|c| c.encode()),
+    }))
+}
