@@ -66,8 +66,13 @@ pub struct UpdatePost {
     pub visibility: Option<Visibility>,
 }
 
+/// Postgres text cannot hold NUL; refusing it here keeps it a 422, not a failed write.
+pub fn has_nul(text: &str) -> bool {
+    text.contains('\0')
+}
+
 fn check_title(title: &str, errors: &mut Vec<FieldError>) {
-    if !TITLE_CHARS.contains(&title.chars().count()) || title.trim().is_empty() {
+    if !TITLE_CHARS.contains(&title.chars().count()) || title.trim().is_empty() || has_nul(title) {
         errors.push(FieldError {
             field: "title".into(),
             message: "must be 1 to 200 characters, not all blank".into(),
@@ -76,10 +81,10 @@ fn check_title(title: &str, errors: &mut Vec<FieldError>) {
 }
 
 fn check_body(body: &str, errors: &mut Vec<FieldError>) {
-    if body.len() > BODY_MAX_BYTES {
+    if body.len() > BODY_MAX_BYTES || has_nul(body) {
         errors.push(FieldError {
             field: "body".into(),
-            message: "must be at most 64 KiB".into(),
+            message: "must be at most 64 KiB, without NUL characters".into(),
         });
     }
 }
@@ -91,10 +96,9 @@ fn check_tags(tags: &[String], errors: &mut Vec<FieldError>) {
             message: "at most 16 tags".into(),
         });
     }
-    if let Some(i) = tags
-        .iter()
-        .position(|t| !TAG_CHARS.contains(&t.chars().count()) || t.chars().any(char::is_control))
-    {
+    if let Some(i) = tags.iter().position(|t| {
+        !TAG_CHARS.contains(&t.chars().count()) || t.chars().any(char::is_control) || has_nul(t)
+    }) {
         errors.push(FieldError {
             field: format!("tags[{i}]"),
             message: "tags are 1 to 32 characters".into(),

@@ -16,7 +16,7 @@ use crate::items::ids::ItemId;
 use crate::items::tasks::{StatusFilter, Task, TaskChanges, TaskStore};
 use crate::json::ApiJson;
 use crate::query::ApiQuery;
-use crate::routes::posts::{ListParams, page_params};
+use crate::routes::posts::{ListParams, has_nul, page_params};
 use crate::routes::views::Page;
 use crate::state::AppState;
 
@@ -57,7 +57,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 }
 
 fn check_title(title: &str, errors: &mut Vec<FieldError>) {
-    if !(1..=200).contains(&title.chars().count()) || title.trim().is_empty() {
+    if !(1..=200).contains(&title.chars().count()) || title.trim().is_empty() || has_nul(title) {
         errors.push(FieldError {
             field: "title".into(),
             message: "must be 1 to 200 characters, not all blank".into(),
@@ -66,10 +66,10 @@ fn check_title(title: &str, errors: &mut Vec<FieldError>) {
 }
 
 fn check_notes(notes: &str, errors: &mut Vec<FieldError>) {
-    if notes.len() > NOTES_MAX_BYTES {
+    if notes.len() > NOTES_MAX_BYTES || has_nul(notes) {
         errors.push(FieldError {
             field: "notes".into(),
-            message: "must be at most 16 KiB".into(),
+            message: "must be at most 16 KiB, without NUL characters".into(),
         });
     }
 }

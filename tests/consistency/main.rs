@@ -1,0 +1,232 @@
+//! Reads and writes under failure, on a cluster of their own: 3 shards × (primary +
+//! replica), 2 nodes. Each test owns one shard (its users are signed up until one lands
+//! there) and breaks only that shard. The lag bound is raised so a replica delayed on
+//! purpose keeps serving reads, which is what makes the consistency token matter.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use strata_router::{Placement, RouterSettings, ShardId, route_hash};
+use strata_sandbox::Cluster;
+use strata_tests::api::{Api, Tokens, status_and_json, unique};
+use strata_tests::{SharedCluster, eventually, shard};
+
+static CLUSTER: SharedCluster = SharedCluster::new();
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get(|| {
+        let router = RouterSettings {
+            poll_interval_ms: 100,
+            max_replica_lag_ms: 60_000,
+            ban_ms: 1000,
+            ..RouterSettings::default()
+        };
+        Cluster::builder()
+            .shards(3)
+            .replicas(1)
+            .nodes(2)
+            .load_balancer(false)
+            .router(router)
+    })
+}
+
+fn node(i: usize) -> Api {
+    Api::new(cluster().nodes[i].url())
+}
+
+/// Signs up users until one lives on `wanted`.
+async fn user_on(wanted: &ShardId) -> Tokens {
+    let placement = Placement::from_map(&cluster().spec.shard_map);
+    for _ in 0..100 {
+        let user = node(0).signup_ok(&unique("placed"), PASSWORD).await;
+        if placement.shard_of(route_hash(&user.user_id)) == wanted {
+            return user;
+        }
+    }
+    panic!("no user landed on {wanted} in 100 signups");
+}
+
+/// `PATCH` a post; returns the consistency token of the write.
+async fn retitle(api: &Api, path: &str, access: &str, title: &str) -> String {
+    let response = api
+        .http
+        .patch(format!("{}{path}", api.base))
+        .bearer_auth(access)
+        .json(&json!({"title": title}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.headers()["x-strata-consistency"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn title_seen(api: &Api, path: &str, access: &str, token: Option<&str>) -> Value {
+    let mut request = api
+        .http
+        .get(format!("{}{path}", api.base))
+        .bearer_auth(access);
+    if let Some(token) = token {
+        request = request.header("x-strata-consistency", token);
+    }
+    let (status, body) = status_and_json(request.send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["title"].clone()
+}
+
+#[tokio::test]
+async fn with_the_token_a_write_on_one_node_is_always_read_on_the_other_despite_a_delayed_replica()
+{
+    let s0 = shard("s0");
+    let writer = user_on(&s0).await;
+    let post = node(0)
+        .post(
+            "/v1/posts",
+            &json!({"title": "v0", "body": "b"}),
+            Some(&writer.access),
+        )
+        .await;
+    let (_, post) = status_and_json(post).await;
+    let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
+    let replica = cluster().pg(&s0, 1);
+    replica.set_apply_delay(Duration::from_secs(2)).unwrap();
+
+    let mut stale_without_token = 0;
+    for round in 1..=5 {
+        let token = retitle(
+            &node(0),
+            &path,
+            &writer.access,
+            &format!("with token {round}"),
+        )
+        .await;
+        let seen = title_seen(&node(1), &path, &writer.access, Some(&token)).await;
+        assert_eq!(
+            seen,
+            format!("with token {round}"),
+            "read-your-writes with the token"
+        );
+
+        retitle(
+            &node(0),
+            &path,
+            &writer.access,
+            &format!("without token {round}"),
+        )
+        .await;
+        let seen = title_seen(&node(1), &path, &writer.access, None).await;
+        if seen != format!("without token {round}") {
+            stale_without_token += 1;
+        }
+    }
+    replica.set_apply_delay(Duration::ZERO).unwrap();
+    assert!(
+        stale_without_token > 0,
+        "without the token the delayed replica served stale reads (so the token is what mattered)"
+    );
+}
+
+#[tokio::test]
+async fn reads_keep_working_when_a_replica_is_killed() {
+    let s1 = shard("s1");
+    let owner = user_on(&s1).await;
+    let (status, task) = status_and_json(
+        node(0)
+            .post(
+                "/v1/tasks",
+                &json!({"title": "survive"}),
+                Some(&owner.access),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let path = format!("/v1/tasks/{}", task["id"].as_str().unwrap());
+    let replica = cluster().pg(&s1, 1);
+    replica.kill();
+    for i in 0..20 {
+        let (status, body) =
+            status_and_json(node(i % 2).get(&path, Some(&owner.access)).await).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "read {i} with the replica dead: {body}"
+        );
+    }
+    replica.start().unwrap();
+}
+
+#[tokio::test]
+async fn a_stopped_primary_fails_its_writes_fast_while_its_reads_and_other_shards_carry_on() {
+    let (s2, s0) = (shard("s2"), shard("s0"));
+    let stranded = user_on(&s2).await;
+    let elsewhere = user_on(&s0).await;
+    let (_, task) = status_and_json(
+        node(0)
+            .post(
+                "/v1/tasks",
+                &json!({"title": "before"}),
+                Some(&stranded.access),
+            )
+            .await,
+    )
+    .await;
+    let path = format!("/v1/tasks/{}", task["id"].as_str().unwrap());
+    let primary = cluster().pg(&s2, 0);
+    // Let the replica catch up, then stop the primary.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    primary.stop().unwrap();
+
+    let retry_after = eventually(
+        "writes to the stopped shard to answer 503",
+        Duration::from_secs(15),
+        || async {
+            let response = node(1)
+                .post(
+                    "/v1/tasks",
+                    &json!({"title": "during"}),
+                    Some(&stranded.access),
+                )
+                .await;
+            match response.status() {
+                StatusCode::SERVICE_UNAVAILABLE => Ok(response.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned()),
+                other => Err(format!("{other}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        retry_after.parse::<u64>().is_ok_and(|s| s >= 1),
+        "Retry-After: {retry_after}"
+    );
+    let (status, body) = status_and_json(node(0).get(&path, Some(&stranded.access)).await).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "reads of the stopped shard come from its replica: {body}"
+    );
+    let (status, _) = status_and_json(
+        node(1)
+            .post(
+                "/v1/tasks",
+                &json!({"title": "elsewhere"}),
+                Some(&elsewhere.access),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the other shards still take writes"
+    );
+    primary.start().unwrap();
+}

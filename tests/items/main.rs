@@ -1,0 +1,484 @@
+//! Posts and tasks end to end on a shared, healthy cluster (2 shards with replicas, 2
+//! nodes): owner rules, the change feed, pagination, the post cache, bad input. Failure
+//! cases (delayed and dead replicas, a stopped primary) are in `consistency`.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use strata_sandbox::Cluster;
+use strata_tests::SharedCluster;
+use strata_tests::api::{Api, Tokens, status_and_json, unique};
+
+static CLUSTER: SharedCluster = SharedCluster::new();
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get(Cluster::builder)
+}
+
+fn node(i: usize) -> Api {
+    Api::new(cluster().nodes[i].url())
+}
+
+async fn user(prefix: &str) -> Tokens {
+    node(0).signup_ok(&unique(prefix), PASSWORD).await
+}
+
+async fn create(api: &Api, path: &str, token: &str, body: Value) -> Value {
+    let (status, body) = status_and_json(api.post(path, &body, Some(token)).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+async fn send(
+    api: &Api,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> StatusCode {
+    let mut request = api
+        .http
+        .request(method, format!("{}{path}", api.base))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap().status()
+}
+
+/// Runs SQL on the primary of the shard that holds `user_id`'s rows.
+fn on_users_shard(user_id: &str, sql: &str) -> String {
+    let cluster = cluster();
+    let placement = strata_router::Placement::from_map(&cluster.spec.shard_map);
+    let shard = placement.shard_of(strata_router::route_hash(user_id));
+    cluster.pg(shard, 0).psql("strata", sql).unwrap()
+}
+
+#[tokio::test]
+async fn other_users_cannot_read_or_change_private_posts_tasks_or_anything_of_someone_else() {
+    use reqwest::Method;
+    let (owner, stranger) = (user("owner").await, user("stranger").await);
+    let private = create(
+        &node(0),
+        "/v1/posts",
+        &owner.access,
+        json!({"title": "diary", "body": "secret"}),
+    )
+    .await;
+    assert_eq!(
+        private["visibility"], "private",
+        "posts are private unless asked"
+    );
+    let public = create(
+        &node(0),
+        "/v1/posts",
+        &owner.access,
+        json!({"title": "hello", "body": "world", "visibility": "public"}),
+    )
+    .await;
+    let task = create(
+        &node(0),
+        "/v1/tasks",
+        &owner.access,
+        json!({"title": "mine"}),
+    )
+    .await;
+    let (private, public, task) = (
+        format!("/v1/posts/{}", private["id"].as_str().unwrap()),
+        format!("/v1/posts/{}", public["id"].as_str().unwrap()),
+        format!("/v1/tasks/{}", task["id"].as_str().unwrap()),
+    );
+    let b = node(1);
+    assert_eq!(
+        send(&b, Method::GET, &private, &stranger.access, None).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&b, Method::GET, &public, &stranger.access, None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            &b,
+            Method::PATCH,
+            &private,
+            &stranger.access,
+            Some(json!({"title": "x"}))
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(
+            &b,
+            Method::PATCH,
+            &public,
+            &stranger.access,
+            Some(json!({"title": "x"}))
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(&b, Method::DELETE, &private, &stranger.access, None).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&b, Method::DELETE, &public, &stranger.access, None).await,
+        StatusCode::FORBIDDEN
+    );
+    for method in [Method::GET, Method::DELETE] {
+        assert_eq!(
+            send(&b, method, &task, &stranger.access, None).await,
+            StatusCode::NOT_FOUND
+        );
+    }
+    assert_eq!(
+        send(
+            &b,
+            Method::PATCH,
+            &task,
+            &stranger.access,
+            Some(json!({"done": true}))
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
+
+    let listing = format!("/v1/users/{}/posts", owner.user_id);
+    let (_, theirs) = status_and_json(b.get(&listing, Some(&stranger.access)).await).await;
+    assert_eq!(
+        theirs["items"].as_array().unwrap().len(),
+        1,
+        "strangers see only public posts: {theirs}"
+    );
+    let (_, own) = status_and_json(b.get(&listing, Some(&owner.access)).await).await;
+    assert_eq!(
+        own["items"].as_array().unwrap().len(),
+        2,
+        "the owner sees private ones too"
+    );
+    let (_, tasks) = status_and_json(b.get("/v1/tasks", Some(&stranger.access)).await).await;
+    assert_eq!(tasks["items"].as_array().unwrap().len(), 0);
+
+    // Nothing of the owner's changed; the owner can still change and delete.
+    assert_eq!(
+        send(&node(0), Method::GET, &private, &owner.access, None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&node(0), Method::DELETE, &public, &owner.access, None).await,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn the_change_feed_has_one_entry_per_committed_write_in_order_and_none_for_a_rolled_back_one()
+{
+    let author = user("feeder").await;
+    // A fault injected on every shard: a feed row for a post titled 'roll me back' fails,
+    // so that post's whole transaction must roll back with it.
+    for shard in &cluster().spec.shard_map.shards {
+        cluster()
+            .pg(&shard.id, 0)
+            .psql(
+                "strata",
+                "CREATE OR REPLACE FUNCTION fail_marked_changes() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.payload->>'title' = 'roll me back' THEN RAISE EXCEPTION 'injected fault'; END IF; \
+                 RETURN NEW; END $$; \
+                 CREATE OR REPLACE TRIGGER fail_marked_changes AFTER INSERT ON change_feed \
+                 FOR EACH ROW EXECUTE FUNCTION fail_marked_changes()",
+            )
+            .unwrap();
+    }
+    let post = create(
+        &node(0),
+        "/v1/posts",
+        &author.access,
+        json!({"title": "v1", "body": "b"}),
+    )
+    .await;
+    let id = post["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/posts/{id}");
+    assert_eq!(
+        send(
+            &node(1),
+            reqwest::Method::PATCH,
+            &path,
+            &author.access,
+            Some(json!({"title": "v2"}))
+        )
+        .await,
+        StatusCode::OK
+    );
+    let failed = send(
+        &node(1),
+        reqwest::Method::PATCH,
+        &path,
+        &author.access,
+        Some(json!({"title": "roll me back"})),
+    )
+    .await;
+    assert!(
+        failed.is_server_error(),
+        "the injected fault fails the write: {failed}"
+    );
+    assert_eq!(
+        send(
+            &node(0),
+            reqwest::Method::DELETE,
+            &path,
+            &author.access,
+            None
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+
+    let feed = on_users_shard(
+        &author.user_id,
+        &format!(
+            "SELECT string_agg(op || ':' || version, ',' ORDER BY seq) FROM change_feed WHERE entity_id = '{id}'"
+        ),
+    );
+    assert_eq!(
+        feed, "upsert:1,upsert:2,delete:3",
+        "one entry per committed write, in order"
+    );
+    let leaked = on_users_shard(
+        &author.user_id,
+        "SELECT count(*) FROM change_feed WHERE payload->>'title' = 'roll me back'",
+    );
+    assert_eq!(leaked, "0");
+}
+
+#[tokio::test]
+async fn lists_page_newest_first_with_opaque_cursors() {
+    let author = user("pager").await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let task = create(
+            &node(0),
+            "/v1/tasks",
+            &author.access,
+            json!({"title": format!("task {i}")}),
+        )
+        .await;
+        created.push(task["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/tasks?limit=2&cursor={c}"),
+            None => "/v1/tasks?limit=2".into(),
+        };
+        let (status, page) = status_and_json(node(1).get(&path, Some(&author.access)).await).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|t| t["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    created.reverse();
+    assert_eq!(seen, created, "every task once, newest first");
+    let (_, done) = status_and_json(
+        node(0)
+            .get("/v1/tasks?status=done", Some(&author.access))
+            .await,
+    )
+    .await;
+    assert_eq!(done["items"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn public_posts_are_cached_and_a_change_is_never_served_stale() {
+    let (author, reader) = (user("famous").await, user("fan").await);
+    let post = create(
+        &node(0),
+        "/v1/posts",
+        &author.access,
+        json!({"title": "first", "body": "b", "visibility": "public"}),
+    )
+    .await;
+    let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
+    let hits = || async {
+        let text = node(1).get("/metrics", None).await.text().await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with(r#"strata_cache_requests_total{cache="post",result="hit"}"#))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = hits().await;
+    for _ in 0..3 {
+        let (status, body) = status_and_json(node(1).get(&path, Some(&reader.access)).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert!(
+        hits().await >= before + 2,
+        "repeated reads of a public post are cache hits"
+    );
+
+    let patched = node(0)
+        .http
+        .patch(format!("{}{path}", node(0).base))
+        .bearer_auth(&author.access)
+        .json(&json!({"title": "second"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    let token = patched.headers()["x-strata-consistency"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let fresh = node(1)
+        .http
+        .get(format!("{}{path}", node(1).base))
+        .bearer_auth(&reader.access)
+        .header("x-strata-consistency", token)
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = status_and_json(fresh).await;
+    assert_eq!(
+        body["title"], "second",
+        "the change dropped the cached copy"
+    );
+}
+
+#[tokio::test]
+async fn bad_item_input_gets_4xx_problems_and_writes_nothing() {
+    let author = user("careless").await;
+    let api = node(0);
+    let long_title = "t".repeat(201);
+    let posts: Vec<(&str, Value, StatusCode)> = vec![
+        (
+            "overlong title",
+            json!({"title": long_title, "body": "b"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "blank title",
+            json!({"title": "   ", "body": "b"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "too many tags",
+            json!({"title": "t", "body": "b", "tags": vec!["x"; 17]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "overlong tag",
+            json!({"title": "t", "body": "b", "tags": ["x".repeat(33)]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "body over 64 KiB",
+            json!({"title": "t", "body": "b".repeat(64 * 1024 + 1)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "NUL in title",
+            json!({"title": "a\u{0}b", "body": "b"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unknown field",
+            json!({"title": "t", "body": "b", "author_id": "someone"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "bad visibility",
+            json!({"title": "t", "body": "b", "visibility": "friends"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "tags not a list",
+            json!({"title": "t", "body": "b", "tags": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (what, body, expected) in posts {
+        let response = api.post("/v1/posts", &body, Some(&author.access)).await;
+        assert_eq!(response.status(), expected, "post with {what}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
+    }
+    let tasks: Vec<(&str, Value)> = vec![
+        ("bad due date", json!({"title": "t", "due_at": "tomorrow"})),
+        ("done not a bool", json!({"title": "t", "done": "yes"})),
+    ];
+    for (what, body) in tasks {
+        assert_eq!(
+            api.post("/v1/tasks", &body, Some(&author.access))
+                .await
+                .status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "task with {what}"
+        );
+    }
+    let raw = api
+        .http
+        .post(format!("{}/v1/posts", api.base))
+        .bearer_auth(&author.access)
+        .header("content-type", "application/json")
+        .body("{\"title\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    for path in [
+        "/v1/tasks?cursor=bogus",
+        "/v1/tasks?limit=0",
+        "/v1/tasks?limit=1000",
+        "/v1/tasks?status=maybe",
+        "/v1/tasks?limit=1&limit=2",
+    ] {
+        let status = api.get(path, Some(&author.access)).await.status();
+        assert!(status.is_client_error(), "{path}: {status}");
+    }
+    for path in [
+        "/v1/posts/not-an-id",
+        "/v1/tasks/..%2F..%2Fetc%2Fpasswd",
+        "/v1/users/nobody/posts",
+    ] {
+        assert_eq!(
+            api.get(path, Some(&author.access)).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let token = api
+        .http
+        .get(format!("{}/v1/tasks", api.base))
+        .bearer_auth(&author.access)
+        .header("x-strata-consistency", "garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        token.status(),
+        StatusCode::BAD_REQUEST,
+        "a malformed consistency token is refused"
+    );
+    assert_eq!(
+        api.get("/v1/tasks", None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let written = on_users_shard(
+        &author.user_id,
+        &format!(
+            "SELECT count(*) FROM posts WHERE owner_id = '{}'",
+            author.user_id
+        ),
+    );
+    assert_eq!(written, "0", "no bad request wrote anything");
+}
