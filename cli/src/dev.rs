@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use strata_node::config::LimitsConfig;
+use strata_node::config::{FilesConfig, LimitsConfig};
 use strata_router::{RouterSettings, ShardMap};
 use strata_sandbox::cluster::auth_with_fresh_key;
 use strata_sandbox::{Cluster, ClusterSpec, OnDrop};
@@ -91,6 +91,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         router: RouterSettings::default(),
         auth,
         limits: LimitsConfig::default(),
+        max_upload_bytes: FilesConfig::default().max_upload_bytes,
         fsync: true,
     };
     let started = Instant::now();

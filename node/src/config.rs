@@ -52,6 +52,9 @@ pub struct NodeConfig {
     /// Rate limits shared by all nodes (kept in Redis).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where file bytes go.
+    #[serde(default)]
+    pub files: FilesConfig,
     /// Peers whose `X-Forwarded-For` is believed (the load balancer). Default loopback.
     pub trusted_proxies: Vec<IpAddr>,
     /// Requests still running at shutdown get this long to finish. Default 10000 ms.
@@ -180,6 +183,46 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Where uploaded file bytes are kept: a local directory (shared by every node of one
+/// machine) or an S3-compatible bucket (credentials from the usual `AWS_*` variables).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// `local` or `s3`. Default `local`.
+    pub store: FileStoreKind,
+    /// The directory of the `local` store. Default `strata-objects`.
+    pub local_dir: PathBuf,
+    /// Largest upload accepted; larger ones get 413. Default 25 MiB.
+    pub max_upload_bytes: u64,
+    /// The bucket of the `s3` store.
+    pub s3_bucket: String,
+    /// An S3-compatible endpoint (MinIO, Ceph, R2); empty for AWS itself.
+    pub s3_endpoint: String,
+    /// The bucket's region. Default `us-east-1`.
+    pub s3_region: String,
+}
+
+/// Which object store holds file bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStoreKind {
+    Local,
+    S3,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            store: FileStoreKind::Local,
+            local_dir: PathBuf::from("strata-objects"),
+            max_upload_bytes: 25 * 1024 * 1024,
+            s3_bucket: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -220,6 +263,7 @@ impl Default for NodeConfig {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            files: FilesConfig::default(),
             trusted_proxies: vec![
                 IpAddr::from([127, 0, 0, 1]),
                 IpAddr::from(std::net::Ipv6Addr::LOCALHOST),

@@ -20,6 +20,7 @@ pub mod health;
 pub mod items;
 pub mod json;
 pub mod metrics;
+pub mod objects;
 pub mod query;
 pub mod redis_handle;
 pub mod request_context;

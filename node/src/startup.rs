@@ -23,6 +23,8 @@ pub enum StartupError {
     Migrations(#[from] MigrationError),
     #[error(transparent)]
     Redis(#[from] RedisError),
+    #[error(transparent)]
+    Objects(#[from] crate::objects::ObjectsError),
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -48,6 +50,7 @@ impl Application {
         migrations::ensure_current(&topology).await?;
         let poller = topology.spawn_poller();
         let redis = RedisHandle::new(&config.redis.seeds)?;
+        let objects = crate::objects::open(&config.files)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -55,7 +58,7 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
-        let state = AppState::new(config, topology, poller, redis, metrics);
+        let state = AppState::new(config, topology, poller, redis, metrics, objects);
         Ok(Self { listener, state })
     }
 

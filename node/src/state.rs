@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use object_store::ObjectStore;
 use strata_router::Topology;
 use strata_router::topology::PollerGuard;
 
@@ -26,6 +27,7 @@ struct Inner {
     topology: Arc<Topology>,
     redis: RedisHandle,
     metrics: PrometheusHandle,
+    objects: Arc<dyn ObjectStore>,
     /// Keeps the topology poller running for as long as the state lives.
     _poller: PollerGuard,
 }
@@ -38,6 +40,7 @@ impl AppState {
         poller: PollerGuard,
         redis: RedisHandle,
         metrics: PrometheusHandle,
+        objects: Arc<dyn ObjectStore>,
     ) -> Self {
         let tokens = TokenIssuer::new(&config.auth);
         let hasher = PasswordHasher::start(config.auth.hash_threads, config.auth.hash_queue);
@@ -48,6 +51,7 @@ impl AppState {
             topology,
             redis,
             metrics,
+            objects,
             _poller: poller,
         };
         Self {
@@ -73,6 +77,11 @@ impl AppState {
     /// The Prometheus registry.
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
+    }
+
+    /// Where file bytes are kept.
+    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.objects
     }
 
     /// Signs and verifies access tokens.

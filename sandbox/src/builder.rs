@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use strata_node::config::{AuthConfig, LimitsConfig};
+use strata_node::config::{AuthConfig, FilesConfig, LimitsConfig};
 use strata_router::{RouterSettings, ShardMap};
 
 use crate::cluster::{Cluster, ClusterSpec, OnDrop, auth_with_fresh_key};
@@ -24,6 +24,7 @@ pub struct ClusterBuilder {
     router: RouterSettings,
     auth: AuthConfig,
     limits: LimitsConfig,
+    max_upload_bytes: u64,
     database: String,
 }
 
@@ -38,6 +39,7 @@ impl Default for ClusterBuilder {
             router: RouterSettings::default(),
             auth: auth_with_fresh_key(),
             limits: LimitsConfig::default(),
+            max_upload_bytes: FilesConfig::default().max_upload_bytes,
             database: "strata".into(),
         }
     }
@@ -99,6 +101,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// The largest upload the nodes accept.
+    pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
+        self.max_upload_bytes = bytes;
+        self
+    }
+
     /// The spec this builder describes, on fresh free ports in a fresh directory.
     pub fn spec(&self) -> Result<ClusterSpec, SandboxError> {
         let pg_count = self.shards * (1 + self.replicas);
@@ -125,6 +133,7 @@ impl ClusterBuilder {
             router: self.router.clone(),
             auth: self.auth.clone(),
             limits: self.limits.clone(),
+            max_upload_bytes: self.max_upload_bytes,
             fsync: false,
         })
     }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strata_node::config::{AuthConfig, LimitsConfig, NodeConfig, Secret, SigningKeyConfig};
+use strata_node::config::{
+    AuthConfig, FilesConfig, LimitsConfig, NodeConfig, Secret, SigningKeyConfig,
+};
 use strata_router::{RouterSettings, ShardId, ShardMap, Topology};
 
 use crate::endpoints::{Endpoints, NodeEndpoint, PostgresEndpoint};
@@ -40,8 +42,15 @@ pub struct ClusterSpec {
     pub auth: AuthConfig,
     /// Rate limits given to every node.
     pub limits: LimitsConfig,
+    /// Largest file upload the nodes accept. Default 25 MiB.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
     /// Postgres `fsync`; off only for throwaway test clusters.
     pub fsync: bool,
+}
+
+fn default_max_upload() -> u64 {
+    FilesConfig::default().max_upload_bytes
 }
 
 /// Auth settings with a fresh random signing key, for a new cluster.
@@ -131,6 +140,12 @@ impl Cluster {
                         router: spec.router.clone(),
                         auth: spec.auth.clone(),
                         limits: spec.limits.clone(),
+                        // One directory on this machine, shared by its nodes.
+                        files: FilesConfig {
+                            local_dir: spec.data_dir.join("objects"),
+                            max_upload_bytes: spec.max_upload_bytes,
+                            ..FilesConfig::default()
+                        },
                         ..NodeConfig::default()
                     };
                     NodeProcess {

@@ -6,14 +6,19 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use strata_sandbox::Cluster;
 use strata_tests::SharedCluster;
+
+mod files;
 use strata_tests::api::{Api, Tokens, status_and_json, unique};
 
 static CLUSTER: SharedCluster = SharedCluster::new();
 
 const PASSWORD: &str = "correct horse battery staple";
 
+/// The largest upload this cluster accepts.
+const UPLOAD_LIMIT: u64 = 4 * 1024 * 1024;
+
 fn cluster() -> &'static Cluster {
-    CLUSTER.get(Cluster::builder)
+    CLUSTER.get(|| Cluster::builder().max_upload_bytes(UPLOAD_LIMIT))
 }
 
 fn node(i: usize) -> Api {

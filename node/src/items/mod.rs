@@ -2,6 +2,7 @@
 //! written together with its change-feed entry.
 
 pub mod cursor;
+pub mod files;
 pub mod ids;
 pub mod posts;
 pub mod tasks;

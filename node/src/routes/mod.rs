@@ -16,6 +16,7 @@ use crate::{health, metrics, request_context};
 
 mod admin;
 mod auth;
+mod files;
 mod me;
 mod posts;
 mod session_issue;
@@ -36,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router())
         .merge(posts::router())
         .merge(tasks::router())
+        .merge(files::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,0 +1,191 @@
+//! File metadata on the owner's shard (name, type, size, SHA-256, where the bytes are),
+//! every change with its entry in the change feed. The bytes themselves are in the
+//! object store.
+
+use serde::Serialize;
+use strata_router::Topology;
+use time::OffsetDateTime;
+
+use crate::accounts::store::StoreError;
+use crate::auth::ids::UserId;
+use crate::consistency::ConsistencyToken;
+use crate::items::cursor::Cursor;
+use crate::items::ids::ItemId;
+use crate::items::write::{Committed, FeedOp, append_feed, owner_primary, token_after_commit};
+
+/// `File`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileMeta {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Where the bytes are in the object store (not part of the API).
+    #[serde(skip)]
+    pub object_key: String,
+}
+
+/// A stored upload's facts.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub id: ItemId,
+    pub name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub object_key: String,
+}
+
+const COLUMNS: &str = "id, owner_id, name, content_type, size, sha256, created_at, object_key";
+
+fn from_row(row: &tokio_postgres::Row) -> FileMeta {
+    FileMeta {
+        id: row.get(0),
+        owner_id: row.get(1),
+        name: row.get(2),
+        content_type: row.get(3),
+        size: row.get(4),
+        sha256: row.get(5),
+        created_at: row.get(6),
+        object_key: row.get(7),
+    }
+}
+
+/// File metadata over the shard router.
+pub struct FileStore<'a> {
+    topology: &'a Topology,
+}
+
+impl<'a> FileStore<'a> {
+    /// A store over a topology.
+    pub fn new(topology: &'a Topology) -> Self {
+        Self { topology }
+    }
+
+    /// Records an uploaded file.
+    pub async fn create(
+        &self,
+        owner: &UserId,
+        file: NewFile,
+    ) -> Result<Committed<FileMeta>, StoreError> {
+        let (mut conn, shard, hash) = owner_primary(self.topology, owner).await?;
+        let tx = conn.transaction().await?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO files (id, owner_id, route_hash, slot, name, content_type, size, sha256, object_key) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+                ),
+                &[
+                    &file.id.as_str(),
+                    &owner.as_str(),
+                    &hash.as_i64(),
+                    &i32::from(hash.slot().get()),
+                    &file.name,
+                    &file.content_type,
+                    &file.size,
+                    &file.sha256,
+                    &file.object_key,
+                ],
+            )
+            .await?;
+        let meta = from_row(&row);
+        let payload = serde_json::to_value(&meta).expect("file metadata serializes");
+        append_feed(
+            &tx,
+            hash,
+            "file",
+            &meta.id,
+            1,
+            FeedOp::Upsert,
+            Some(payload),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Committed {
+            value: meta,
+            token: token_after_commit(&conn, shard).await?,
+        })
+    }
+
+    /// The owner's file by id.
+    pub async fn get(
+        &self,
+        owner: &UserId,
+        id: &ItemId,
+        token: &ConsistencyToken,
+    ) -> Result<Option<FileMeta>, StoreError> {
+        let shard = self.topology.shard_for(id.owner().route_hash());
+        let (conn, _) = self.topology.reader(shard, token.required(shard)).await?;
+        let row = conn
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM files WHERE id = $1 AND owner_id = $2"),
+                &[&id.as_str(), &owner.as_str()],
+            )
+            .await?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    /// Deletes the owner's file metadata; returns it (for the object key) or `None`.
+    pub async fn delete(
+        &self,
+        owner: &UserId,
+        id: &ItemId,
+    ) -> Result<Option<Committed<FileMeta>>, StoreError> {
+        let (mut conn, shard, hash) = owner_primary(self.topology, id.owner()).await?;
+        let tx = conn.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!("DELETE FROM files WHERE id = $1 AND owner_id = $2 RETURNING {COLUMNS}"),
+                &[&id.as_str(), &owner.as_str()],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let meta = from_row(&row);
+        append_feed(&tx, hash, "file", &meta.id, 2, FeedOp::Delete, None).await?;
+        tx.commit().await?;
+        Ok(Some(Committed {
+            value: meta,
+            token: token_after_commit(&conn, shard).await?,
+        }))
+    }
+
+    /// One page of the owner's files, newest first.
+    pub async fn list(
+        &self,
+        owner: &UserId,
+        after: Option<&Cursor>,
+        limit: i64,
+        token: &ConsistencyToken,
+    ) -> Result<(Vec<FileMeta>, Option<Cursor>), StoreError> {
+        let shard = self.topology.shard_for(owner.route_hash());
+        let (conn, _) = self.topology.reader(shard, token.required(shard)).await?;
+        let far_future = OffsetDateTime::now_utc() + time::Duration::days(36_500);
+        let (before_at, before_id) = after
+            .map(|c| (c.created_at, c.id.clone()))
+            .unwrap_or((far_future, String::new()));
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM files WHERE owner_id = $1 AND (created_at, id) < ($2, $3) \
+                     ORDER BY created_at DESC, id DESC LIMIT $4"
+                ),
+                &[&owner.as_str(), &before_at, &before_id, &(limit + 1)],
+            )
+            .await?;
+        let mut files: Vec<FileMeta> = rows.iter().map(from_row).collect();
+        let next = (files.len() as i64 > limit).then(|| {
+            files.truncate(limit as usize);
+            let last = files.last().expect("a full page has a last item");
+            Cursor {
+                created_at: last.created_at,
+                id: last.id.clone(),
+            }
+        });
+        Ok((files, next))
+    }
+}

@@ -1,0 +1,387 @@
+//! `/v1/files`: uploads streamed into the object store (hashed and measured on the way,
+//! never held whole in memory), metadata on the owner's shard, downloads streamed back
+//! with `ETag` and `Content-Length`. Files are private to their owner.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, WriteMultipart};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::auth::extract::Authenticated;
+use crate::consistency::{ReadConsistency, stamp};
+use crate::error::{ApiError, FieldError};
+use crate::items::files::{FileMeta, FileStore, NewFile};
+use crate::items::ids::ItemId;
+use crate::query::ApiQuery;
+use crate::routes::posts::{ListParams, page_params};
+use crate::routes::views::Page;
+use crate::state::AppState;
+
+/// Longest file name, in characters.
+const NAME_MAX_CHARS: usize = 255;
+
+/// Upload parts in flight to the object store at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// The file routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/files", get(list).post(upload))
+        .route("/v1/files/{id}", get(metadata).delete(remove))
+        .route("/v1/files/{id}/content", get(download))
+}
+
+/// `POST /v1/files` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadParams {
+    pub name: Option<String>,
+}
+
+fn field(field: &str, message: &str) -> ApiError {
+    ApiError::Validation(vec![FieldError {
+        field: field.into(),
+        message: message.into(),
+    }])
+}
+
+/// A file name is metadata only (bytes are stored under ids), but it comes back in
+/// headers and listings: 1..=255 characters, no control characters, no path separators.
+fn check_name(name: Option<String>) -> Result<String, ApiError> {
+    let name = name.ok_or_else(|| field("name", "is required (?name=)"))?;
+    let chars = name.chars().count();
+    if !(1..=NAME_MAX_CHARS).contains(&chars) {
+        return Err(field("name", "must be 1 to 255 characters"));
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == '/' || c == '\\')
+        || name == "."
+        || name == ".."
+    {
+        return Err(field(
+            "name",
+            "must not contain control characters or path separators",
+        ));
+    }
+    Ok(name)
+}
+
+/// The upload's media type: `type/subtype` (parameters allowed), default
+/// `application/octet-stream`.
+fn check_content_type(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok("application/octet-stream".into());
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::UnsupportedMediaType("Content-Type must be ASCII".into()))?;
+    let essence = text.split(';').next().unwrap_or("").trim();
+    let valid = text.len() <= 255
+        && essence.split_once('/').is_some_and(|(t, s)| {
+            let token = |p: &str| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+            };
+            token(t) && token(s)
+        });
+    if !valid {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {text:?} is not a media type"
+        )));
+    }
+    if essence.eq_ignore_ascii_case("multipart/form-data") {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the file's bytes as the body with ?name=".into(),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn unavailable(e: object_store::Error) -> ApiError {
+    tracing::warn!(error = %e, "object store failed");
+    ApiError::Unavailable {
+        detail: "the file store is unavailable".into(),
+        retry_after_secs: 1,
+    }
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    ApiQuery(params): ApiQuery<UploadParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = check_name(params.name)?;
+    let content_type = check_content_type(&headers)?;
+    let limit = state.config().files.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge {
+            limit: limit as usize,
+        });
+    }
+    let id = ItemId::generate(&auth.user);
+    let key = ObjectPath::from(format!("files/{}/{id}", auth.user));
+    let store = state.objects();
+    let mut writer = WriteMultipart::new(store.put_multipart(&key).await.map_err(unavailable)?);
+    let (mut hasher, mut size) = (Sha256::new(), 0u64);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(ApiError::BadRequest(format!(
+                    "the upload was interrupted: {e}"
+                )));
+            }
+        };
+        size += chunk.len() as u64;
+        if size > limit {
+            let _ = writer.abort().await;
+            return Err(ApiError::PayloadTooLarge {
+                limit: limit as usize,
+            });
+        }
+        hasher.update(&chunk);
+        if let Err(e) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
+            let _ = writer.abort().await;
+            return Err(unavailable(e));
+        }
+        writer.put(chunk);
+    }
+    writer.finish().await.map_err(unavailable)?;
+    let file = NewFile {
+        id,
+        name,
+        content_type,
+        size: size as i64,
+        sha256: hex::encode(hasher.finalize()),
+        object_key: key.to_string(),
+    };
+    match FileStore::new(state.topology())
+        .create(&auth.user, file)
+        .await
+    {
+        Ok(committed) => {
+            metrics::counter!("strata_file_upload_bytes_total").increment(size);
+            let response = (StatusCode::CREATED, Json(committed.value)).into_response();
+            Ok(stamp(
+                response,
+                &caller,
+                &committed.token,
+                state.config().auth.secure_cookies,
+            ))
+        }
+        Err(e) => {
+            // The metadata did not land: the bytes must not stay behind.
+            if let Err(cleanup) = store.delete(&key).await {
+                tracing::error!(key = %key, error = %cleanup, "could not remove the bytes of a failed upload");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn owned(
+    state: &AppState,
+    auth: &Authenticated,
+    id: &str,
+    caller: &crate::consistency::ConsistencyToken,
+) -> Result<FileMeta, ApiError> {
+    let not_found = || ApiError::NotFound("file".into());
+    let id = ItemId::parse(id).ok_or_else(not_found)?;
+    if id.owner() != &auth.user {
+        return Err(not_found());
+    }
+    FileStore::new(state.topology())
+        .get(&auth.user, &id, caller)
+        .await?
+        .ok_or_else(not_found)
+}
+
+async fn metadata(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    Path(id): Path<String>,
+) -> Result<Json<FileMeta>, ApiError> {
+    Ok(Json(owned(&state, &auth, &id, &caller).await?))
+}
+
+async fn download(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let meta = owned(&state, &auth, &id, &caller).await?;
+    let etag = format!("\"{}\"", meta.sha256);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response.headers_mut().insert(
+            header::ETAG,
+            HeaderValue::from_str(&etag).expect("hex etag"),
+        );
+        return Ok(response);
+    }
+    let object = state
+        .objects()
+        .get(&ObjectPath::from(meta.object_key.as_str()))
+        .await
+        .map_err(unavailable)?;
+    let body = Body::from_stream(object.into_stream());
+    let mut response = body.into_response();
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&meta.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size as u64));
+    out.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex etag"),
+    );
+    out.insert(header::CONTENT_DISPOSITION, attachment(&meta.name));
+    out.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    Ok(response)
+}
+
+/// `attachment; filename="<ascii fallback>"; filename*=UTF-8''<percent-encoded>` (RFC 6266).
+fn attachment(name: &str) -> HeaderValue {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or(HeaderValue::from_static("attachment"))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound("file".into());
+    let id = ItemId::parse(&id).ok_or_else(not_found)?;
+    if id.owner() != &auth.user {
+        return Err(not_found());
+    }
+    let committed = FileStore::new(state.topology())
+        .delete(&auth.user, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    if let Err(e) = state
+        .objects()
+        .delete(&ObjectPath::from(committed.value.object_key.as_str()))
+        .await
+    {
+        tracing::warn!(file_id = %id, error = %e, "metadata deleted but the bytes were not");
+    }
+    Ok(stamp(
+        StatusCode::NO_CONTENT.into_response(),
+        &caller,
+        &committed.token,
+        state.config().auth.secure_cookies,
+    ))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ReadConsistency(caller): ReadConsistency,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<Page<FileMeta>>, ApiError> {
+    let (limit, cursor) = page_params(&params)?;
+    let (items, next) = FileStore::new(state.topology())
+        .list(&auth.user, cursor.as_ref(), limit, &caller)
+        .await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: next.map(|c| c.encode()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "a/b",
+            "a\\b",
+            "nul\u{0}byte",
+            "..",
+            "line\nbreak",
+        ] {
+            assert!(check_name(Some(bad.into())).is_err(), "{bad:?}");
+        }
+        assert!(check_name(Some("x".repeat(10_000))).is_err());
+        assert_eq!(
+            check_name(Some("report (final) é.pdf".into())).unwrap(),
+            "report (final) é.pdf"
+        );
+    }
+
+    #[test]
+    fn download_names_are_quoted_safely() {
+        let value = attachment("naïve \"quote\".txt");
+        let text = value.to_str().unwrap();
+        assert!(
+            text.starts_with("attachment; filename=\"na_ve _quote_.txt\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("filename*=UTF-8''na%C3%AFve%20%22quote%22.txt"),
+            "{text}"
+        );
+    }
+}

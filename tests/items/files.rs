@@ -1,0 +1,245 @@
+//! Files: streamed up and down byte for byte, limits that leave nothing behind, hostile
+//! names, owner rules.
+
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
+
+use super::{UPLOAD_LIMIT, cluster, node, on_users_shard, user};
+use strata_tests::api::status_and_json;
+
+/// Bytes that are not all alike, so a corrupted chunk would show.
+fn payload(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// Files the object store holds for a user.
+fn stored_objects(user_id: &str) -> usize {
+    let dir = cluster()
+        .spec
+        .data_dir
+        .join("objects")
+        .join("files")
+        .join(user_id);
+    std::fs::read_dir(dir)
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_upload_downloads_byte_identical_with_its_sha256_and_etag() {
+    let owner = user("archivist").await;
+    let bytes = payload(3 * 1024 * 1024 + 17);
+    let api = node(0);
+    let response = api
+        .http
+        .post(format!("{}/v1/files?name=report%20%C3%A9.bin", api.base))
+        .bearer_auth(&owner.access)
+        .header("content-type", "application/octet-stream")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, file) = status_and_json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{file}");
+    let sha = hex::encode(Sha256::digest(&bytes));
+    assert_eq!(file["sha256"], sha);
+    assert_eq!(file["size"], bytes.len() as u64);
+    assert_eq!(file["name"], "report é.bin");
+
+    let id = file["id"].as_str().unwrap();
+    let other = node(1);
+    let download = other
+        .http
+        .get(format!("{}/v1/files/{id}/content", other.base))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    let etag = download.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{sha}\""));
+    assert_eq!(
+        download.headers()["content-length"],
+        bytes.len().to_string().as_str()
+    );
+    assert_eq!(
+        download.headers()["content-type"],
+        "application/octet-stream"
+    );
+    assert_eq!(
+        download.bytes().await.unwrap().as_ref(),
+        bytes.as_slice(),
+        "byte-identical"
+    );
+
+    let again = other
+        .http
+        .get(format!("{}/v1/files/{id}/content", other.base))
+        .bearer_auth(&owner.access)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let (_, list) = status_and_json(other.get("/v1/files", Some(&owner.access)).await).await;
+    assert_eq!(list["items"][0]["id"], id);
+
+    let stranger = user("snoop").await;
+    for path in [format!("/v1/files/{id}"), format!("/v1/files/{id}/content")] {
+        assert_eq!(
+            other.get(&path, Some(&stranger.access)).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let gone = api
+        .http
+        .delete(format!("{}/v1/files/{id}", api.base))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        stored_objects(&owner.user_id),
+        0,
+        "deleting a file removes its bytes"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_gets_413_and_leaves_nothing_behind() {
+    let owner = user("hoarder").await;
+    let api = node(0);
+    let too_big = payload(UPLOAD_LIMIT as usize + 1);
+    let declared = api
+        .http
+        .post(format!("{}/v1/files?name=big.bin", api.base))
+        .bearer_auth(&owner.access)
+        .body(too_big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        declared.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "refused from its Content-Length"
+    );
+
+    // Streamed without a length: refused once the stream passes the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        too_big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let streamed = api
+        .http
+        .post(format!("{}/v1/files?name=big-stream.bin", api.base))
+        .bearer_auth(&owner.access)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        streamed.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "refused while streaming"
+    );
+
+    let rows = on_users_shard(
+        &owner.user_id,
+        &format!(
+            "SELECT count(*) FROM files WHERE owner_id = '{}'",
+            owner.user_id
+        ),
+    );
+    assert_eq!(rows, "0", "no metadata");
+    assert_eq!(stored_objects(&owner.user_id), 0, "no bytes");
+}
+
+#[tokio::test]
+async fn hostile_file_names_are_refused_safely() {
+    let owner = user("trickster").await;
+    let api = node(0);
+    let long = "n".repeat(10_000);
+    for name in [
+        "..%2F..%2Fetc%2Fpasswd",
+        "nul%00byte",
+        long.as_str(),
+        "",
+        "a%0Ab",
+    ] {
+        let response = api
+            .http
+            .post(format!("{}/v1/files?name={name}", api.base))
+            .bearer_auth(&owner.access)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name {:?}",
+            &name[..name.len().min(30)]
+        );
+    }
+    let no_name = api
+        .http
+        .post(format!("{}/v1/files", api.base))
+        .bearer_auth(&owner.access)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_name.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let bad_type = api
+        .http
+        .post(format!("{}/v1/files?name=a.txt", api.base))
+        .bearer_auth(&owner.access)
+        .header("content-type", "not a type")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(stored_objects(&owner.user_id), 0);
+}
+
+#[tokio::test]
+async fn bytes_whose_metadata_write_fails_are_removed() {
+    let owner = user("unlucky").await;
+    // A fault injected on every shard: metadata for a file named 'metadata fails.bin'
+    // cannot be written, after its bytes are already in the object store.
+    for shard in &cluster().spec.shard_map.shards {
+        cluster()
+            .pg(&shard.id, 0)
+            .psql(
+                "strata",
+                "CREATE OR REPLACE FUNCTION fail_marked_files() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.name = 'metadata fails.bin' THEN RAISE EXCEPTION 'injected fault'; END IF; \
+                 RETURN NEW; END $$; \
+                 CREATE OR REPLACE TRIGGER fail_marked_files BEFORE INSERT ON files \
+                 FOR EACH ROW EXECUTE FUNCTION fail_marked_files()",
+            )
+            .unwrap();
+    }
+    let api = node(1);
+    let response = api
+        .http
+        .post(format!("{}/v1/files?name=metadata%20fails.bin", api.base))
+        .bearer_auth(&owner.access)
+        .body(payload(200_000))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_server_error(),
+        "the injected fault fails the upload: {}",
+        response.status()
+    );
+    assert_eq!(
+        stored_objects(&owner.user_id),
+        0,
+        "the uploaded bytes were removed"
+    );
+}
