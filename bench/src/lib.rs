@@ -2,12 +2,14 @@
 //!
 //! - [`load`] — the open-loop (fixed arrival rate, latency from due time) and
 //!   closed-loop (N connections) load models.
+//! - [`pgbench`] — same-run baselines against the cluster's own Postgres hosts.
 //! - [`recorder`] — per-endpoint HdrHistograms and status counts.
 //! - [`report`] — JSON and Markdown reports with run metadata and same-run ratios.
 //! - [`target`] — the cluster's nodes, from `cluster.json` or URLs.
 //! - [`scenarios`] — the named scenarios.
 
 pub mod load;
+pub mod pgbench;
 pub mod recorder;
 pub mod report;
 pub mod scenarios;

@@ -19,12 +19,23 @@ pub enum TargetError {
     Unreachable { url: String, detail: String },
 }
 
-/// The base URLs of the nodes to load.
+/// One Postgres host of the cluster, for same-run pgbench baselines.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PostgresHost {
+    pub shard: String,
+    /// `host:port`.
+    pub addr: String,
+    /// The role the host was started in (`primary` or `replica`).
+    pub role: String,
+}
+
+/// The base URLs of the nodes to load, and (for a local cluster) its Postgres hosts and
+/// shard map.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Target {
     pub nodes: Vec<String>,
-    /// The shard map of the cluster, when known (for the baselines against Postgres).
-    pub postgres: Vec<String>,
+    pub postgres: Vec<PostgresHost>,
+    pub shard_map: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -56,13 +67,23 @@ impl Target {
         }
         let postgres = doc["postgres"]
             .as_array()
-            .map(|p| {
-                p.iter()
-                    .filter_map(|p| p["dsn"].as_str().map(str::to_owned))
+            .map(|hosts| {
+                hosts
+                    .iter()
+                    .map(|h| PostgresHost {
+                        shard: h["shard"].as_str().unwrap_or_default().to_owned(),
+                        addr: h["addr"].as_str().unwrap_or_default().to_owned(),
+                        role: h["role"].as_str().unwrap_or_default().to_owned(),
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Self { nodes, postgres })
+        let shard_map = doc["shard_map"].as_str().map(std::path::PathBuf::from);
+        Ok(Self {
+            nodes,
+            postgres,
+            shard_map,
+        })
     }
 
     /// Checks every node answers `/healthz` before any load is sent.

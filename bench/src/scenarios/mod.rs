@@ -1,5 +1,6 @@
 //! The named scenarios. Each documents what it measures in `bench/README.md`.
 
+pub mod data_paths;
 pub mod login_storm;
 
 use std::time::Instant;

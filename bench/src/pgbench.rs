@@ -1,0 +1,145 @@
+//! Same-run baselines with pgbench against the cluster's own Postgres hosts: a closed
+//! loop at N clients for the maximum rate, and a throttled run (`-R`) whose
+//! per-transaction log gives latency percentiles including schedule lag, pgbench's
+//! answer to coordinated omission, comparable with the open loop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What one pgbench run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct PgbenchRun {
+    pub script: String,
+    pub host: String,
+    pub clients: usize,
+    pub rate_limit: Option<f64>,
+    pub transactions: u64,
+    pub tps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Where pgbench is: `STRATA_PG_BIN` or Debian's PostgreSQL 15 directory.
+pub fn binary() -> PathBuf {
+    std::env::var_os("STRATA_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+        .join("pgbench")
+}
+
+/// One pgbench invocation.
+#[derive(Debug, Clone)]
+pub struct PgbenchJob<'a> {
+    /// `host:port`.
+    pub addr: &'a str,
+    pub database: &'a str,
+    pub user: &'a str,
+    /// The script arguments (`-S`, or `-f <file>`).
+    pub script_args: &'a [&'a str],
+    /// A name for the report and the log directory.
+    pub script_name: &'a str,
+    pub clients: usize,
+    pub duration: Duration,
+    /// Throttle to this many transactions per second (`-R`).
+    pub rate: Option<f64>,
+}
+
+/// Runs pgbench, logging every transaction under `work_dir`; returns the measured figures.
+pub fn run(job: &PgbenchJob<'_>, work_dir: &Path) -> anyhow::Result<PgbenchRun> {
+    let PgbenchJob {
+        addr,
+        database,
+        user,
+        script_args: extra,
+        script_name,
+        clients,
+        duration,
+        rate,
+    } = job.clone();
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("bad host {addr}"))?;
+    let log_dir = work_dir.join(format!(
+        "pgbench-{script_name}-{}",
+        rate.map(|r| r as u64).unwrap_or(0)
+    ));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    std::fs::create_dir_all(&log_dir)?;
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(&log_dir)
+        .args(["-h", host, "-p", port, "-U", user, "-n", "-M", "prepared"])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &duration.as_secs().to_string(),
+        ])
+        .args(["-l", "--log-prefix", "tx"])
+        .args(extra);
+    if let Some(rate) = rate {
+        cmd.args(["-R", &format!("{rate:.0}")]);
+    }
+    cmd.arg(database);
+    let output = cmd.output().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot run {}: {e} (install postgresql-15)",
+            binary().display()
+        )
+    })?;
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let mut latencies_us = Vec::new();
+    for entry in std::fs::read_dir(&log_dir)? {
+        let text = std::fs::read_to_string(entry?.path())?;
+        for line in text.lines() {
+            // client_id transaction_no time script_no time_epoch time_us [schedule_lag]
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(time), lag) = (
+                fields.get(2).and_then(|t| t.parse::<f64>().ok()),
+                fields.get(6).and_then(|l| l.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            latencies_us.push(time + lag.unwrap_or(0.0));
+        }
+    }
+    latencies_us.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        if latencies_us.is_empty() {
+            f64::NAN
+        } else {
+            latencies_us[((latencies_us.len() - 1) as f64 * q).round() as usize] / 1000.0
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let tps = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .unwrap_or(latencies_us.len() as f64 / duration.as_secs_f64());
+    Ok(PgbenchRun {
+        script: script_name.to_owned(),
+        host: addr.to_owned(),
+        clients,
+        rate_limit: rate,
+        transactions: latencies_us.len() as u64,
+        tps,
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+    })
+}
