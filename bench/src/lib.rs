@@ -4,10 +4,14 @@
 //!   closed-loop (N connections) load models.
 //! - [`pgbench`] — same-run baselines against the cluster's own Postgres hosts.
 //! - [`recorder`] — per-endpoint HdrHistograms and status counts.
+//! - [`chart`] — the report's SVG (latency percentiles, throughput over time).
+//! - [`compare`] — the change between two reports, flagging regressions.
 //! - [`report`] — JSON and Markdown reports with run metadata and same-run ratios.
 //! - [`target`] — the cluster's nodes, from `cluster.json` or URLs.
 //! - [`scenarios`] — the named scenarios.
 
+pub mod chart;
+pub mod compare;
 pub mod load;
 pub mod pgbench;
 pub mod recorder;

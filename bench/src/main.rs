@@ -5,9 +5,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use strata_bench::compare;
+use strata_bench::pgbench::{self, PgbenchJob};
 use strata_bench::report::Report;
 use strata_bench::scenarios::data_paths::DataPaths;
 use strata_bench::scenarios::login_storm::LoginStorm;
+use strata_bench::scenarios::mix::Mix;
+use strata_bench::scenarios::runner::{LoadModel, MixRun};
 use strata_bench::target::Target;
 
 /// Strata load-bench harness.
@@ -32,6 +36,48 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A request mix: `read-heavy`, `write-heavy`, `mixed`, or `op=weight,...` (see bench/README.md).
+    Run {
+        /// The scenario or mix.
+        scenario: String,
+        /// Open loop at this many requests per second (default: closed loop); with
+        /// --ramp, the rate of the first step.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Closed-loop connections (and pgbench clients for the baseline).
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Step the open-loop rate up ×1.5 from --rate (or 50/s) until p99 or errors pass the bound.
+        #[arg(long)]
+        ramp: bool,
+        /// The ramp's p99 bound in milliseconds.
+        #[arg(long, default_value_t = 100.0)]
+        p99_bound_ms: f64,
+        /// Seeded users.
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+        /// Seeded posts per user.
+        #[arg(long, default_value_t = 10)]
+        posts_per_user: usize,
+        /// Seeded tasks per user.
+        #[arg(long, default_value_t = 10)]
+        tasks_per_user: usize,
+    },
+    /// pgbench alone on the cluster's Postgres hosts (select-only on a replica, the task
+    /// insert on a primary): the figures every HTTP scenario is compared with.
+    Baseline {
+        /// pgbench clients.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+    },
+    /// The change between two reports, flagging regressions (exit 1 when any).
+    Compare {
+        old: PathBuf,
+        new: PathBuf,
+        /// Percent change that counts as a regression.
+        #[arg(long, default_value_t = 10.0)]
+        threshold: f64,
+    },
     /// Read and write paths against pgbench on the same hosts (see bench/README.md).
     DataPaths {
         /// Posts to seed and read.
@@ -76,6 +122,73 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let report: Report = match cli.command {
+        Command::Compare {
+            old,
+            new,
+            threshold,
+        } => {
+            let changes = compare::compare(
+                &Report::read(&old)?,
+                &Report::read(&new)?,
+                threshold / 100.0,
+            );
+            print!("{}", compare::markdown(&changes, threshold / 100.0));
+            let regressions = changes.iter().filter(|c| c.regression).count();
+            anyhow::ensure!(
+                regressions == 0,
+                "{regressions} regression(s) past {threshold} %"
+            );
+            return Ok(());
+        }
+        Command::Run {
+            scenario,
+            rate,
+            connections,
+            ramp,
+            p99_bound_ms,
+            users,
+            posts_per_user,
+            tasks_per_user,
+        } => {
+            let mix = Mix::parse(&scenario)?;
+            anyhow::ensure!(
+                connections > 0 && users > 0,
+                "--connections and --users must be positive"
+            );
+            if let Some(rate) = rate {
+                anyhow::ensure!(
+                    rate > 0.0 && rate.is_finite(),
+                    "--rate must be a positive number"
+                );
+            }
+            let load = match (rate, ramp) {
+                (_, true) => LoadModel::Ramp {
+                    start: rate.unwrap_or(50.0),
+                    p99_bound_ms,
+                    max_steps: 12,
+                },
+                (Some(rate), false) => LoadModel::Open { rate },
+                (None, false) => LoadModel::Closed { connections },
+            };
+            let target = Target::from_cluster_file(&cli.cluster)?;
+            target.check(&http).await?;
+            let run = MixRun {
+                name: scenario_name(&scenario),
+                mix,
+                load,
+                duration,
+                users,
+                posts_per_user,
+                tasks_per_user,
+                seed: cli.seed,
+            };
+            run.run(&target, &http, &cli.out.join("work")).await?
+        }
+        Command::Baseline { connections } => {
+            anyhow::ensure!(connections > 0, "--connections must be positive");
+            let target = Target::from_cluster_file(&cli.cluster)?;
+            baseline(&target, connections, duration, &cli.out.join("work"))?
+        }
         Command::DataPaths { posts, connections } => {
             anyhow::ensure!(
                 posts > 0 && connections > 0,
@@ -130,4 +243,80 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// A file-safe report name for a scenario (custom mixes are reported as `custom-mix`).
+fn scenario_name(scenario: &str) -> String {
+    if scenario.contains('=') {
+        "custom-mix".into()
+    } else {
+        scenario.to_owned()
+    }
+}
+
+/// pgbench alone on the cluster's hosts.
+fn baseline(
+    target: &Target,
+    clients: usize,
+    duration: Duration,
+    work_dir: &std::path::Path,
+) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "baseline",
+        serde_json::json!({"clients": clients}),
+        serde_json::to_value(target)?,
+    );
+    let primary = target
+        .postgres
+        .iter()
+        .find(|h| h.role == "primary")
+        .ok_or_else(|| anyhow::anyhow!("the cluster file lists no primary"))?;
+    let replica = target
+        .postgres
+        .iter()
+        .find(|h| h.role == "replica" && h.shard == primary.shard)
+        .ok_or_else(|| anyhow::anyhow!("shard {} has no replica", primary.shard))?;
+    pgbench::ensure_select_tables(&primary.addr)?;
+    let job = |addr, database, user, script_args, script_name| PgbenchJob {
+        addr,
+        database,
+        user,
+        script_args,
+        script_name,
+        clients,
+        duration,
+        rate: None,
+    };
+    let select = pgbench::run(
+        &job(
+            &replica.addr,
+            "strata_pgbench",
+            "postgres",
+            &["-S"],
+            "select-only",
+        ),
+        work_dir,
+    )?;
+    std::fs::create_dir_all(work_dir)?;
+    let script = work_dir.join("insert-task.sql");
+    std::fs::write(&script, pgbench::INSERT_TASK_SCRIPT)?;
+    let script = script.canonicalize()?.to_string_lossy().into_owned();
+    let insert = pgbench::run(
+        &job(
+            &primary.addr,
+            "strata",
+            "strata",
+            &["-f", &script],
+            "insert-task",
+        ),
+        work_dir,
+    )?;
+    pgbench::remove_inserted_rows(&primary.addr)?;
+    report
+        .baselines
+        .insert("pgbench select-only".into(), serde_json::to_value(select)?);
+    report
+        .baselines
+        .insert("pgbench insert-task".into(), serde_json::to_value(insert)?);
+    Ok(report)
 }

@@ -143,3 +143,94 @@ pub fn run(job: &PgbenchJob<'_>, work_dir: &Path) -> anyhow::Result<PgbenchRun> 
         p99_ms: pick(0.99),
     })
 }
+
+/// The pgbench script equivalent to `POST /v1/tasks`: the item and its feed row.
+pub const INSERT_TASK_SCRIPT: &str = r"\set r random(1, 2000000000)
+BEGIN;
+INSERT INTO tasks (id, owner_id, route_hash, slot, title, notes) VALUES ('pgbench_' || :client_id || '_' || :r || '_' || txid_current(), 'pgbench-owner', 0, 0, 'bench task', '');
+INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) VALUES (0, 0, 'pgbench', 'pgbench_' || :client_id || '_' || :r, 1, 'upsert', '{}');
+END;
+";
+
+fn psql(addr: &str, database: &str, sql: &str) -> anyhow::Result<String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("bad host {addr}"))?;
+    let output = std::process::Command::new("psql")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-Atq",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The pgbench tables (scale 10) in a database of their own on the primary; the replica
+/// receives them by streaming replication.
+pub fn ensure_select_tables(primary: &str) -> anyhow::Result<()> {
+    if psql(
+        primary,
+        "postgres",
+        "SELECT 1 FROM pg_database WHERE datname = 'strata_pgbench'",
+    )?
+    .is_empty()
+    {
+        psql(primary, "postgres", "CREATE DATABASE strata_pgbench")?;
+    }
+    if psql(
+        primary,
+        "strata_pgbench",
+        "SELECT to_regclass('pgbench_accounts') IS NULL",
+    )? == "t"
+    {
+        let (host, port) = primary.rsplit_once(':').expect("host:port");
+        let status = std::process::Command::new(binary())
+            .args([
+                "-i",
+                "-s",
+                "10",
+                "-q",
+                "-h",
+                host,
+                "-p",
+                port,
+                "-U",
+                "postgres",
+                "strata_pgbench",
+            ])
+            .output()?;
+        anyhow::ensure!(
+            status.status.success(),
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(2)); // let the replica replay it
+    }
+    Ok(())
+}
+
+/// Removes what the insert baseline wrote, so it never reaches search or a rebalance.
+pub fn remove_inserted_rows(primary: &str) -> anyhow::Result<()> {
+    psql(
+        primary,
+        "strata",
+        "DELETE FROM tasks WHERE owner_id = 'pgbench-owner'; DELETE FROM change_feed WHERE entity = 'pgbench'",
+    )?;
+    Ok(())
+}

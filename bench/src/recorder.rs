@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The result of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct Recorder {
 }
 
 /// Percentiles and counts of one endpoint.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndpointSummary {
     pub endpoint: String,
     pub requests: u64,
@@ -87,6 +87,20 @@ impl Recorder {
             data.per_second.resize(second + 1, 0);
         }
         data.per_second[second] += 1;
+    }
+
+    /// Requests recorded so far, and how many of them failed (no answer, 4xx, 5xx).
+    pub fn totals(&self) -> (u64, u64) {
+        let endpoints = self.endpoints.lock().expect("recorder lock");
+        endpoints.values().fold((0, 0), |(requests, errors), data| {
+            let failed: u64 = data
+                .statuses
+                .iter()
+                .filter(|(s, _)| !(s.starts_with('2') || s.starts_with('3')))
+                .map(|(_, n)| n)
+                .sum();
+            (requests + data.latency.len(), errors + failed)
+        })
     }
 
     /// Summaries of every endpoint, for a run that lasted `elapsed`.

@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::recorder::EndpointSummary;
 
 /// One measured phase of a scenario (e.g. "me alone", "me during the storm").
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Phase {
     pub name: String,
     pub load: String,
@@ -16,7 +16,7 @@ pub struct Phase {
 }
 
 /// A figure compared with a baseline measured in the same run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {
     pub name: String,
     pub value: f64,
@@ -25,7 +25,7 @@ pub struct Ratio {
 }
 
 /// Everything a run produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub scenario: String,
     pub started_at_unix: u64,
@@ -112,7 +112,7 @@ impl Report {
         md
     }
 
-    /// Writes `<out>/<scenario>.json` and `<out>/<scenario>.md`; returns their paths.
+    /// Writes `<out>/<scenario>.json`, `.md` and `.svg`; returns their paths.
     pub fn write(&self, out: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(out)?;
         let json = out.join(format!("{}.json", self.scenario));
@@ -122,7 +122,17 @@ impl Report {
         )?;
         let md = out.join(format!("{}.md", self.scenario));
         std::fs::write(&md, self.markdown())?;
-        Ok(vec![json, md])
+        let svg = out.join(format!("{}.svg", self.scenario));
+        std::fs::write(&svg, crate::chart::svg(self))?;
+        Ok(vec![json, md, svg])
+    }
+
+    /// Reads a report written by [`Report::write`].
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a strata-bench report: {e}", path.display()))
     }
 }
 

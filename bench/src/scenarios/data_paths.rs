@@ -37,14 +37,6 @@ pub struct DataPaths {
 
 const PASSWORD: &str = "bench password that is long enough";
 
-/// The pgbench script equivalent to `POST /v1/tasks`: the item and its feed row.
-const INSERT_SCRIPT: &str = r"\set r random(1, 2000000000)
-BEGIN;
-INSERT INTO tasks (id, owner_id, route_hash, slot, title, notes) VALUES ('pgbench_' || :client_id || '_' || :r || '_' || txid_current(), 'pgbench-owner', 0, 0, 'bench task', '');
-INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) VALUES (0, 0, 'pgbench', 'pgbench_' || :client_id || '_' || :r, 1, 'upsert', '{}');
-END;
-";
-
 impl DataPaths {
     /// Runs the scenario and returns its report.
     pub async fn run(
@@ -143,7 +135,7 @@ impl DataPaths {
             .await;
         let pg_write_half =
             self.pgbench_insert(&primary, Some(pg_write_max.tps / 2.0), work_dir)?;
-        cleanup_pgbench_rows(&primary)?;
+        pgbench::remove_inserted_rows(&primary)?;
 
         let p99 = |phase: &Phase| {
             phase
@@ -254,7 +246,7 @@ impl DataPaths {
         rate: Option<f64>,
         work_dir: &Path,
     ) -> anyhow::Result<PgbenchRun> {
-        ensure_pgbench_tables(primary)?;
+        pgbench::ensure_select_tables(primary)?;
         pgbench::run(
             &PgbenchJob {
                 addr: replica,
@@ -278,7 +270,7 @@ impl DataPaths {
     ) -> anyhow::Result<PgbenchRun> {
         std::fs::create_dir_all(work_dir)?;
         let script = work_dir.join("insert-task.sql");
-        std::fs::write(&script, INSERT_SCRIPT)?;
+        std::fs::write(&script, pgbench::INSERT_TASK_SCRIPT)?;
         let script = script.canonicalize()?;
         let script = script.to_string_lossy().into_owned();
         pgbench::run(
@@ -404,87 +396,4 @@ fn rate_of(phase: &Phase) -> f64 {
         .first()
         .map(|e| e.ok as f64 / phase.duration_secs)
         .unwrap_or(0.0)
-}
-
-fn psql(addr: &str, database: &str, sql: &str) -> anyhow::Result<String> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow::anyhow!("bad host {addr}"))?;
-    let output = std::process::Command::new("psql")
-        .args([
-            "-h",
-            host,
-            "-p",
-            port,
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-Atq",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-/// The pgbench tables (scale 10) in a database of their own on the primary; the replica
-/// receives them by streaming replication.
-fn ensure_pgbench_tables(primary: &str) -> anyhow::Result<()> {
-    if psql(
-        primary,
-        "postgres",
-        "SELECT 1 FROM pg_database WHERE datname = 'strata_pgbench'",
-    )?
-    .is_empty()
-    {
-        psql(primary, "postgres", "CREATE DATABASE strata_pgbench")?;
-    }
-    if psql(
-        primary,
-        "strata_pgbench",
-        "SELECT to_regclass('pgbench_accounts') IS NULL",
-    )? == "t"
-    {
-        let (host, port) = primary.rsplit_once(':').expect("host:port");
-        let status = std::process::Command::new(pgbench::binary())
-            .args([
-                "-i",
-                "-s",
-                "10",
-                "-q",
-                "-h",
-                host,
-                "-p",
-                port,
-                "-U",
-                "postgres",
-                "strata_pgbench",
-            ])
-            .output()?;
-        anyhow::ensure!(
-            status.status.success(),
-            "pgbench -i failed: {}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-        std::thread::sleep(Duration::from_secs(2)); // let the replica replay it
-    }
-    Ok(())
-}
-
-/// Removes what the insert baseline wrote, so it never reaches search or a rebalance.
-fn cleanup_pgbench_rows(primary: &str) -> anyhow::Result<()> {
-    psql(
-        primary,
-        "strata",
-        "DELETE FROM tasks WHERE owner_id = 'pgbench-owner'; DELETE FROM change_feed WHERE entity = 'pgbench'",
-    )?;
-    Ok(())
 }

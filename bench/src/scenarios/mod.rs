@@ -2,6 +2,8 @@
 
 pub mod data_paths;
 pub mod login_storm;
+pub mod mix;
+pub mod runner;
 
 use std::time::Instant;
 
