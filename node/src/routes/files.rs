@@ -1,9 +1,9 @@
-//! `/v1/files`: uploads streamed into the object store (hashed and measured on the way,
+//! `/v1/files`: uploads (the raw body with `?name=`, or a multipart `file` field) streamed into the object store (hashed and measured on the way,
 //! never held whole in memory), metadata on the owner's shard, downloads streamed back
 //! with `ETag` and `Content-Length`. Files are private to their owner.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -45,7 +45,7 @@ pub struct UploadParams {
     pub name: Option<String>,
 }
 
-fn field(field: &str, message: &str) -> ApiError {
+fn field_error(field: &str, message: &str) -> ApiError {
     ApiError::Validation(vec![FieldError {
         field: field.into(),
         message: message.into(),
@@ -55,10 +55,10 @@ fn field(field: &str, message: &str) -> ApiError {
 /// A file name is metadata only (bytes are stored under ids), but it comes back in
 /// headers and listings: 1..=255 characters, no control characters, no path separators.
 fn check_name(name: Option<String>) -> Result<String, ApiError> {
-    let name = name.ok_or_else(|| field("name", "is required (?name=)"))?;
+    let name = name.ok_or_else(|| field_error("name", "is required (?name=)"))?;
     let chars = name.chars().count();
     if !(1..=NAME_MAX_CHARS).contains(&chars) {
-        return Err(field("name", "must be 1 to 255 characters"));
+        return Err(field_error("name", "must be 1 to 255 characters"));
     }
     if name
         .chars()
@@ -66,7 +66,7 @@ fn check_name(name: Option<String>) -> Result<String, ApiError> {
         || name == "."
         || name == ".."
     {
-        return Err(field(
+        return Err(field_error(
             "name",
             "must not contain control characters or path separators",
         ));
@@ -76,13 +76,10 @@ fn check_name(name: Option<String>) -> Result<String, ApiError> {
 
 /// The upload's media type: `type/subtype` (parameters allowed), default
 /// `application/octet-stream`.
-fn check_content_type(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+fn check_media_type(value: Option<&str>) -> Result<String, ApiError> {
+    let Some(text) = value else {
         return Ok("application/octet-stream".into());
     };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::UnsupportedMediaType("Content-Type must be ASCII".into()))?;
     let essence = text.split(';').next().unwrap_or("").trim();
     let valid = text.len() <= 255
         && essence.split_once('/').is_some_and(|(t, s)| {
@@ -97,11 +94,6 @@ fn check_content_type(headers: &HeaderMap) -> Result<String, ApiError> {
         return Err(ApiError::UnsupportedMediaType(format!(
             "Content-Type {text:?} is not a media type"
         )));
-    }
-    if essence.eq_ignore_ascii_case("multipart/form-data") {
-        return Err(ApiError::UnsupportedMediaType(
-            "send the file's bytes as the body with ?name=".into(),
-        ));
     }
     Ok(text.to_owned())
 }
@@ -119,13 +111,46 @@ async fn upload(
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
     ApiQuery(params): ApiQuery<UploadParams>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let name = check_name(params.name)?;
-    let content_type = check_content_type(&headers)?;
     let limit = state.config().files.max_upload_bytes;
-    let declared = headers
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if content_type.as_deref().is_some_and(is_multipart) {
+        let mut form = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| {
+                ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+            })?;
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?
+        {
+            if field.name() != Some("file") {
+                continue;
+            }
+            let name = check_name(params.name.or_else(|| field.file_name().map(str::to_owned)))?;
+            let media_type = check_media_type(field.content_type())?;
+            let upload = Upload {
+                name,
+                content_type: media_type,
+                limit,
+            };
+            return store_upload(&state, &auth, &caller, upload, field).await;
+        }
+        return Err(field_error(
+            "file",
+            "the multipart body has no `file` field",
+        ));
+    }
+    let name = check_name(params.name)?;
+    let media_type = check_media_type(content_type.as_deref())?;
+    let declared = request
+        .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -133,12 +158,50 @@ async fn upload(
             limit: limit as usize,
         });
     }
+    let upload = Upload {
+        name,
+        content_type: media_type,
+        limit,
+    };
+    store_upload(
+        &state,
+        &auth,
+        &caller,
+        upload,
+        request.into_body().into_data_stream(),
+    )
+    .await
+}
+
+/// What an upload will be recorded as.
+struct Upload {
+    name: String,
+    content_type: String,
+    limit: u64,
+}
+
+fn is_multipart(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("multipart/form-data"))
+}
+
+/// Streams the bytes into the object store (hashing and counting them, aborting past the
+/// limit), then records the metadata; the bytes are removed if that fails.
+async fn store_upload<E: std::fmt::Display>(
+    state: &AppState,
+    auth: &Authenticated,
+    caller: &crate::consistency::ConsistencyToken,
+    upload: Upload,
+    stream: impl futures::Stream<Item = Result<axum::body::Bytes, E>>,
+) -> Result<Response, ApiError> {
     let id = ItemId::generate(&auth.user);
     let key = ObjectPath::from(format!("files/{}/{id}", auth.user));
     let store = state.objects();
     let mut writer = WriteMultipart::new(store.put_multipart(&key).await.map_err(unavailable)?);
     let (mut hasher, mut size) = (Sha256::new(), 0u64);
-    let mut stream = body.into_data_stream();
+    let mut stream = std::pin::pin!(stream);
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
@@ -150,10 +213,10 @@ async fn upload(
             }
         };
         size += chunk.len() as u64;
-        if size > limit {
+        if size > upload.limit {
             let _ = writer.abort().await;
             return Err(ApiError::PayloadTooLarge {
-                limit: limit as usize,
+                limit: upload.limit as usize,
             });
         }
         hasher.update(&chunk);
@@ -166,8 +229,8 @@ async fn upload(
     writer.finish().await.map_err(unavailable)?;
     let file = NewFile {
         id,
-        name,
-        content_type,
+        name: upload.name,
+        content_type: upload.content_type,
         size: size as i64,
         sha256: hex::encode(hasher.finalize()),
         object_key: key.to_string(),
@@ -181,7 +244,7 @@ async fn upload(
             let response = (StatusCode::CREATED, Json(committed.value)).into_response();
             Ok(stamp(
                 response,
-                &caller,
+                caller,
                 &committed.token,
                 state.config().auth.secure_cookies,
             ))
