@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use strata_bench::compare;
-use strata_bench::pgbench::{self, PgbenchJob};
+use strata_bench::pgbench;
 use strata_bench::report::Report;
 use strata_bench::scenarios::data_paths::DataPaths;
 use strata_bench::scenarios::login_storm::LoginStorm;
@@ -276,42 +276,15 @@ fn baseline(
         .iter()
         .find(|h| h.role == "replica" && h.shard == primary.shard)
         .ok_or_else(|| anyhow::anyhow!("shard {} has no replica", primary.shard))?;
-    pgbench::ensure_select_tables(&primary.addr)?;
-    let job = |addr, database, user, script_args, script_name| PgbenchJob {
-        addr,
-        database,
-        user,
-        script_args,
-        script_name,
+    let select = pgbench::select_only(
+        &primary.addr,
+        &replica.addr,
         clients,
         duration,
-        rate: None,
-    };
-    let select = pgbench::run(
-        &job(
-            &replica.addr,
-            "strata_pgbench",
-            "postgres",
-            &["-S"],
-            "select-only",
-        ),
+        None,
         work_dir,
     )?;
-    std::fs::create_dir_all(work_dir)?;
-    let script = work_dir.join("insert-task.sql");
-    std::fs::write(&script, pgbench::INSERT_TASK_SCRIPT)?;
-    let script = script.canonicalize()?.to_string_lossy().into_owned();
-    let insert = pgbench::run(
-        &job(
-            &primary.addr,
-            "strata",
-            "strata",
-            &["-f", &script],
-            "insert-task",
-        ),
-        work_dir,
-    )?;
-    pgbench::remove_inserted_rows(&primary.addr)?;
+    let insert = pgbench::insert_task(&primary.addr, clients, duration, None, work_dir)?;
     report
         .baselines
         .insert("pgbench select-only".into(), serde_json::to_value(select)?);

@@ -234,3 +234,54 @@ pub fn remove_inserted_rows(primary: &str) -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+/// `pgbench -S` (select-only by primary key) on `replica` against the scale-10 tables
+/// created on `primary` if missing.
+pub fn select_only(
+    primary: &str,
+    replica: &str,
+    clients: usize,
+    duration: Duration,
+    rate: Option<f64>,
+    work_dir: &Path,
+) -> anyhow::Result<PgbenchRun> {
+    ensure_select_tables(primary)?;
+    let job = PgbenchJob {
+        addr: replica,
+        database: "strata_pgbench",
+        user: "postgres",
+        script_args: &["-S"],
+        script_name: "select-only",
+        clients,
+        duration,
+        rate,
+    };
+    run(&job, work_dir)
+}
+
+/// The task insert ([`INSERT_TASK_SCRIPT`]) on `primary`, its rows removed afterwards.
+pub fn insert_task(
+    primary: &str,
+    clients: usize,
+    duration: Duration,
+    rate: Option<f64>,
+    work_dir: &Path,
+) -> anyhow::Result<PgbenchRun> {
+    std::fs::create_dir_all(work_dir)?;
+    let script = work_dir.join("insert-task.sql");
+    std::fs::write(&script, INSERT_TASK_SCRIPT)?;
+    let script = script.canonicalize()?.to_string_lossy().into_owned();
+    let job = PgbenchJob {
+        addr: primary,
+        database: "strata",
+        user: "strata",
+        script_args: &["-f", &script],
+        script_name: "insert-task",
+        clients,
+        duration,
+        rate,
+    };
+    let result = run(&job, work_dir);
+    remove_inserted_rows(primary)?;
+    result
+}

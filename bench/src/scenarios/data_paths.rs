@@ -20,7 +20,7 @@ use serde_json::json;
 use strata_router::{Placement, ShardMap, route_hash};
 
 use crate::load::{closed_loop, open_loop};
-use crate::pgbench::{self, PgbenchJob, PgbenchRun};
+use crate::pgbench::{self, PgbenchRun};
 use crate::recorder::Recorder;
 use crate::report::{Phase, Ratio, Report};
 use crate::scenarios::{client_ip, send};
@@ -135,7 +135,6 @@ impl DataPaths {
             .await;
         let pg_write_half =
             self.pgbench_insert(&primary, Some(pg_write_max.tps / 2.0), work_dir)?;
-        pgbench::remove_inserted_rows(&primary)?;
 
         let p99 = |phase: &Phase| {
             phase
@@ -246,18 +245,12 @@ impl DataPaths {
         rate: Option<f64>,
         work_dir: &Path,
     ) -> anyhow::Result<PgbenchRun> {
-        pgbench::ensure_select_tables(primary)?;
-        pgbench::run(
-            &PgbenchJob {
-                addr: replica,
-                database: "strata_pgbench",
-                user: "postgres",
-                script_args: &["-S"],
-                script_name: "select-only",
-                clients: self.connections,
-                duration: self.duration,
-                rate,
-            },
+        pgbench::select_only(
+            primary,
+            replica,
+            self.connections,
+            self.duration,
+            rate,
             work_dir,
         )
     }
@@ -268,24 +261,7 @@ impl DataPaths {
         rate: Option<f64>,
         work_dir: &Path,
     ) -> anyhow::Result<PgbenchRun> {
-        std::fs::create_dir_all(work_dir)?;
-        let script = work_dir.join("insert-task.sql");
-        std::fs::write(&script, pgbench::INSERT_TASK_SCRIPT)?;
-        let script = script.canonicalize()?;
-        let script = script.to_string_lossy().into_owned();
-        pgbench::run(
-            &PgbenchJob {
-                addr: primary,
-                database: "strata",
-                user: "strata",
-                script_args: &["-f", &script],
-                script_name: "insert-task",
-                clients: self.connections,
-                duration: self.duration,
-                rate,
-            },
-            work_dir,
-        )
+        pgbench::insert_task(primary, self.connections, self.duration, rate, work_dir)
     }
 
     async fn bench_user(&self, http: &Client, node: &str) -> anyhow::Result<(String, String)> {

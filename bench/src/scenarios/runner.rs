@@ -11,7 +11,7 @@ use reqwest::Client;
 use serde_json::json;
 
 use crate::load::{closed_loop, open_loop};
-use crate::pgbench::{self, PgbenchJob};
+use crate::pgbench;
 use crate::recorder::Recorder;
 use crate::report::{Phase, Ratio, Report};
 use crate::scenarios::client_ip;
@@ -182,18 +182,12 @@ impl MixRun {
             LoadModel::Closed { connections } => connections,
             _ => 16,
         };
-        pgbench::ensure_select_tables(&primary.addr)?;
-        let select = pgbench::run(
-            &PgbenchJob {
-                addr: &replica.addr,
-                database: "strata_pgbench",
-                user: "postgres",
-                script_args: &["-S"],
-                script_name: "select-only",
-                clients,
-                duration: self.duration,
-                rate: None,
-            },
+        let select = pgbench::select_only(
+            &primary.addr,
+            &replica.addr,
+            clients,
+            self.duration,
+            None,
             work_dir,
         )?;
         let http_rate = report
@@ -214,24 +208,8 @@ impl MixRun {
             .baselines
             .insert("pgbench select-only".into(), serde_json::to_value(&select)?);
         if self.mix.writes() {
-            std::fs::create_dir_all(work_dir)?;
-            let script = work_dir.join("insert-task.sql");
-            std::fs::write(&script, pgbench::INSERT_TASK_SCRIPT)?;
-            let script = script.canonicalize()?.to_string_lossy().into_owned();
-            let insert = pgbench::run(
-                &PgbenchJob {
-                    addr: &primary.addr,
-                    database: "strata",
-                    user: "strata",
-                    script_args: &["-f", &script],
-                    script_name: "insert-task",
-                    clients,
-                    duration: self.duration,
-                    rate: None,
-                },
-                work_dir,
-            )?;
-            pgbench::remove_inserted_rows(&primary.addr)?;
+            let insert =
+                pgbench::insert_task(&primary.addr, clients, self.duration, None, work_dir)?;
             let write_endpoints: Vec<&str> = self
                 .mix
                 .0

@@ -47,6 +47,33 @@ impl Cursor {
     }
 }
 
+/// The `(created_at, id)` a page starts strictly before: the cursor's, or "after
+/// everything" for the first page.
+pub fn page_start(after: Option<&Cursor>) -> (OffsetDateTime, String) {
+    match after {
+        Some(c) => (c.created_at, c.id.clone()),
+        None => (
+            OffsetDateTime::now_utc() + time::Duration::days(36_500),
+            String::new(),
+        ),
+    }
+}
+
+/// Cuts a query result of up to `limit + 1` rows into the page and the cursor of the
+/// next one (present only when the extra row shows there is more).
+pub fn split_page<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (OffsetDateTime, String),
+) -> (Vec<T>, Option<Cursor>) {
+    if rows.len() as i64 <= limit {
+        return (rows, None);
+    }
+    rows.truncate(limit as usize);
+    let (created_at, id) = key(rows.last().expect("a full page has a last row"));
+    (rows, Some(Cursor { created_at, id }))
+}
+
 /// A page size from `?limit=`: 1..=100, default 20.
 pub fn page_size(limit: Option<&str>) -> Result<i64, String> {
     match limit {
@@ -77,6 +104,16 @@ mod tests {
         for bad in ["", "!!!", "bm90IGEgY3Vyc29y", &"A".repeat(300)] {
             assert_eq!(Cursor::decode(bad), Err(CursorError), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_page_has_a_next_cursor_only_when_more_rows_exist() {
+        let at = OffsetDateTime::UNIX_EPOCH;
+        let rows = |n: usize| (0..n).map(|i| (at, format!("{i:02x}"))).collect::<Vec<_>>();
+        let (page, next) = split_page(rows(3), 2, Clone::clone);
+        assert_eq!((page.len(), next.map(|c| c.id)), (2, Some("01".to_owned())));
+        let (page, next) = split_page(rows(2), 2, Clone::clone);
+        assert_eq!((page.len(), next), (2, None));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::accounts::store::StoreError;
 use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
-use crate::items::cursor::Cursor;
+use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
 use crate::items::write::{Committed, FeedOp, append_feed, owner_primary, token_after_commit};
 
@@ -164,10 +164,7 @@ impl<'a> FileStore<'a> {
     ) -> Result<(Vec<FileMeta>, Option<Cursor>), StoreError> {
         let shard = self.topology.shard_for(owner.route_hash());
         let (conn, _) = self.topology.reader(shard, token.required(shard)).await?;
-        let far_future = OffsetDateTime::now_utc() + time::Duration::days(36_500);
-        let (before_at, before_id) = after
-            .map(|c| (c.created_at, c.id.clone()))
-            .unwrap_or((far_future, String::new()));
+        let (before_at, before_id) = page_start(after);
         let rows = conn
             .query(
                 &format!(
@@ -177,15 +174,11 @@ impl<'a> FileStore<'a> {
                 &[&owner.as_str(), &before_at, &before_id, &(limit + 1)],
             )
             .await?;
-        let mut files: Vec<FileMeta> = rows.iter().map(from_row).collect();
-        let next = (files.len() as i64 > limit).then(|| {
-            files.truncate(limit as usize);
-            let last = files.last().expect("a full page has a last item");
-            Cursor {
-                created_at: last.created_at,
-                id: last.id.clone(),
-            }
-        });
-        Ok((files, next))
+        let page = split_page(
+            rows.iter().map(from_row).collect(),
+            limit,
+            |item: &FileMeta| (item.created_at, item.id.clone()),
+        );
+        Ok(page)
     }
 }

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::accounts::store::StoreError;
 use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
-use crate::items::cursor::Cursor;
+use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
 use crate::items::write::{Committed, FeedOp, append_feed, owner_primary, token_after_commit};
 
@@ -246,10 +246,7 @@ impl<'a> PostStore<'a> {
     ) -> Result<(Vec<Post>, Option<Cursor>), StoreError> {
         let shard = self.topology.shard_for(author.route_hash());
         let (conn, _) = self.topology.reader(shard, token.required(shard)).await?;
-        let far_future = OffsetDateTime::now_utc() + time::Duration::days(36_500);
-        let (before_at, before_id) = after
-            .map(|c| (c.created_at, c.id.clone()))
-            .unwrap_or((far_future, String::new()));
+        let (before_at, before_id) = page_start(after);
         let rows = conn
             .query(
                 &format!(
@@ -259,15 +256,9 @@ impl<'a> PostStore<'a> {
                 &[&author.as_str(), &include_private, &before_at, &before_id, &(limit + 1)],
             )
             .await?;
-        let mut posts: Vec<Post> = rows.iter().map(from_row).collect();
-        let next = (posts.len() as i64 > limit).then(|| {
-            posts.truncate(limit as usize);
-            let last = posts.last().expect("a full page has a last item");
-            Cursor {
-                created_at: last.created_at,
-                id: last.id.clone(),
-            }
+        let page = split_page(rows.iter().map(from_row).collect(), limit, |item: &Post| {
+            (item.created_at, item.id.clone())
         });
-        Ok((posts, next))
+        Ok(page)
     }
 }

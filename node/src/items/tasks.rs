@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::accounts::store::StoreError;
 use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
-use crate::items::cursor::Cursor;
+use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
 use crate::items::write::{Committed, FeedOp, append_feed, owner_primary, token_after_commit};
 
@@ -234,10 +234,7 @@ impl<'a> TaskStore<'a> {
     ) -> Result<(Vec<Task>, Option<Cursor>), StoreError> {
         let shard = self.topology.shard_for(owner.route_hash());
         let (conn, _) = self.topology.reader(shard, token.required(shard)).await?;
-        let far_future = OffsetDateTime::now_utc() + time::Duration::days(36_500);
-        let (before_at, before_id) = after
-            .map(|c| (c.created_at, c.id.clone()))
-            .unwrap_or((far_future, String::new()));
+        let (before_at, before_id) = page_start(after);
         let done: Option<bool> = match status {
             StatusFilter::Open => Some(false),
             StatusFilter::Done => Some(true),
@@ -252,15 +249,9 @@ impl<'a> TaskStore<'a> {
                 &[&owner.as_str(), &done, &before_at, &before_id, &(limit + 1)],
             )
             .await?;
-        let mut tasks: Vec<Task> = rows.iter().map(from_row).collect();
-        let next = (tasks.len() as i64 > limit).then(|| {
-            tasks.truncate(limit as usize);
-            let last = tasks.last().expect("a full page has a last item");
-            Cursor {
-                created_at: last.created_at,
-                id: last.id.clone(),
-            }
+        let page = split_page(rows.iter().map(from_row).collect(), limit, |item: &Task| {
+            (item.created_at, item.id.clone())
         });
-        Ok((tasks, next))
+        Ok(page)
     }
 }
