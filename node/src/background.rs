@@ -1,5 +1,5 @@
-//! Periodic jobs of a node: settling name claims left by crashed signups, and the
-//! active-sessions gauge. Every node runs them; both are idempotent, so running them
+//! Background jobs of a node: following the change feeds into the search index,
+//! settling name claims left by crashed signups, and the active-sessions gauge. Every node runs them; both are idempotent, so running them
 //! on several nodes at once is harmless.
 
 use std::time::Duration;
@@ -55,7 +55,11 @@ pub fn start(state: &AppState) -> BackgroundJobs {
             }
         })
     };
-    BackgroundJobs(vec![claims, sessions])
+    let feeds = tokio::spawn(crate::search::tailer::follow(
+        state.shared_topology(),
+        std::sync::Arc::clone(state.search()),
+    ));
+    BackgroundJobs(vec![claims, sessions, feeds])
 }
 
 fn every<F, Fut>(period: Duration, mut job: F) -> JoinHandle<()>

@@ -55,6 +55,9 @@ pub struct NodeConfig {
     /// Where file bytes go.
     #[serde(default)]
     pub files: FilesConfig,
+    /// The node's search index.
+    #[serde(default)]
+    pub search: SearchConfig,
     /// Peers whose `X-Forwarded-For` is believed (the load balancer). Default loopback.
     pub trusted_proxies: Vec<IpAddr>,
     /// Requests still running at shutdown get this long to finish. Default 10000 ms.
@@ -202,6 +205,22 @@ pub struct FilesConfig {
     pub s3_region: String,
 }
 
+/// The node's own search index (each node keeps one, built from the change feeds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Where the index lives. Default `strata-index`.
+    pub index_dir: PathBuf,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            index_dir: PathBuf::from("strata-index"),
+        }
+    }
+}
+
 /// Which object store holds file bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -264,6 +283,7 @@ impl Default for NodeConfig {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             files: FilesConfig::default(),
+            search: SearchConfig::default(),
             trusted_proxies: vec![
                 IpAddr::from([127, 0, 0, 1]),
                 IpAddr::from(std::net::Ipv6Addr::LOCALHOST),

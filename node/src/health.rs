@@ -1,5 +1,6 @@
 //! `/healthz` (the process is alive) and `/readyz` (it can serve: every shard has a
-//! reachable primary and the Redis Cluster reports itself healthy). Not-ready answers 503 problem+json naming every
+//! reachable primary, the Redis Cluster reports itself healthy, and the search index has
+//! caught up with the change feeds). Not-ready answers 503 problem+json naming every
 //! reason, so an operator sees at once what is down.
 
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
         .filter(|s| !s.has_primary)
         .map(|s| format!("shard {} has no reachable primary", s.id))
         .collect();
+    if !state.search().caught_up() {
+        reasons.push("the search index has not caught up with the change feeds yet".into());
+    }
     let redis = state.redis().probe(REDIS_PROBE_DEADLINE).await;
     if let Err(e) = &redis {
         reasons.push(e.to_string());

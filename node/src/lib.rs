@@ -25,6 +25,7 @@ pub mod query;
 pub mod redis_handle;
 pub mod request_context;
 pub mod routes;
+pub mod search;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

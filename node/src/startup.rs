@@ -25,6 +25,8 @@ pub enum StartupError {
     Redis(#[from] RedisError),
     #[error(transparent)]
     Objects(#[from] crate::objects::ObjectsError),
+    #[error(transparent)]
+    Search(#[from] crate::search::index::IndexError),
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -51,6 +53,9 @@ impl Application {
         let poller = topology.spawn_poller();
         let redis = RedisHandle::new(&config.redis.seeds)?;
         let objects = crate::objects::open(&config.files)?;
+        let search = std::sync::Arc::new(crate::search::index::SearchIndex::open(
+            &config.search.index_dir,
+        )?);
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -58,7 +63,7 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
-        let state = AppState::new(config, topology, poller, redis, metrics, objects);
+        let state = AppState::new(config, topology, poller, redis, metrics, objects, search);
         Ok(Self { listener, state })
     }
 

@@ -13,6 +13,7 @@ use crate::auth::passwords::PasswordHasher;
 use crate::auth::tokens::TokenIssuer;
 use crate::config::NodeConfig;
 use crate::redis_handle::RedisHandle;
+use crate::search::index::SearchIndex;
 
 /// Shared handler state.
 #[derive(Clone)]
@@ -28,6 +29,7 @@ struct Inner {
     redis: RedisHandle,
     metrics: PrometheusHandle,
     objects: Arc<dyn ObjectStore>,
+    search: Arc<SearchIndex>,
     /// Keeps the topology poller running for as long as the state lives.
     _poller: PollerGuard,
 }
@@ -41,6 +43,7 @@ impl AppState {
         redis: RedisHandle,
         metrics: PrometheusHandle,
         objects: Arc<dyn ObjectStore>,
+        search: Arc<SearchIndex>,
     ) -> Self {
         let tokens = TokenIssuer::new(&config.auth);
         let hasher = PasswordHasher::start(config.auth.hash_threads, config.auth.hash_queue);
@@ -52,6 +55,7 @@ impl AppState {
             redis,
             metrics,
             objects,
+            search,
             _poller: poller,
         };
         Self {
@@ -69,6 +73,11 @@ impl AppState {
         &self.inner.topology
     }
 
+    /// The topology, shared with a background task.
+    pub fn shared_topology(&self) -> Arc<Topology> {
+        Arc::clone(&self.inner.topology)
+    }
+
     /// Redis Cluster.
     pub fn redis(&self) -> &RedisHandle {
         &self.inner.redis
@@ -82,6 +91,11 @@ impl AppState {
     /// Where file bytes are kept.
     pub fn objects(&self) -> &Arc<dyn ObjectStore> {
         &self.inner.objects
+    }
+
+    /// The node's search index.
+    pub fn search(&self) -> &Arc<SearchIndex> {
+        &self.inner.search
     }
 
     /// Signs and verifies access tokens.

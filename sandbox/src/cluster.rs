@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use strata_node::config::{
-    AuthConfig, FilesConfig, LimitsConfig, NodeConfig, Secret, SigningKeyConfig,
+    AuthConfig, FilesConfig, LimitsConfig, NodeConfig, SearchConfig, Secret, SigningKeyConfig,
 };
 use strata_router::{RouterSettings, ShardId, ShardMap, Topology};
 
@@ -145,6 +145,9 @@ impl Cluster {
                             local_dir: spec.data_dir.join("objects"),
                             max_upload_bytes: spec.max_upload_bytes,
                             ..FilesConfig::default()
+                        },
+                        search: SearchConfig {
+                            index_dir: spec.data_dir.join("nodes").join(&id).join("index"),
                         },
                         ..NodeConfig::default()
                     };

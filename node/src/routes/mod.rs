@@ -19,6 +19,7 @@ mod auth;
 mod files;
 mod me;
 mod posts;
+mod search;
 mod session_issue;
 mod tasks;
 pub mod views;
@@ -38,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .merge(posts::router())
         .merge(tasks::router())
         .merge(files::router())
+        .merge(search::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

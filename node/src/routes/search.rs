@@ -1,0 +1,111 @@
+//! `GET /v1/search?q=&type=&scope=&limit=&cursor=`: full-text search over the node's
+//! index. Nobody ever sees another user's private items: the query itself filters them.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::auth::extract::Authenticated;
+use crate::error::{ApiError, FieldError};
+use crate::items::cursor::page_size;
+use crate::query::ApiQuery;
+use crate::routes::views::Page;
+use crate::search::query::{Hit, Scope, search};
+use crate::state::AppState;
+
+/// Longest query accepted, in characters.
+const QUERY_MAX_CHARS: usize = 1000;
+
+/// The search route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/search", get(handle))
+}
+
+/// `GET /v1/search` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub q: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub scope: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+fn invalid(field: &str, message: &str) -> ApiError {
+    ApiError::Validation(vec![FieldError {
+        field: field.into(),
+        message: message.into(),
+    }])
+}
+
+async fn handle(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiQuery(params): ApiQuery<SearchParams>,
+) -> Result<Json<Page<Hit>>, ApiError> {
+    let q = params.q.unwrap_or_default();
+    if q.trim().is_empty() {
+        return Err(invalid("q", "is required"));
+    }
+    if q.chars().count() > QUERY_MAX_CHARS {
+        return Err(invalid("q", "must be at most 1000 characters"));
+    }
+    let kind: Option<&'static str> = match params.kind.as_deref() {
+        None => None,
+        Some("post") => Some("post"),
+        Some("task") => Some("task"),
+        Some("file") => Some("file"),
+        Some(_) => return Err(invalid("type", "must be post, task or file")),
+    };
+    let scope = match params.scope.as_deref() {
+        None | Some("all") => Scope::All,
+        Some("mine") => Scope::Mine,
+        Some("public") => Scope::Public,
+        Some(_) => return Err(invalid("scope", "must be mine, public or all")),
+    };
+    let limit = page_size(params.limit.as_deref()).map_err(|m| invalid("limit", &m))? as usize;
+    let offset = match params.cursor.as_deref() {
+        None => 0,
+        Some(c) => decode_offset(c)
+            .ok_or_else(|| invalid("cursor", "cursor is not one this API returned"))?,
+    };
+    let index = state.search().clone();
+    let caller = auth.user.to_string();
+    let started = std::time::Instant::now();
+    let mut hits = tokio::task::spawn_blocking(move || {
+        search(&index, &caller, &q, kind, scope, offset, limit + 1)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("search task: {e}")))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    metrics::histogram!("strata_search_query_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let next = (hits.len() > limit).then(|| {
+        hits.truncate(limit);
+        encode_offset(offset + limit)
+    });
+    Ok(Json(Page {
+        items: hits,
+        next_cursor: next,
+    }))
+}
+
+fn encode_offset(offset: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
+}
+
+fn decode_offset(raw: &str) -> Option<usize> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()?;
+    let offset: usize = String::from_utf8(bytes)
+        .ok()?
+        .strip_prefix("o:")?
+        .parse()
+        .ok()?;
+    (offset <= 10_000).then_some(offset)
+}

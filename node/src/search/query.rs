@@ -1,0 +1,129 @@
+//! Searching the index: BM25 over title, body and tags, with quoted phrases, prefix and
+//! typo tolerance on words, highlighted snippets, `type` and `scope` filters, and privacy
+//! enforced inside the query itself: a private document matches only for its owner.
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{TantivyDocument, Term};
+
+use crate::search::index::{IndexError, SearchIndex};
+
+/// Which documents a caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The caller's own documents, public or private.
+    Mine,
+    /// Everyone's public documents.
+    Public,
+    /// Both.
+    All,
+}
+
+/// One result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub title: String,
+    pub snippet: String,
+    pub score: f32,
+    pub author_id: String,
+}
+
+fn term(field: tantivy::schema::Field, text: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_text(field, text),
+        IndexRecordOption::Basic,
+    ))
+}
+
+/// Searches as `caller`: up to `limit` hits after skipping `offset`.
+pub fn search(
+    index: &SearchIndex,
+    caller: &str,
+    text: &str,
+    kind: Option<&str>,
+    scope: Scope,
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<Hit>, IndexError> {
+    let f = index.fields;
+    let mut parser = QueryParser::for_index(&index.index, vec![f.title, f.body, f.tags]);
+    parser.set_conjunction_by_default();
+    parser.set_field_boost(f.title, 2.0);
+    for field in [f.title, f.body, f.tags] {
+        // Prefix matching and one typo per word, on every field.
+        parser.set_field_fuzzy(field, true, 1, true);
+    }
+    // Lenient: unbalanced quotes, stray operators and the like are read as well as
+    // possible instead of failing the request.
+    let (user_query, _) = parser.parse_query_lenient(text);
+
+    let kinds: Vec<&str> = match kind {
+        Some(k) => vec![k],
+        None => vec!["post", "task", "file"],
+    };
+    let of_kind = BooleanQuery::new(
+        kinds
+            .iter()
+            .map(|k| (Occur::Should, term(f.kind, k)))
+            .collect(),
+    );
+    let mine = term(f.owner, caller);
+    let public = term(f.visibility, "public");
+    let visible: Box<dyn Query> = match scope {
+        Scope::Mine => mine,
+        Scope::Public => public,
+        Scope::All => Box::new(BooleanQuery::new(vec![
+            (Occur::Should, mine),
+            (Occur::Should, public),
+        ])),
+    };
+    let query = BooleanQuery::new(vec![
+        (Occur::Must, user_query.box_clone()),
+        (Occur::Must, Box::new(of_kind)),
+        (Occur::Must, visible),
+    ]);
+    let searcher = index.reader.searcher();
+    let top = searcher.search(
+        &query,
+        &TopDocs::with_limit(limit)
+            .and_offset(offset)
+            .order_by_score(),
+    )?;
+    // Fuzzy queries name no exact terms to highlight; snippets come from the same text
+    // parsed without fuzziness.
+    let (exact_query, _) = QueryParser::for_index(&index.index, vec![f.title, f.body, f.tags])
+        .parse_query_lenient(text);
+    let title_snippets = SnippetGenerator::create(&searcher, &*exact_query, f.title)?;
+    let mut body_snippets = SnippetGenerator::create(&searcher, &*exact_query, f.body)?;
+    body_snippets.set_max_num_chars(200);
+    let mut hits = Vec::with_capacity(top.len());
+    for (score, address) in top {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        let text_of = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let body = body_snippets.snippet_from_doc(&doc);
+        let snippet = if body.highlighted().is_empty() {
+            title_snippets.snippet_from_doc(&doc).to_html()
+        } else {
+            body.to_html()
+        };
+        hits.push(Hit {
+            kind: text_of(f.kind),
+            id: text_of(f.id),
+            title: text_of(f.title),
+            snippet,
+            score,
+            author_id: text_of(f.owner),
+        });
+    }
+    Ok(hits)
+}

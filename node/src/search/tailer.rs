@@ -1,0 +1,162 @@
+//! Follows every shard's change feed (from replicas) into the index, in sequence order,
+//! committing in batches with the cursors in the commit payload.
+//!
+//! Sequence numbers are taken at insert, not at commit, so a transaction still running
+//! can hold a lower number than one already visible. The tailer therefore stops at a
+//! gap, and only passes it once it has been seen for [`GAP_PATIENCE`]: long enough for
+//! a slow transaction to commit; a gap still there by then was a rolled-back insert.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_router::{ShardId, Topology};
+
+use crate::search::index::{Change, SearchIndex};
+
+/// How long a gap in a feed's sequence is waited on before it counts as rolled back.
+pub const GAP_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How often an idle feed is polled.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Changes read per batch.
+const BATCH: i64 = 1000;
+
+/// Where each shard's feed stands.
+struct FeedState {
+    cursor: i64,
+    /// The last read reached the end of the feed.
+    at_head: bool,
+    /// When the gap right after `cursor` was first seen, if one is open.
+    gap_since: Option<Instant>,
+}
+
+/// Follows the feeds until the task is dropped.
+pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
+    let saved = index.cursors();
+    for (shard, cursor) in &saved {
+        metrics::gauge!("strata_search_resumed_cursor", "shard" => shard.clone())
+            .set(*cursor as f64);
+    }
+    tracing::info!(cursors = ?saved, "following the change feeds from the saved cursors");
+    let mut feeds: BTreeMap<ShardId, FeedState> = topology
+        .shard_ids()
+        .map(|s| {
+            (
+                s.clone(),
+                FeedState {
+                    cursor: saved.get(s.as_str()).copied().unwrap_or(0),
+                    at_head: false,
+                    gap_since: None,
+                },
+            )
+        })
+        .collect();
+    loop {
+        let mut applied_any = false;
+        for (shard, state) in feeds.iter_mut() {
+            match read_batch(&topology, shard, state).await {
+                Ok(changes) => {
+                    for (seq, change) in changes {
+                        if let Some(Err(e)) = change.as_ref().map(|c| index.apply(c)) {
+                            tracing::warn!(shard = %shard, seq, error = %e, "could not index a change");
+                        }
+                        state.cursor = seq;
+                        applied_any = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(shard = %shard, error = %e, "change feed not readable now")
+                }
+            }
+        }
+        if !index.caught_up() && feeds.values().all(|f| f.at_head) {
+            index.mark_caught_up();
+            tracing::info!("search index caught up with every change feed");
+        }
+        if applied_any {
+            let cursors: BTreeMap<String, i64> = feeds
+                .iter()
+                .map(|(s, f)| (s.to_string(), f.cursor))
+                .collect();
+            match index.commit(&cursors) {
+                Ok(()) => {
+                    for (shard, cursor) in &cursors {
+                        metrics::gauge!("strata_search_cursor", "shard" => shard.clone())
+                            .set(*cursor as f64);
+                    }
+                    metrics::gauge!("strata_search_documents").set(index.documents() as f64);
+                }
+                Err(e) => tracing::warn!(error = %e, "search commit failed"),
+            }
+        } else {
+            tokio::time::sleep(IDLE_POLL).await;
+        }
+    }
+}
+
+/// The next contiguous run of changes after the cursor (passing a gap only once it is
+/// older than [`GAP_PATIENCE`]).
+async fn read_batch(
+    topology: &Topology,
+    shard: &ShardId,
+    state: &mut FeedState,
+) -> Result<Vec<(i64, Option<Change>)>, String> {
+    let (conn, _) = topology
+        .reader(shard, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = conn
+        .query(
+            "SELECT seq, entity, entity_id, version, op, payload FROM change_feed \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&state.cursor, &BATCH],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    record_lag(&conn, shard, state.cursor).await;
+    state.at_head = rows.len() < BATCH as usize && state.gap_since.is_none();
+    let mut out = Vec::with_capacity(rows.len());
+    let mut expected = state.cursor + 1;
+    for row in rows {
+        let seq: i64 = row.get(0);
+        if seq != expected {
+            let since = *state.gap_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < GAP_PATIENCE {
+                break;
+            }
+        }
+        state.gap_since = None;
+        let (entity, op): (String, String) = (row.get(1), row.get(4));
+        // Every row advances the cursor; only items are searchable.
+        let change = matches!(entity.as_str(), "post" | "task" | "file").then(|| Change {
+            entity,
+            entity_id: row.get(2),
+            version: row.get(3),
+            deleted: op == "delete",
+            payload: row.get(5),
+        });
+        out.push((seq, change));
+        expected = seq + 1;
+    }
+    Ok(out)
+}
+
+/// Publishes how far the index is behind a shard's feed: in sequence numbers, and in
+/// seconds since the oldest change not yet applied was written.
+async fn record_lag(conn: &deadpool_postgres::Object, shard: &ShardId, cursor: i64) {
+    let lag = conn
+        .query_one(
+            "SELECT coalesce(max(seq), 0), coalesce(extract(epoch FROM now() - min(committed_at) \
+             FILTER (WHERE seq > $1)), 0)::float8 FROM change_feed WHERE seq > $1 - 1",
+            &[&cursor],
+        )
+        .await;
+    if let Ok(row) = lag {
+        let (head, seconds): (i64, f64) = (row.get(0), row.get(1));
+        let labels = [("shard", shard.to_string())];
+        metrics::gauge!("strata_search_lag_sequence", &labels).set((head - cursor).max(0) as f64);
+        metrics::gauge!("strata_search_lag_seconds", &labels).set(seconds.max(0.0));
+    }
+}

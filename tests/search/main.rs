@@ -1,0 +1,304 @@
+//! Search end to end on a real cluster (2 shards with replicas, 2 nodes): each node's
+//! index follows the change feeds. Tests poll with a deadline instead of sleeping.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use strata_sandbox::Cluster;
+use strata_tests::api::{Api, Tokens, status_and_json, unique};
+use strata_tests::{SharedCluster, eventually};
+
+static CLUSTER: SharedCluster = SharedCluster::new();
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get(Cluster::builder)
+}
+
+fn node(i: usize) -> Api {
+    Api::new(cluster().nodes[i].url())
+}
+
+async fn user(prefix: &str) -> Tokens {
+    node(0).signup_ok(&unique(prefix), PASSWORD).await
+}
+
+async fn create(path: &str, token: &str, body: Value) -> String {
+    let (status, item) = status_and_json(node(0).post(path, &body, Some(token)).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{item}");
+    item["id"].as_str().unwrap().to_owned()
+}
+
+async fn search(api: &Api, token: &str, query: &str) -> (StatusCode, Value) {
+    let response = api
+        .http
+        .get(format!("{}/v1/search", api.base))
+        .query(&[("q", query)])
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    status_and_json(response).await
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `query` on `api` finds `id` (or, with `present = false`, no longer does).
+async fn until_found(api: &Api, token: &str, query: &str, id: &str, present: bool) -> Value {
+    eventually(
+        &format!(
+            "search {query:?} to {} {id}",
+            if present { "find" } else { "drop" }
+        ),
+        Duration::from_secs(20),
+        || async {
+            let (status, page) = search(api, token, query).await;
+            if status == StatusCode::OK && ids(&page).contains(&id.to_owned()) == present {
+                Ok(page)
+            } else {
+                Err(format!("{status} {page}"))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_post_written_through_one_node_is_found_through_the_other_with_a_highlighted_snippet() {
+    let author = user("writer").await;
+    let word = unique("sycamore").replace('_', "");
+    let id = create("/v1/posts", &author.access, json!({"title": "By the river", "body": format!("golden slopes and {word} trees"), "visibility": "public"})).await;
+    let page = until_found(&node(1), &author.access, &word, &id, true).await;
+    let hit = &page["items"][0];
+    assert_eq!(hit["type"], "post");
+    assert_eq!(hit["author_id"], author.user_id);
+    assert!(
+        hit["snippet"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("<b>{word}</b>")),
+        "{hit}"
+    );
+}
+
+#[tokio::test]
+async fn updates_and_deletes_are_reflected() {
+    let author = user("editor").await;
+    let (before, after) = (
+        unique("alpha").replace('_', ""),
+        unique("omega").replace('_', ""),
+    );
+    let id = create(
+        "/v1/posts",
+        &author.access,
+        json!({"title": before, "body": "x", "visibility": "public"}),
+    )
+    .await;
+    until_found(&node(1), &author.access, &before, &id, true).await;
+    let patched = node(0)
+        .http
+        .patch(format!("{}/v1/posts/{id}", node(0).base))
+        .bearer_auth(&author.access)
+        .json(&json!({"title": after}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    until_found(&node(1), &author.access, &after, &id, true).await;
+    until_found(&node(1), &author.access, &before, &id, false).await;
+    let deleted = node(0)
+        .http
+        .delete(format!("{}/v1/posts/{id}", node(0).base))
+        .bearer_auth(&author.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    until_found(&node(1), &author.access, &after, &id, false).await;
+}
+
+#[tokio::test]
+async fn private_posts_tasks_and_files_never_appear_in_another_users_results() {
+    let (owner, stranger) = (user("private").await, user("prying").await);
+    let word = unique("zebracorn").replace('_', "");
+    let post = create(
+        "/v1/posts",
+        &owner.access,
+        json!({"title": format!("{word} secret"), "body": format!("{word} diary")}),
+    )
+    .await;
+    let task = create(
+        "/v1/tasks",
+        &owner.access,
+        json!({"title": format!("{word} errand"), "notes": word}),
+    )
+    .await;
+    let upload = node(0)
+        .http
+        .post(format!("{}/v1/files?name={word}.txt", node(0).base))
+        .bearer_auth(&owner.access)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let (_, file) = status_and_json(upload).await;
+    let file = file["id"].as_str().unwrap().to_owned();
+    for id in [&post, &task, &file] {
+        until_found(&node(1), &owner.access, &word, id, true).await;
+    }
+    let private = [post, task, file];
+    let queries = [
+        word.clone(),
+        format!("{word}*"),
+        format!("\"{word} secret\""),
+        format!("{word}~"),
+        owner.user_id.clone(),
+        "secret".into(),
+        "errand".into(),
+        "txt".into(),
+        "*".into(),
+    ];
+    for q in &queries {
+        for scope in ["all", "public", "mine"] {
+            for kind in ["", "post", "task", "file"] {
+                let mut params = vec![("q", q.as_str()), ("scope", scope)];
+                if !kind.is_empty() {
+                    params.push(("type", kind));
+                }
+                let response = node(1)
+                    .http
+                    .get(format!("{}/v1/search", node(1).base))
+                    .query(&params)
+                    .bearer_auth(&stranger.access)
+                    .send()
+                    .await
+                    .unwrap();
+                let (status, page) = status_and_json(response).await;
+                assert!(
+                    status.is_success() || status.is_client_error(),
+                    "{q} {scope} {kind}: {status}"
+                );
+                let leaked: Vec<String> = ids(&page)
+                    .into_iter()
+                    .filter(|id| private.contains(id))
+                    .collect();
+                assert!(
+                    leaked.is_empty(),
+                    "query {q:?} scope {scope} type {kind:?} leaked {leaked:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_misspelled_word_and_a_prefix_find_and_a_quoted_phrase_matches_only_the_phrase() {
+    let author = user("speller").await;
+    let tag = unique("q").replace('_', "");
+    let exact = create("/v1/posts", &author.access, json!({"title": format!("{tag} quick brown fox"), "body": "jumps high", "visibility": "public"})).await;
+    let shuffled = create("/v1/posts", &author.access, json!({"title": format!("{tag} brown quick fox"), "body": "sits still", "visibility": "public"})).await;
+    until_found(&node(1), &author.access, &tag, &shuffled, true).await;
+    until_found(&node(1), &author.access, &tag, &exact, true).await;
+
+    let (_, page) = search(&node(1), &author.access, &format!("{tag} jumsp")).await;
+    assert!(ids(&page).contains(&exact), "a typo still finds it: {page}");
+    let (_, page) = search(&node(1), &author.access, &format!("{tag} jum")).await;
+    assert!(ids(&page).contains(&exact), "a prefix finds it: {page}");
+    let (_, page) = search(&node(1), &author.access, &format!("{tag} \"quick brown\"")).await;
+    let found = ids(&page);
+    assert!(
+        found.contains(&exact) && !found.contains(&shuffled),
+        "the phrase matches only the phrase: {page}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_queries_get_results_or_a_4xx_never_a_500() {
+    let someone = user("fuzzer").await;
+    let long = "a ".repeat(5_000);
+    let queries = [
+        "\"unbalanced",
+        "\"\"\"",
+        "AND OR NOT",
+        "+-+-",
+        ".*[a-z]+(",
+        "title:",
+        "~~~",
+        "(((",
+        "a^99999",
+        "*:*",
+        "\u{0}",
+        long.as_str(),
+        "日本語 テキスト",
+    ];
+    for q in queries {
+        let (status, body) = search(&node(0), &someone.access, q).await;
+        assert!(
+            status == StatusCode::OK || status.is_client_error(),
+            "query {:?}: {status} {body}",
+            &q[..q.len().min(20)]
+        );
+    }
+    for path in [
+        "/v1/search",
+        "/v1/search?q=x&type=user",
+        "/v1/search?q=x&scope=everyone",
+        "/v1/search?q=x&cursor=nope",
+        "/v1/search?q=x&limit=0",
+    ] {
+        let status = node(0).get(path, Some(&someone.access)).await.status();
+        assert!(status.is_client_error(), "{path}: {status}");
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_node_resumes_from_its_saved_cursors_and_keeps_its_index() {
+    let author = user("durable").await;
+    let word = unique("persisted").replace('_', "");
+    let id = create(
+        "/v1/posts",
+        &author.access,
+        json!({"title": word, "body": "x", "visibility": "public"}),
+    )
+    .await;
+    until_found(&node(1), &author.access, &word, &id, true).await;
+    let restarted = &cluster().nodes[1];
+    restarted.kill();
+    restarted.start().unwrap();
+    let metrics = node(1).get("/metrics", None).await.text().await.unwrap();
+    let resumed: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("strata_search_resumed_cursor{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        resumed > 0.0,
+        "the restarted node resumed from saved cursors, not from the start: {resumed}"
+    );
+    assert!(
+        metrics.contains("strata_search_lag_sequence{"),
+        "index lag per shard is exported"
+    );
+    assert!(
+        metrics.contains("strata_search_lag_seconds{"),
+        "index lag per shard is exported"
+    );
+    let (status, page) = search(&node(1), &author.access, &word).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        ids(&page).contains(&id),
+        "found at once after the restart: {page}"
+    );
+}
