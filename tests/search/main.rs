@@ -302,3 +302,64 @@ async fn a_restarted_node_resumes_from_its_saved_cursors_and_keeps_its_index() {
         "found at once after the restart: {page}"
     );
 }
+
+#[tokio::test]
+async fn an_admin_rebuilds_a_nodes_index_from_the_feeds_and_nothing_is_lost() {
+    let admin = user("indexer").await;
+    let word = unique("rebuilt").replace('_', "");
+    let id = create(
+        "/v1/posts",
+        &admin.access,
+        json!({"title": word, "body": "x", "visibility": "public"}),
+    )
+    .await;
+    until_found(&node(0), &admin.access, &word, &id, true).await;
+    let refused = node(0)
+        .post("/v1/admin/search/rebuild", &json!({}), Some(&admin.access))
+        .await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::FORBIDDEN,
+        "only admins rebuild"
+    );
+
+    let name = {
+        let (_, me) = status_and_json(node(0).get("/v1/me", Some(&admin.access)).await).await;
+        me["username"].as_str().unwrap().to_owned()
+    };
+    let granted = std::process::Command::new(strata_sandbox::nodes::binary("strata").unwrap())
+        .args(["user", "grant-admin", &name, "--shard-map"])
+        .arg(cluster().shard_map_path())
+        .output()
+        .unwrap();
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    let (_, refreshed) = status_and_json(node(0).refresh(&admin.refresh).await).await;
+    let admin_token = refreshed["access_token"].as_str().unwrap().to_owned();
+
+    let accepted = node(0)
+        .post("/v1/admin/search/rebuild", &json!({}), Some(&admin_token))
+        .await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    eventually(
+        "the rebuild to run and the index to catch up again",
+        Duration::from_secs(30),
+        || async {
+            let metrics = node(0).get("/metrics", None).await.text().await.unwrap();
+            let rebuilt = metrics
+                .lines()
+                .any(|l| l.starts_with("strata_search_rebuilds_total ") && !l.ends_with(" 0"));
+            let ready = node(0).get("/readyz", None).await.status() == StatusCode::OK;
+            if rebuilt && ready {
+                Ok(())
+            } else {
+                Err(format!("rebuilt {rebuilt}, ready {ready}"))
+            }
+        },
+    )
+    .await;
+    until_found(&node(0), &admin_token, &word, &id, true).await;
+}

@@ -1,7 +1,8 @@
 //! `/v1/admin/*`: operator views, for the `admin` role only.
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use strata_router::ShardStatus;
@@ -12,7 +13,9 @@ use crate::state::AppState;
 
 /// The admin routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/admin/shards", get(shards))
+    Router::new()
+        .route("/v1/admin/shards", get(shards))
+        .route("/v1/admin/search/rebuild", post(rebuild_search))
 }
 
 /// `GET /v1/admin/shards` body.
@@ -29,4 +32,16 @@ async fn shards(
     Ok(Json(Shards {
         shards: state.topology().status(),
     }))
+}
+
+/// `POST /v1/admin/search/rebuild`: this node drops its index and rebuilds it from the
+/// start of every change feed (202: it happens in the background; `/readyz` is 503
+/// until it has caught up).
+async fn rebuild_search(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<StatusCode, ApiError> {
+    auth.require_role("admin")?;
+    state.search().request_rebuild();
+    Ok(StatusCode::ACCEPTED)
 }

@@ -66,6 +66,9 @@ pub struct SearchIndex {
     /// Set once every shard's feed has been followed to its head since start-up; until
     /// then the node is not ready (a brand-new node is still building its index).
     caught_up: AtomicBool,
+    /// Set by an operator to have the tailer drop the index and rebuild it from the
+    /// start of every feed.
+    rebuild_requested: AtomicBool,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -105,6 +108,7 @@ impl SearchIndex {
             writer: Mutex::new(writer),
             pending: Mutex::new(HashMap::new()),
             caught_up: AtomicBool::new(false),
+            rebuild_requested: AtomicBool::new(false),
         })
     }
 
@@ -199,6 +203,7 @@ impl SearchIndex {
 
     /// Makes every applied change searchable and records the feed cursors with it.
     pub fn commit(&self, cursors: &BTreeMap<String, i64>) -> Result<(), IndexError> {
+        let started = std::time::Instant::now();
         let mut writer = self.writer.lock().expect("writer lock");
         let mut prepared = writer.prepare_commit()?;
         prepared.set_payload(&serde_json::to_string(cursors).expect("cursors serialize"));
@@ -206,6 +211,8 @@ impl SearchIndex {
         drop(writer);
         self.reader.reload()?;
         self.pending.lock().expect("pending lock").clear();
+        metrics::histogram!("strata_search_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -217,6 +224,27 @@ impl SearchIndex {
     /// Records that every feed has been followed to its head.
     pub fn mark_caught_up(&self) {
         self.caught_up.store(true, Ordering::Relaxed);
+    }
+
+    /// Asks the tailer to rebuild the index from the start of every feed.
+    pub fn request_rebuild(&self) {
+        self.rebuild_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes a pending rebuild request, if any.
+    pub fn take_rebuild_request(&self) -> bool {
+        self.rebuild_requested.swap(false, Ordering::Relaxed)
+    }
+
+    /// Drops every document and cursor (the index then rebuilds from the feeds).
+    pub fn clear(&self) -> Result<(), IndexError> {
+        self.writer
+            .lock()
+            .expect("writer lock")
+            .delete_all_documents()?;
+        self.pending.lock().expect("pending lock").clear();
+        self.caught_up.store(false, Ordering::Relaxed);
+        self.commit(&BTreeMap::new())
     }
 
     /// Live documents (excluding tombstones).

@@ -54,6 +54,24 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
         })
         .collect();
     loop {
+        if index.take_rebuild_request() {
+            match index.clear() {
+                Ok(()) => {
+                    for feed in feeds.values_mut() {
+                        *feed = FeedState {
+                            cursor: 0,
+                            at_head: false,
+                            gap_since: None,
+                        };
+                    }
+                    tracing::info!("search index cleared; rebuilding from the start of every feed");
+                    metrics::counter!("strata_search_rebuilds_total").increment(1);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not clear the search index for a rebuild")
+                }
+            }
+        }
         let mut applied_any = false;
         for (shard, state) in feeds.iter_mut() {
             match read_batch(&topology, shard, state).await {
