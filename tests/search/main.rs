@@ -13,8 +13,9 @@ static CLUSTER: SharedCluster = SharedCluster::new();
 
 const PASSWORD: &str = "correct horse battery staple";
 
+/// Three nodes: the restart test kills and restarts the third, which no other test uses.
 fn cluster() -> &'static Cluster {
-    CLUSTER.get(Cluster::builder)
+    CLUSTER.get(|| Cluster::builder().nodes(3))
 }
 
 fn node(i: usize) -> Api {
@@ -273,11 +274,11 @@ async fn a_restarted_node_resumes_from_its_saved_cursors_and_keeps_its_index() {
         json!({"title": word, "body": "x", "visibility": "public"}),
     )
     .await;
-    until_found(&node(1), &author.access, &word, &id, true).await;
-    let restarted = &cluster().nodes[1];
+    until_found(&node(2), &author.access, &word, &id, true).await;
+    let restarted = &cluster().nodes[2];
     restarted.kill();
     restarted.start().unwrap();
-    let metrics = node(1).get("/metrics", None).await.text().await.unwrap();
+    let metrics = node(2).get("/metrics", None).await.text().await.unwrap();
     let resumed: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("strata_search_resumed_cursor{"))
@@ -295,7 +296,7 @@ async fn a_restarted_node_resumes_from_its_saved_cursors_and_keeps_its_index() {
         metrics.contains("strata_search_lag_seconds{"),
         "index lag per shard is exported"
     );
-    let (status, page) = search(&node(1), &author.access, &word).await;
+    let (status, page) = search(&node(2), &author.access, &word).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         ids(&page).contains(&id),
