@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::Response;
 use metrics_exporter_prometheus::PrometheusHandle;
 use object_store::ObjectStore;
 use strata_router::Topology;
@@ -12,6 +13,7 @@ use strata_router::topology::PollerGuard;
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::tokens::TokenIssuer;
 use crate::config::NodeConfig;
+use crate::consistency::ConsistencyToken;
 use crate::redis_handle::RedisHandle;
 use crate::search::index::SearchIndex;
 
@@ -106,6 +108,22 @@ impl AppState {
     /// The password-hashing pool.
     pub fn hasher(&self) -> &PasswordHasher {
         &self.inner.hasher
+    }
+
+    /// Stamps a write's answer with the caller's consistency token merged with the
+    /// write's (header and cookie, the cookie `Secure` as configured).
+    pub fn stamp(
+        &self,
+        response: Response,
+        caller: &ConsistencyToken,
+        write: &ConsistencyToken,
+    ) -> Response {
+        crate::consistency::stamp(
+            response,
+            caller,
+            write,
+            self.inner.config.auth.secure_cookies,
+        )
     }
 
     /// How long a session lives after its last refresh.

@@ -100,7 +100,6 @@ pub struct ShardStatus {
 
 /// The router: shard map, placement and the live state of every host.
 pub struct Topology {
-    map: ShardMap,
     placement: Placement,
     settings: RouterSettings,
     shards: BTreeMap<ShardId, Shard>,
@@ -151,7 +150,6 @@ impl Topology {
             })
             .collect();
         let topology = Arc::new(Self {
-            map,
             placement,
             settings,
             shards,
@@ -172,16 +170,6 @@ impl Topology {
                 topology.poll_all().await;
             }
         }))
-    }
-
-    /// The shard map this topology was built from.
-    pub fn map(&self) -> &ShardMap {
-        &self.map
-    }
-
-    /// Slot placement.
-    pub fn placement(&self) -> &Placement {
-        &self.placement
     }
 
     /// Every shard id, in order.

@@ -1,7 +1,7 @@
 //! Every address of a running local cluster, printed by `strata dev up` and written as
 //! JSON to `<data dir>/cluster.json`, where the CLI, the tests and the bench find it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,15 +53,6 @@ impl Endpoints {
         let text = serde_json::to_string_pretty(self).expect("endpoints always serialize");
         std::fs::write(&path, text + "\n")
             .map_err(SandboxError::io(format!("write {}", path.display())))
-    }
-
-    /// Reads `cluster.json` from a data directory.
-    pub fn read(data_dir: &Path) -> Result<Self, SandboxError> {
-        let path = data_dir.join(ENDPOINTS_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(SandboxError::io(format!("read {}", path.display())))?;
-        serde_json::from_str(&text)
-            .map_err(|e| SandboxError::Config(format!("{}: {e}", path.display())))
     }
 
     /// A human summary, one endpoint a line.

@@ -23,7 +23,7 @@ use crate::load::{closed_loop, open_loop};
 use crate::pgbench::{self, PgbenchRun};
 use crate::recorder::Recorder;
 use crate::report::{Phase, Ratio, Report};
-use crate::scenarios::{client_ip, send};
+use crate::scenarios::{client_ip, send, sign_in};
 use crate::target::Target;
 
 /// Knobs of the scenario.
@@ -34,8 +34,6 @@ pub struct DataPaths {
     pub duration: Duration,
     pub seed: u64,
 }
-
-const PASSWORD: &str = "bench password that is long enough";
 
 impl DataPaths {
     /// Runs the scenario and returns its report.
@@ -265,30 +263,8 @@ impl DataPaths {
     }
 
     async fn bench_user(&self, http: &Client, node: &str) -> anyhow::Result<(String, String)> {
-        let name = format!("bench_data_{}", self.seed);
         let ip = client_ip(self.seed, 900_000);
-        let body = json!({"username": name, "email": format!("{name}@bench.example"), "password": PASSWORD});
-        http.post(format!("{node}/v1/auth/signup"))
-            .header("x-forwarded-for", &ip)
-            .json(&body)
-            .send()
-            .await?;
-        let response = http
-            .post(format!("{node}/v1/auth/login"))
-            .header("x-forwarded-for", &ip)
-            .json(&json!({"login": name, "password": PASSWORD}))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "bench login answered {}",
-            response.status()
-        );
-        let body: serde_json::Value = response.json().await?;
-        Ok((
-            body["access_token"].as_str().unwrap_or_default().to_owned(),
-            body["user"]["id"].as_str().unwrap_or_default().to_owned(),
-        ))
+        sign_in(http, node, &format!("bench_data_{}", self.seed), &ip).await
     }
 
     /// The primary and a replica of the bench user's shard, as started.

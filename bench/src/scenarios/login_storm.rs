@@ -31,7 +31,7 @@ pub struct LoginStorm {
     pub seed: u64,
 }
 
-const PASSWORD: &str = "bench password that is long enough";
+use crate::scenarios::BENCH_PASSWORD as PASSWORD;
 
 impl LoginStorm {
     /// Runs the scenario and returns its report.

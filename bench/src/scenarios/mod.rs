@@ -50,6 +50,44 @@ pub async fn send(
     Outcome { endpoint, status }
 }
 
+/// The password of every user the bench seeds.
+pub const BENCH_PASSWORD: &str = "bench password that is long enough";
+
+/// Signs `name` up (a user left by an earlier run with the same seed is reused) and logs
+/// in as simulated client `ip`; returns the access token and the user id.
+pub async fn sign_in(
+    http: &Client,
+    node: &str,
+    name: &str,
+    ip: &str,
+) -> anyhow::Result<(String, String)> {
+    let body = serde_json::json!({"username": name, "email": format!("{name}@bench.example"), "password": BENCH_PASSWORD});
+    http.post(format!("{node}/v1/auth/signup"))
+        .header("x-forwarded-for", ip)
+        .json(&body)
+        .send()
+        .await?;
+    let login = http
+        .post(format!("{node}/v1/auth/login"))
+        .header("x-forwarded-for", ip)
+        .json(&serde_json::json!({"login": name, "password": BENCH_PASSWORD}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        login.status().is_success(),
+        "logging in bench user {name} answered {}",
+        login.status()
+    );
+    let login: Value = login.json().await?;
+    Ok((
+        login["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        login["user"]["id"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
 /// Seconds since `start`, for phase durations.
 pub fn secs_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()

@@ -14,8 +14,8 @@ use crate::load::{closed_loop, open_loop};
 use crate::pgbench;
 use crate::recorder::Recorder;
 use crate::report::{Phase, Ratio, Report};
-use crate::scenarios::client_ip;
 use crate::scenarios::mix::{Dataset, Mix, SeededUser, request};
+use crate::scenarios::{client_ip, sign_in};
 use crate::target::Target;
 
 /// How load is applied.
@@ -46,8 +46,6 @@ pub struct MixRun {
     pub tasks_per_user: usize,
     pub seed: u64,
 }
-
-const PASSWORD: &str = "bench password that is long enough";
 
 impl MixRun {
     /// Runs the scenario and returns its report.
@@ -260,29 +258,7 @@ impl MixRun {
             let node = &target.nodes[u % target.nodes.len()];
             let name = format!("mix_{}_{u}", self.seed);
             let ip = client_ip(self.seed, 500_000 + u as u64);
-            let body = json!({"username": name, "email": format!("{name}@bench.example"), "password": PASSWORD});
-            http.post(format!("{node}/v1/auth/signup"))
-                .header("x-forwarded-for", &ip)
-                .json(&body)
-                .send()
-                .await?;
-            let login = http
-                .post(format!("{node}/v1/auth/login"))
-                .header("x-forwarded-for", &ip)
-                .json(&json!({"login": name, "password": PASSWORD}))
-                .send()
-                .await?;
-            anyhow::ensure!(
-                login.status().is_success(),
-                "logging in seeded user {name} answered {}",
-                login.status()
-            );
-            let login: serde_json::Value = login.json().await?;
-            let token = login["access_token"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let id = login["user"]["id"].as_str().unwrap_or_default().to_owned();
+            let (token, id) = sign_in(http, node, &name, &ip).await?;
             let posts = self.ensure_items(http, node, &token, &format!("/v1/users/{id}/posts"), "/v1/posts", self.posts_per_user, |n| {
                 json!({"title": format!("seeded post {n}"), "body": "seeded body ".repeat(50), "visibility": "public"})
             })

@@ -11,7 +11,9 @@ use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
-use crate::items::write::{Committed, FeedOp, append_feed, owner_primary, token_after_commit};
+use crate::items::write::{
+    Committed, FeedOp, append_feed, owner_primary, owner_reader, token_after_commit,
+};
 
 /// `File`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -119,8 +121,7 @@ impl<'a> FileStore<'a> {
         id: &ItemId,
         token: &ConsistencyToken,
     ) -> Result<Option<FileMeta>, StoreError> {
-        let shard = self.topology.shard_for(id.owner().route_hash());
-        let (conn, _) = self.topology.reader(shard, token.required(shard)).await?;
+        let conn = owner_reader(self.topology, id.owner(), token).await?;
         let row = conn
             .query_opt(
                 &format!("SELECT {COLUMNS} FROM files WHERE id = $1 AND owner_id = $2"),
@@ -162,8 +163,7 @@ impl<'a> FileStore<'a> {
         limit: i64,
         token: &ConsistencyToken,
     ) -> Result<(Vec<FileMeta>, Option<Cursor>), StoreError> {
-        let shard = self.topology.shard_for(owner.route_hash());
-        let (conn, _) = self.topology.reader(shard, token.required(shard)).await?;
+        let conn = owner_reader(self.topology, owner, token).await?;
         let (before_at, before_id) = page_start(after);
         let rows = conn
             .query(

@@ -11,7 +11,9 @@ use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
-use crate::items::write::{Committed, FeedOp, append_feed, owner_primary, token_after_commit};
+use crate::items::write::{
+    Committed, FeedOp, append_feed, owner_primary, owner_reader, token_after_commit,
+};
 
 /// Who may read a post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -149,8 +151,7 @@ impl<'a> PostStore<'a> {
         id: &ItemId,
         token: &ConsistencyToken,
     ) -> Result<Option<Post>, StoreError> {
-        let shard = self.topology.shard_for(id.owner().route_hash());
-        let (conn, _) = self.topology.reader(shard, token.required(shard)).await?;
+        let conn = owner_reader(self.topology, id.owner(), token).await?;
         let row = conn
             .query_opt(
                 &format!("SELECT {COLUMNS} FROM posts WHERE id = $1"),
@@ -244,8 +245,7 @@ impl<'a> PostStore<'a> {
         limit: i64,
         token: &ConsistencyToken,
     ) -> Result<(Vec<Post>, Option<Cursor>), StoreError> {
-        let shard = self.topology.shard_for(author.route_hash());
-        let (conn, _) = self.topology.reader(shard, token.required(shard)).await?;
+        let conn = owner_reader(self.topology, author, token).await?;
         let (before_at, before_id) = page_start(after);
         let rows = conn
             .query(

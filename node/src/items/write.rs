@@ -34,6 +34,18 @@ pub async fn owner_primary(
     Ok((conn, shard, hash))
 }
 
+/// A connection for reading an owner's items: a replica of the owner's shard that has
+/// replayed the caller's token for that shard, else the primary.
+pub async fn owner_reader(
+    topology: &Topology,
+    owner: &UserId,
+    token: &ConsistencyToken,
+) -> Result<Object, StoreError> {
+    let shard = topology.shard_for(owner.route_hash());
+    let (conn, _) = topology.reader(shard, token.required(shard)).await?;
+    Ok(conn)
+}
+
 /// Appends one change to the shard's feed, inside the item's transaction.
 pub async fn append_feed(
     tx: &Transaction<'_>,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::auth::extract::Authenticated;
-use crate::consistency::{ReadConsistency, stamp};
+use crate::consistency::ReadConsistency;
 use crate::error::{ApiError, FieldError};
 use crate::items::files::{FileMeta, FileStore, NewFile};
 use crate::items::ids::ItemId;
@@ -242,12 +242,7 @@ async fn store_upload<E: std::fmt::Display>(
         Ok(committed) => {
             metrics::counter!("strata_file_upload_bytes_total").increment(size);
             let response = (StatusCode::CREATED, Json(committed.value)).into_response();
-            Ok(stamp(
-                response,
-                caller,
-                &committed.token,
-                state.config().auth.secure_cookies,
-            ))
+            Ok(state.stamp(response, caller, &committed.token))
         }
         Err(e) => {
             // The metadata did not land: the bytes must not stay behind.
@@ -386,11 +381,10 @@ async fn remove(
     {
         tracing::warn!(file_id = %id, error = %e, "metadata deleted but the bytes were not");
     }
-    Ok(stamp(
+    Ok(state.stamp(
         StatusCode::NO_CONTENT.into_response(),
         &caller,
         &committed.token,
-        state.config().auth.secure_cookies,
     ))
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::auth::extract::Authenticated;
 use crate::auth::ids::UserId;
-use crate::consistency::{ReadConsistency, stamp};
+use crate::consistency::ReadConsistency;
 use crate::error::{ApiError, FieldError};
 use crate::items::cursor::{Cursor, page_size};
 use crate::items::ids::ItemId;
@@ -139,12 +139,7 @@ async fn create(
         .create(&auth.user, new)
         .await?;
     let response = (StatusCode::CREATED, Json(committed.value)).into_response();
-    Ok(stamp(
-        response,
-        &caller,
-        &committed.token,
-        state.config().auth.secure_cookies,
-    ))
+    Ok(state.stamp(response, &caller, &committed.token))
 }
 
 /// Reads a post the caller may see, from the cache when the caller needs no particular
@@ -258,12 +253,7 @@ async fn update(
         .ok_or_else(|| ApiError::NotFound("post".into()))?;
     drop_cache(&state, &id).await;
     let response = Json(committed.value).into_response();
-    Ok(stamp(
-        response,
-        &caller,
-        &committed.token,
-        state.config().auth.secure_cookies,
-    ))
+    Ok(state.stamp(response, &caller, &committed.token))
 }
 
 async fn remove(
@@ -283,11 +273,10 @@ async fn remove(
         .await?
         .ok_or_else(|| ApiError::NotFound("post".into()))?;
     drop_cache(&state, &id).await;
-    Ok(stamp(
+    Ok(state.stamp(
         StatusCode::NO_CONTENT.into_response(),
         &caller,
         &committed.token,
-        state.config().auth.secure_cookies,
     ))
 }
 

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::auth::extract::Authenticated;
-use crate::consistency::{ReadConsistency, stamp};
+use crate::consistency::ReadConsistency;
 use crate::error::{ApiError, FieldError};
 use crate::items::ids::ItemId;
 use crate::items::tasks::{StatusFilter, Task, TaskChanges, TaskStore};
@@ -118,12 +118,7 @@ async fn create(
         .create(&auth.user, &request.title, &notes, due_at)
         .await?;
     let response = (StatusCode::CREATED, Json(committed.value)).into_response();
-    Ok(stamp(
-        response,
-        &caller,
-        &committed.token,
-        state.config().auth.secure_cookies,
-    ))
+    Ok(state.stamp(response, &caller, &committed.token))
 }
 
 async fn read(
@@ -172,11 +167,10 @@ async fn update(
         .update(&auth.user, &id, changes)
         .await?
         .ok_or_else(not_found)?;
-    Ok(stamp(
+    Ok(state.stamp(
         Json(committed.value).into_response(),
         &caller,
         &committed.token,
-        state.config().auth.secure_cookies,
     ))
 }
 
@@ -194,11 +188,10 @@ async fn remove(
         .delete(&auth.user, &id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(stamp(
+    Ok(state.stamp(
         StatusCode::NO_CONTENT.into_response(),
         &caller,
         &committed.token,
-        state.config().auth.secure_cookies,
     ))
 }
 
