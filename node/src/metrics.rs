@@ -26,8 +26,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
         .install_recorder()
 }
 
-/// `GET /metrics`: the Prometheus text format.
+/// `GET /metrics`: the Prometheus text format. Process figures (resident memory, CPU
+/// seconds, open files) are sampled at each scrape.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    metrics_process::Collector::default().collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics().render(),

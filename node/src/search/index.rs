@@ -6,17 +6,15 @@
 //! resumes where its last commit left off.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::TermQuery;
-use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value,
-};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
 
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +57,8 @@ pub struct SearchIndex {
     pub index: Index,
     pub fields: Fields,
     pub reader: IndexReader,
+    /// Where the index's files are.
+    dir: PathBuf,
     writer: Mutex<IndexWriter>,
     /// Versions applied since the last commit (not yet visible to searches), so a batch
     /// holding two changes of one item keeps only the newer.
@@ -105,6 +105,7 @@ impl SearchIndex {
             index,
             fields,
             reader,
+            dir: dir.to_owned(),
             writer: Mutex::new(writer),
             pending: Mutex::new(HashMap::new()),
             caught_up: AtomicBool::new(false),
@@ -137,8 +138,12 @@ impl SearchIndex {
         let Some((_, address)) = hits.first() else {
             return Ok(None);
         };
-        let doc: TantivyDocument = searcher.doc(*address)?;
-        Ok(doc.get_first(self.fields.version).and_then(|v| v.as_i64()))
+        // The fast field, not the document store: no block to decompress per change.
+        let versions = searcher
+            .segment_reader(address.segment_ord)
+            .fast_fields()
+            .i64("version")?;
+        Ok(versions.first(address.doc_id))
     }
 
     /// Applies one change if it is newer than what the index holds. Returns whether it
@@ -245,6 +250,20 @@ impl SearchIndex {
         self.pending.lock().expect("pending lock").clear();
         self.caught_up.store(false, Ordering::Relaxed);
         self.commit(&BTreeMap::new())
+    }
+
+    /// Bytes the index's files take on disk (segments being merged included).
+    pub fn size_on_disk(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Live documents (excluding tombstones).

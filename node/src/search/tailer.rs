@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use strata_router::{ShardId, Topology};
 
-use crate::search::index::{Change, SearchIndex};
+use crate::search::index::{Change, IndexError, SearchIndex};
 
 /// How long a gap in a feed's sequence is waited on before it counts as rolled back.
 pub const GAP_PATIENCE: Duration = Duration::from_secs(2);
@@ -21,7 +21,11 @@ pub const GAP_PATIENCE: Duration = Duration::from_secs(2);
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
 /// Changes read per batch.
-const BATCH: i64 = 1000;
+const BATCH: i64 = 2000;
+
+/// While a feed is behind, how often applied changes are committed (and become
+/// searchable). At the head of every feed, each round commits at once.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// Where each shard's feed stands.
 struct FeedState {
@@ -53,10 +57,13 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
             )
         })
         .collect();
+    let mut uncommitted = 0usize;
+    let mut last_commit = Instant::now();
     loop {
         if index.take_rebuild_request() {
             match index.clear() {
                 Ok(()) => {
+                    uncommitted = 0;
                     for feed in feeds.values_mut() {
                         *feed = FeedState {
                             cursor: 0,
@@ -75,13 +82,23 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
         let mut applied_any = false;
         for (shard, state) in feeds.iter_mut() {
             match read_batch(&topology, shard, state).await {
+                Ok(changes) if changes.is_empty() => {}
                 Ok(changes) => {
-                    for (seq, change) in changes {
-                        if let Some(Err(e)) = change.as_ref().map(|c| index.apply(c)) {
-                            tracing::warn!(shard = %shard, seq, error = %e, "could not index a change");
+                    state.cursor = changes.last().map_or(state.cursor, |(seq, _)| *seq);
+                    applied_any = true;
+                    uncommitted += changes.len();
+                    let (index, shard) = (index.clone(), shard.clone());
+                    // Indexing is CPU work: off the async workers.
+                    let applied = tokio::task::spawn_blocking(move || {
+                        for (seq, change) in changes {
+                            if let Some(Err(e)) = change.as_ref().map(|c| index.apply(c)) {
+                                tracing::warn!(shard = %shard, seq, error = %e, "could not index a change");
+                            }
                         }
-                        state.cursor = seq;
-                        applied_any = true;
+                    })
+                    .await;
+                    if let Err(e) = applied {
+                        tracing::error!(error = %e, "the indexing task failed");
                     }
                 }
                 Err(e) => {
@@ -89,17 +106,22 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
                 }
             }
         }
-        if !index.caught_up() && feeds.values().all(|f| f.at_head) {
-            index.mark_caught_up();
-            tracing::info!("search index caught up with every change feed");
-        }
-        if applied_any {
+        let all_at_head = feeds.values().all(|f| f.at_head);
+        if uncommitted > 0 && (all_at_head || last_commit.elapsed() >= COMMIT_EVERY) {
             let cursors: BTreeMap<String, i64> = feeds
                 .iter()
                 .map(|(s, f)| (s.to_string(), f.cursor))
                 .collect();
-            match index.commit(&cursors) {
+            let committing = index.clone();
+            let to_save = cursors.clone();
+            let committed = tokio::task::spawn_blocking(move || committing.commit(&to_save))
+                .await
+                .unwrap_or_else(|e| Err(IndexError::Directory(format!("commit task: {e}"))));
+            match committed {
                 Ok(()) => {
+                    uncommitted = 0;
+                    last_commit = Instant::now();
+                    metrics::gauge!("strata_search_index_bytes").set(index.size_on_disk() as f64);
                     for (shard, cursor) in &cursors {
                         metrics::gauge!("strata_search_cursor", "shard" => shard.clone())
                             .set(*cursor as f64);
@@ -108,7 +130,12 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
                 }
                 Err(e) => tracing::warn!(error = %e, "search commit failed"),
             }
-        } else {
+        }
+        if uncommitted == 0 && all_at_head && !index.caught_up() {
+            index.mark_caught_up();
+            tracing::info!("search index caught up with every change feed");
+        }
+        if !applied_any {
             tokio::time::sleep(IDLE_POLL).await;
         }
     }
