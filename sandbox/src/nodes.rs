@@ -116,11 +116,23 @@ impl NodeProcess {
         )?;
         if !process::alive(pid) {
             let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-            let last: Vec<&str> = log.lines().rev().take(5).collect();
+            // From the last error or panic on (else the last lines), without backtrace
+            // frame locations.
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines
+                .iter()
+                .rposition(|l| l.starts_with("Error:") || l.contains("panicked at"))
+                .unwrap_or(lines.len().saturating_sub(5));
+            let last: Vec<&str> = lines[from..]
+                .iter()
+                .filter(|l| !l.trim_start().starts_with("at "))
+                .take(12)
+                .copied()
+                .collect();
             return Err(SandboxError::Command {
                 what: format!("node {}", self.id),
                 status: "exited at start-up".into(),
-                output: last.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                output: last.join("\n"),
             });
         }
         Ok(())

@@ -131,10 +131,16 @@ pub fn alive(pid: i32) -> bool {
         return false;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat
+    let zombie = stat
         .rsplit(')')
         .next()
-        .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+    // A killed process's main thread can turn zombie before its other threads have
+    // exited (and let go of its files and locks): it is gone once only that one is left.
+    !zombie
+        || std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| tasks.count() > 1)
+            .unwrap_or(false)
 }
 
 /// A process and all its direct children (Postgres backends and helpers are children of

@@ -69,10 +69,16 @@ impl RedisCluster {
         let dir = self.server_dir(port);
         std::fs::create_dir_all(&dir).map_err(SandboxError::io("create redis dir"))?;
         let conf = dir.join("redis.conf");
+        // The cluster bus port is set explicitly: Redis's default (port + 10,000) does not
+        // exist for ports above 55535, and may be taken. A restart keeps the first one.
+        let bus_port = match bus_port_of(&conf) {
+            Some(port) => port,
+            None => process::free_ports(1)?[0],
+        };
         let text = format!(
             "# Written by the Strata sandbox.\nbind 127.0.0.1\nport {port}\nprotected-mode no\n\
              daemonize yes\npidfile {pid}\nlogfile {log}\ndir {dir}\n\
-             cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 3000\n\
+             cluster-enabled yes\ncluster-port {bus_port}\ncluster-config-file nodes.conf\ncluster-node-timeout 3000\n\
              appendonly yes\nappendfsync everysec\nsave \"\"\n",
             pid = self.pid_file(port).display(),
             log = dir.join("redis.log").display(),
@@ -124,4 +130,12 @@ impl RedisCluster {
             self.stop_server(port);
         }
     }
+}
+
+/// The cluster bus port a server's config file names, if it has one.
+fn bus_port_of(conf: &std::path::Path) -> Option<u16> {
+    std::fs::read_to_string(conf)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("cluster-port ")?.trim().parse().ok())
 }

@@ -1,4 +1,5 @@
-//! The node's embedded Tantivy index of posts, tasks and files: a derived view of the
+//! The node's embedded Tantivy index of posts (title, body, tags), tasks (title, notes)
+//! and files (name, and the text of small text files): a derived view of the
 //! shards' change feeds. Each document carries the item's version; a change applies only
 //! if it is newer than what the index holds, and a delete leaves a tombstone with its
 //! version, so replayed or late changes neither lose nor resurrect documents. The
@@ -9,12 +10,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
+use tantivy::directory::error::LockError;
 use tantivy::query::TermQuery;
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyError, Term, doc};
+
+/// Memory the writer buffers documents in before it writes a segment.
+const WRITER_MEMORY_BYTES: usize = 64_000_000;
 
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +93,26 @@ fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
+/// How long start-up waits for a previous process (still exiting) to let go of the
+/// index's writer lock.
+const WRITER_LOCK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The index's single writer, waiting out a previous holder that is still exiting.
+fn writer_when_free(index: &Index) -> Result<IndexWriter, IndexError> {
+    let started = Instant::now();
+    loop {
+        match index.writer(WRITER_MEMORY_BYTES) {
+            Err(TantivyError::LockFailure(LockError::LockBusy, _))
+                if started.elapsed() < WRITER_LOCK_PATIENCE =>
+            {
+                tracing::info!("the search index is still locked by an exiting process; waiting");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl SearchIndex {
     /// Opens the index in `dir`, creating it when empty.
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
@@ -96,7 +122,7 @@ impl SearchIndex {
         let directory =
             MmapDirectory::open(dir).map_err(|e| IndexError::Directory(e.to_string()))?;
         let index = Index::open_or_create(directory, schema)?;
-        let writer = index.writer(32_000_000)?;
+        let writer = writer_when_free(&index)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
@@ -178,7 +204,7 @@ impl SearchIndex {
                     _ => (
                         text("owner_id"),
                         text("name"),
-                        String::new(),
+                        text("text"),
                         "private".to_owned(),
                     ),
                 };
@@ -233,6 +259,8 @@ impl SearchIndex {
 
     /// Asks the tailer to rebuild the index from the start of every feed.
     pub fn request_rebuild(&self) {
+        // Not ready from this moment: the index is about to be emptied.
+        self.caught_up.store(false, Ordering::Relaxed);
         self.rebuild_requested.store(true, Ordering::Relaxed);
     }
 
