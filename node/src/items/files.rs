@@ -36,6 +36,9 @@ pub struct FileMeta {
 pub struct NewFile {
     pub id: ItemId,
     pub name: String,
+    /// The content of a small text file, carried in the change feed for search (the
+    /// bytes themselves stay in the object store).
+    pub text: Option<String>,
     pub content_type: String,
     pub size: i64,
     pub sha256: String,
@@ -96,7 +99,10 @@ impl<'a> FileStore<'a> {
             )
             .await?;
         let meta = from_row(&row);
-        let payload = serde_json::to_value(&meta).expect("file metadata serializes");
+        let mut payload = serde_json::to_value(&meta).expect("file metadata serializes");
+        if let Some(text) = file.text {
+            payload["text"] = serde_json::Value::String(text);
+        }
         append_feed(
             &tx,
             hash,

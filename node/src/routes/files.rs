@@ -173,6 +173,38 @@ async fn upload(
     .await
 }
 
+/// Files up to this size whose type is text are searchable by their content.
+pub const SEARCHABLE_TEXT_MAX_BYTES: u64 = 64 * 1024;
+
+/// The text of a small upload, when its media type says it is text and its bytes are
+/// UTF-8 without NULs (anything else is searchable by name only).
+fn searchable_text(media_type: &str, bytes: Vec<u8>) -> Option<String> {
+    let essence = media_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let textual = essence.starts_with("text/")
+        || essence.ends_with("+json")
+        || essence.ends_with("+xml")
+        || matches!(
+            essence.as_str(),
+            "application/json"
+                | "application/xml"
+                | "application/yaml"
+                | "application/x-yaml"
+                | "application/toml"
+                | "application/javascript"
+        );
+    if !textual {
+        return None;
+    }
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|text| !text.contains('\0') && !text.trim().is_empty())
+}
+
 /// What an upload will be recorded as.
 struct Upload {
     name: String,
@@ -201,6 +233,8 @@ async fn store_upload<E: std::fmt::Display>(
     let store = state.objects();
     let mut writer = WriteMultipart::new(store.put_multipart(&key).await.map_err(unavailable)?);
     let (mut hasher, mut size) = (Sha256::new(), 0u64);
+    // The first bytes, kept while the file is small enough to be searched by content.
+    let mut head: Option<Vec<u8>> = Some(Vec::new());
     let mut stream = std::pin::pin!(stream);
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
@@ -220,6 +254,12 @@ async fn store_upload<E: std::fmt::Display>(
             });
         }
         hasher.update(&chunk);
+        head = head
+            .filter(|_| size <= SEARCHABLE_TEXT_MAX_BYTES)
+            .map(|mut kept| {
+                kept.extend_from_slice(&chunk);
+                kept
+            });
         if let Err(e) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
             let _ = writer.abort().await;
             return Err(unavailable(e));
@@ -227,9 +267,11 @@ async fn store_upload<E: std::fmt::Display>(
         writer.put(chunk);
     }
     writer.finish().await.map_err(unavailable)?;
+    let text = head.and_then(|bytes| searchable_text(&upload.content_type, bytes));
     let file = NewFile {
         id,
         name: upload.name,
+        text,
         content_type: upload.content_type,
         size: size as i64,
         sha256: hex::encode(hasher.finalize()),
@@ -407,6 +449,25 @@ async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_small_utf8_text_is_searchable_by_content() {
+        let text = |t: &str, b: &[u8]| searchable_text(t, b.to_vec());
+        assert_eq!(
+            text("text/plain; charset=utf-8", b"meeting notes"),
+            Some("meeting notes".into())
+        );
+        assert_eq!(
+            text("application/json", b"{\"a\": 1}"),
+            Some("{\"a\": 1}".into())
+        );
+        assert_eq!(text("application/vnd.api+json", b"[]"), Some("[]".into()));
+        assert_eq!(text("application/octet-stream", b"meeting notes"), None);
+        assert_eq!(text("image/png", b"meeting notes"), None);
+        assert_eq!(text("text/plain", b"\xff\xfe not utf-8"), None);
+        assert_eq!(text("text/plain", b"nul\0inside"), None);
+        assert_eq!(text("text/plain", b"   "), None);
+    }
 
     #[test]
     fn hostile_names_are_refused() {
