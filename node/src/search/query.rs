@@ -5,9 +5,9 @@
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::snippet::SnippetGenerator;
 use tantivy::{TantivyDocument, Term};
 
+use crate::search::highlight;
 use crate::search::index::{IndexError, SearchIndex};
 
 /// Which documents a caller asks for.
@@ -94,13 +94,8 @@ pub fn search(
             .and_offset(offset)
             .order_by_score(),
     )?;
-    // Fuzzy queries name no exact terms to highlight; snippets come from the same text
-    // parsed without fuzziness.
-    let (exact_query, _) = QueryParser::for_index(&index.index, vec![f.title, f.body, f.tags])
-        .parse_query_lenient(text);
-    let title_snippets = SnippetGenerator::create(&searcher, &*exact_query, f.title)?;
-    let mut body_snippets = SnippetGenerator::create(&searcher, &*exact_query, f.body)?;
-    body_snippets.set_max_num_chars(200);
+    let mut analyzer = index.index.tokenizer_for_field(f.body)?;
+    let words = highlight::query_words(&mut analyzer, text);
     let mut hits = Vec::with_capacity(top.len());
     for (score, address) in top {
         let doc: TantivyDocument = searcher.doc(address)?;
@@ -110,12 +105,10 @@ pub fn search(
                 .unwrap_or_default()
                 .to_owned()
         };
-        let body = body_snippets.snippet_from_doc(&doc);
-        let snippet = if body.highlighted().is_empty() {
-            title_snippets.snippet_from_doc(&doc).to_html()
-        } else {
-            body.to_html()
-        };
+        // The body's best fragment, else the title's, else the start of the body.
+        let snippet = highlight::snippet(&mut analyzer, f.body, &text_of(f.body), &words)
+            .or_else(|| highlight::snippet(&mut analyzer, f.title, &text_of(f.title), &words))
+            .unwrap_or_else(|| html_escape(&text_of(f.body).chars().take(200).collect::<String>()));
         hits.push(Hit {
             kind: text_of(f.kind),
             id: text_of(f.id),
@@ -126,4 +119,13 @@ pub fn search(
         });
     }
     Ok(hits)
+}
+
+/// Escapes text for the HTML a snippet is.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
