@@ -12,6 +12,7 @@
 
 pub mod chart;
 pub mod compare;
+pub mod corpus;
 pub mod load;
 pub mod pgbench;
 pub mod recorder;

@@ -12,6 +12,7 @@ use strata_bench::scenarios::data_paths::DataPaths;
 use strata_bench::scenarios::login_storm::LoginStorm;
 use strata_bench::scenarios::mix::Mix;
 use strata_bench::scenarios::runner::{LoadModel, MixRun};
+use strata_bench::scenarios::search::SearchBench;
 use strata_bench::target::Target;
 
 /// Strata load-bench harness.
@@ -86,6 +87,19 @@ enum Command {
         /// Connections of the closed-loop (maximum rate) phases, and pgbench clients.
         #[arg(long, default_value_t = 16)]
         connections: usize,
+    },
+    /// Indexes a generated corpus and compares search with Postgres full-text search
+    /// (see bench/README.md).
+    Search {
+        /// Generated posts to load and index.
+        #[arg(long, default_value_t = 1_000_000)]
+        posts: u64,
+        /// Measured queries of each kind (term, phrase, prefix) per side.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Bench users owning the posts.
+        #[arg(long, default_value_t = 50)]
+        users: usize,
     },
     /// Floods logins and measures what it costs other requests (see bench/README.md).
     LoginStorm {
@@ -203,6 +217,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: cli.seed,
             };
             scenario.run(&target, &http, &cli.out.join("work")).await?
+        }
+        Command::Search {
+            posts,
+            queries,
+            users,
+        } => {
+            anyhow::ensure!(
+                posts > 0 && queries > 0 && users >= 2,
+                "--posts and --queries must be positive and --users at least 2"
+            );
+            let target = Target::from_cluster_file(&cli.cluster)?;
+            target.check(&http).await?;
+            let scenario = SearchBench {
+                posts,
+                queries,
+                users,
+                seed: cli.seed,
+            };
+            scenario.run(&target, &http).await?
         }
         Command::LoginStorm {
             url,

@@ -150,7 +150,8 @@ async fn private_posts_tasks_and_files_never_appear_in_another_users_results() {
         .http
         .post(format!("{}/v1/files?name={word}.txt", node(0).base))
         .bearer_auth(&owner.access)
-        .body("x")
+        .header("content-type", "text/plain")
+        .body(format!("{word} ledger of accounts"))
         .send()
         .await
         .unwrap();
@@ -169,6 +170,7 @@ async fn private_posts_tasks_and_files_never_appear_in_another_users_results() {
         "secret".into(),
         "errand".into(),
         "txt".into(),
+        "ledger".into(),
         "*".into(),
     ];
     for q in &queries {
@@ -204,6 +206,65 @@ async fn private_posts_tasks_and_files_never_appear_in_another_users_results() {
     }
 }
 
+/// Uploads `body` as `name` with a media type; returns the file id.
+async fn upload(token: &str, name: &str, media_type: &str, body: Vec<u8>) -> String {
+    let response = node(0)
+        .http
+        .post(format!("{}/v1/files?name={name}", node(0).base))
+        .bearer_auth(token)
+        .header("content-type", media_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, file) = status_and_json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{file}");
+    file["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn small_text_files_are_found_by_their_content_and_others_by_name_only() {
+    let owner = user("archivist").await;
+    let word = unique("quillwort").replace('_', "");
+    let text = upload(
+        &owner.access,
+        "notes.txt",
+        "text/plain; charset=utf-8",
+        format!("minutes: {word} budget").into_bytes(),
+    )
+    .await;
+    let binary = upload(
+        &owner.access,
+        "blob.bin",
+        "application/octet-stream",
+        format!("minutes: {word} budget").into_bytes(),
+    )
+    .await;
+    let mut large_body = format!("{word} ").into_bytes();
+    large_body.resize(65 * 1024, b'a');
+    let large = upload(&owner.access, "large.txt", "text/plain", large_body).await;
+    // Found by content, through the other node, with the match highlighted.
+    let page = until_found(&node(1), &owner.access, &word, &text, true).await;
+    let hit = ids(&page).iter().position(|id| *id == text).unwrap();
+    assert_eq!(page["items"][hit]["type"], "file");
+    assert!(
+        page["items"][hit]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("<b>{word}</b>")),
+        "{page}"
+    );
+    // The others are indexed (found by name) but not by content.
+    until_found(&node(1), &owner.access, "blob", &binary, true).await;
+    until_found(&node(1), &owner.access, "large", &large, true).await;
+    let (_, page) = search(&node(1), &owner.access, &word).await;
+    assert_eq!(
+        ids(&page),
+        vec![text],
+        "only the small text file matches its content: {page}"
+    );
+}
+
 #[tokio::test]
 async fn a_misspelled_word_and_a_prefix_find_and_a_quoted_phrase_matches_only_the_phrase() {
     let author = user("speller").await;
@@ -215,6 +276,11 @@ async fn a_misspelled_word_and_a_prefix_find_and_a_quoted_phrase_matches_only_th
 
     let (_, page) = search(&node(1), &author.access, &format!("{tag} jumsp")).await;
     assert!(ids(&page).contains(&exact), "a typo still finds it: {page}");
+    let hit = &page["items"][ids(&page).iter().position(|id| *id == exact).unwrap()];
+    assert!(
+        hit["snippet"].as_str().unwrap().contains("<b>jumps</b>"),
+        "the word the typo matched is highlighted: {hit}"
+    );
     let (_, page) = search(&node(1), &author.access, &format!("{tag} jum")).await;
     assert!(ids(&page).contains(&exact), "a prefix finds it: {page}");
     let (_, page) = search(&node(1), &author.access, &format!("{tag} \"quick brown\"")).await;

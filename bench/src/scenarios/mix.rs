@@ -1,5 +1,6 @@
 //! Request mixes over a seeded dataset: `read-heavy` (95 % post reads, 5 % writes),
-//! `write-heavy`, `mixed` (every endpoint in realistic proportions), or any mix given as
+//! `write-heavy`, `mixed` (every endpoint in realistic proportions), `search` (80 %
+//! searches while posts are written and read), or any mix given as
 //! `op=weight,...`. Which operation and which user each request gets is a pure function
 //! of the seed and the request number, so runs are repeatable.
 
@@ -24,10 +25,11 @@ pub enum Op {
     UpdateTask,
     ListTasks,
     UploadFile,
+    Search,
 }
 
 impl Op {
-    const ALL: [(Op, &'static str); 9] = [
+    const ALL: [(Op, &'static str); 10] = [
         (Op::GetPost, "get-post"),
         (Op::ListPosts, "list-posts"),
         (Op::CreatePost, "create-post"),
@@ -37,6 +39,7 @@ impl Op {
         (Op::UpdateTask, "update-task"),
         (Op::ListTasks, "list-tasks"),
         (Op::UploadFile, "upload-file"),
+        (Op::Search, "search"),
     ];
 
     /// The endpoint it is reported under.
@@ -51,6 +54,7 @@ impl Op {
             Op::UpdateTask => "PATCH /v1/tasks/{id}",
             Op::ListTasks => "GET /v1/tasks",
             Op::UploadFile => "POST /v1/files",
+            Op::Search => "GET /v1/search",
         }
     }
 
@@ -89,6 +93,13 @@ impl Mix {
                     (Op::UpdateTask, 25),
                     (Op::CreatePost, 10),
                     (Op::GetPost, 15),
+                ]));
+            }
+            "search" => {
+                return Ok(Self(vec![
+                    (Op::Search, 80),
+                    (Op::CreatePost, 10),
+                    (Op::GetPost, 10),
                 ]));
             }
             "mixed" => {
@@ -278,6 +289,18 @@ pub async fn request(
             )
             .await
         }
+        Op::Search => {
+            // A term, a phrase, a prefix, a typo and a rarer word over the seeded posts.
+            const QUERIES: [&str; 5] = ["lorem", "\"ipsum dolor\"", "lor", "ipsun", "bench 7"];
+            let q = QUERIES[(mix64(i ^ 0x5EA2C4) % QUERIES.len() as u64) as usize];
+            let url = reqwest::Url::parse_with_params(
+                &format!("{node}/v1/search"),
+                &[("q", q), ("limit", "20")],
+            )
+            .map(String::from)
+            .unwrap_or_default();
+            send(&http, endpoint, Method::GET, url, token, Some(&ip), None).await
+        }
         Op::UploadFile => {
             let outcome = http
                 .post(format!("{node}/v1/files?name=bench-{i}.txt"))
@@ -314,6 +337,7 @@ mod tests {
     #[test]
     fn presets_and_custom_mixes_parse() {
         assert_eq!(Mix::parse("read-heavy").unwrap().0.len(), 2);
+        assert_eq!(Mix::parse("search").unwrap().0[0], (Op::Search, 80));
         assert_eq!(
             Mix::parse("get-me=3, get-post=1").unwrap(),
             Mix(vec![(Op::GetMe, 3), (Op::GetPost, 1)])

@@ -4,6 +4,7 @@ pub mod data_paths;
 pub mod login_storm;
 pub mod mix;
 pub mod runner;
+pub mod search;
 
 use std::time::Instant;
 
