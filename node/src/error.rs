@@ -14,7 +14,7 @@ use crate::redis_handle::RedisError;
 use crate::request_context;
 
 /// One invalid field of a request, for 422 answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -153,7 +153,7 @@ impl From<HashError> for ApiError {
 }
 
 /// The problem document (RFC 9457).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

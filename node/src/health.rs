@@ -16,13 +16,14 @@ use crate::state::AppState;
 const REDIS_PROBE_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Body of `/healthz`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Alive {
     pub status: &'static str,
     pub node_id: String,
 }
 
 /// `GET /healthz`: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive", body = Alive)))]
 pub async fn healthz(State(state): State<AppState>) -> Json<Alive> {
     Json(Alive {
         status: "ok",
@@ -31,7 +32,7 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Alive> {
 }
 
 /// Body of a ready `/readyz`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Ready {
     pub status: &'static str,
     pub shards: usize,
@@ -40,6 +41,7 @@ pub struct Ready {
 
 /// `GET /readyz`: 200 when every shard has a primary and Redis answers; else 503 with
 /// every reason.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Can serve", body = Ready), (status = 503, description = "Cannot serve, and why", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let shards = state.topology().status();
     let mut reasons: Vec<String> = shards

@@ -28,6 +28,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 
 /// `GET /metrics`: the Prometheus text format. Process figures (resident memory, CPU
 /// seconds, open files) are sampled at each scrape.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     metrics_process::Collector::default().collect();
     (

@@ -183,6 +183,58 @@ async fn errors_are_problem_json_carrying_the_request_id() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_describes_only_routes_the_node_serves_and_docs_render() {
+    let node = &cluster().nodes[0];
+    let client = reqwest::Client::new();
+    let (status, text) = get(&format!("{}/openapi.json", node.url())).await;
+    assert_eq!(status, 200);
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{} paths", paths.len());
+    // A path of the document that the router did not serve would answer the fallback's
+    // 404 (or 405 for a method it lacks); without credentials every real route answers
+    // 200, 401 or a 4xx about the missing body instead.
+    let item = format!("{}{}", "a".repeat(32), "b".repeat(32));
+    for (path, operations) in paths {
+        let url = format!(
+            "{}{}",
+            node.url(),
+            path.replace("{id}", &item)
+                .replace("{user_id}", &"a".repeat(32))
+        );
+        for method in operations.as_object().unwrap().keys() {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let status = client
+                .request(method.clone(), &url)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(
+                status != 404 && status != 405 && !status.is_server_error(),
+                "{method} {path} answered {status}"
+            );
+        }
+    }
+    let docs = client
+        .get(format!("{}/docs", node.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(
+        docs.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        docs.text().await.unwrap().contains("openapi"),
+        "the page carries the document"
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_requests_by_route_and_report_replica_lag() {
     let cluster = cluster();
     let node = &cluster.nodes[1];

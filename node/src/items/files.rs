@@ -16,7 +16,7 @@ use crate::items::write::{
 };
 
 /// `File`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FileMeta {
     pub id: String,
     pub owner_id: String,

@@ -15,7 +15,7 @@ use crate::items::write::{
 };
 
 /// `Task`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: String,
     pub owner_id: String,

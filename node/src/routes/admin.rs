@@ -9,6 +9,7 @@ use strata_router::ShardStatus;
 
 use crate::auth::extract::Authenticated;
 use crate::error::ApiError;
+use crate::error::Problem;
 use crate::state::AppState;
 
 /// The admin routes.
@@ -24,7 +25,8 @@ pub struct Shards {
     pub shards: Vec<ShardStatus>,
 }
 
-async fn shards(
+#[utoipa::path(get, path = "/v1/admin/shards", tag = "operations", security(("bearer" = [])), responses((status = 200, description = "Shards, hosts, roles, health, replica lag", body = serde_json::Value), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn shards(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<Shards>, ApiError> {
@@ -37,7 +39,8 @@ async fn shards(
 /// `POST /v1/admin/search/rebuild`: this node drops its index and rebuilds it from the
 /// start of every change feed (202: it happens in the background; `/readyz` is 503
 /// until it has caught up).
-async fn rebuild_search(
+#[utoipa::path(post, path = "/v1/admin/search/rebuild", tag = "operations", security(("bearer" = [])), responses((status = 202, description = "This node rebuilds its index from the feeds; /readyz is 503 until it has caught up"), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn rebuild_search(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<StatusCode, ApiError> {

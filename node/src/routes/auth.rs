@@ -19,6 +19,7 @@ use crate::auth::ids::UserId;
 use crate::auth::rate_limit::{self, Decision};
 use crate::auth::sessions::{Rotation, SessionStore};
 use crate::auth::tokens::RefreshToken;
+use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
 use crate::json::{ApiJson, parse_json};
 use crate::routes::session_issue::{ClientInfo, TokenPair, start_session, token_response};
@@ -35,7 +36,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `POST /v1/auth/signup` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
     pub username: String,
@@ -46,7 +47,7 @@ pub struct SignupRequest {
 }
 
 /// `POST /v1/auth/login` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub login: String,
@@ -56,7 +57,7 @@ pub struct LoginRequest {
 }
 
 /// `POST /v1/auth/refresh` body (optional in browser mode, where the cookie carries it).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
@@ -78,7 +79,8 @@ async fn limit(
     }
 }
 
-async fn signup(
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "accounts", request_body = SignupRequest, responses((status = 201, description = "Signed up and logged in", body = TokenPair), (status = 409, description = "Username or email taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn signup(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -149,7 +151,8 @@ async fn signup(
     .await
 }
 
-async fn login(
+#[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest, responses((status = 200, description = "Logged in", body = TokenPair), (status = 401, description = "Wrong login or password", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -206,7 +209,8 @@ async fn login(
     .await
 }
 
-async fn refresh(
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "accounts", request_body(content = RefreshRequest, description = "Optional in browser mode (the cookie carries it)"), responses((status = 200, description = "A new token pair; the old refresh token is spent", body = TokenPair), (status = 401, description = "Refresh token invalid, expired or replayed", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn refresh(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -287,14 +291,19 @@ fn require_csrf_header(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn logout(State(state): State<AppState>, auth: Authenticated) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "accounts", security(("bearer" = [])), responses((status = 204, description = "This session ended"), (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Response, ApiError> {
     SessionStore::new(state.redis(), state.session_ttl())
         .delete(&auth.user, auth.session.as_str())
         .await?;
     Ok(ended(&state, auth.via_cookie))
 }
 
-async fn logout_all(
+#[utoipa::path(post, path = "/v1/auth/logout-all", tag = "accounts", security(("bearer" = [])), responses((status = 204, description = "Every session of the user ended"), (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn logout_all(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Response, ApiError> {

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::extract::Authenticated;
 use crate::consistency::ReadConsistency;
+use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
 use crate::items::files::{FileMeta, FileStore, NewFile};
 use crate::items::ids::ItemId;
@@ -39,7 +40,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `POST /v1/files` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadParams {
     pub name: Option<String>,
@@ -106,7 +108,8 @@ fn unavailable(e: object_store::Error) -> ApiError {
     }
 }
 
-async fn upload(
+#[utoipa::path(post, path = "/v1/files", tag = "files", security(("bearer" = [])), params(UploadParams), request_body(content = Vec<u8>, description = "The bytes (any media type), or multipart/form-data with a `file` part", content_type = "application/octet-stream"), responses((status = 201, description = "Stored", body = FileMeta), (status = 413, description = "Past the size limit", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid name or media type", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn upload(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -313,7 +316,8 @@ async fn owned(
         .ok_or_else(not_found)
 }
 
-async fn metadata(
+#[utoipa::path(get, path = "/v1/files/{id}", tag = "files", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), responses((status = 200, description = "The caller's file", body = FileMeta), (status = 404, description = "No such file of the caller", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn metadata(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -322,7 +326,8 @@ async fn metadata(
     Ok(Json(owned(&state, &auth, &id, &caller).await?))
 }
 
-async fn download(
+#[utoipa::path(get, path = "/v1/files/{id}/content", tag = "files", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), responses((status = 200, description = "The bytes, with Content-Type, ETag and Content-Length", body = Vec<u8>, content_type = "application/octet-stream"), (status = 304, description = "Not modified (If-None-Match)"), (status = 404, description = "No such file of the caller", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn download(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -401,7 +406,8 @@ fn attachment(name: &str) -> HeaderValue {
     .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/v1/files/{id}", tag = "files", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), responses((status = 204, description = "Deleted"), (status = 404, description = "No such file of the caller", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -430,7 +436,8 @@ async fn remove(
     ))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v1/files", tag = "files", security(("bearer" = [])), params(ListParams), responses((status = 200, description = "The caller's files, newest first", body = Page<FileMeta>), (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,

@@ -12,6 +12,7 @@ use crate::accounts::store::AccountStore;
 use crate::auth::extract::Authenticated;
 use crate::auth::ids::SessionId;
 use crate::auth::sessions::SessionStore;
+use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
 use crate::json::ApiJson;
 use crate::routes::views::{Page, UserView};
@@ -26,7 +27,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/me/sessions/{id}", delete(end_session))
 }
 
-async fn me(
+#[utoipa::path(get, path = "/v1/me", tag = "accounts", security(("bearer" = [])), responses((status = 200, description = "The caller", body = UserView), (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn me(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<UserView>, ApiError> {
@@ -38,14 +40,15 @@ async fn me(
 }
 
 /// `PUT /v1/me/password` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     pub current_password: String,
     pub new_password: String,
 }
 
-async fn change_password(
+#[utoipa::path(put, path = "/v1/me/password", tag = "accounts", security(("bearer" = [])), request_body = PasswordChange, responses((status = 204, description = "Changed; other sessions ended"), (status = 401, description = "Not authenticated or wrong current password", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid new password", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn change_password(
     State(state): State<AppState>,
     auth: Authenticated,
     ApiJson(change): ApiJson<PasswordChange>,
@@ -84,7 +87,7 @@ async fn change_password(
 }
 
 /// One entry of `GET /v1/me/sessions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionEntry {
     pub id: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -96,7 +99,8 @@ pub struct SessionEntry {
     pub current: bool,
 }
 
-async fn sessions(
+#[utoipa::path(get, path = "/v1/me/sessions", tag = "accounts", security(("bearer" = [])), responses((status = 200, description = "The caller's sessions", body = Page<SessionEntry>), (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn sessions(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<Page<SessionEntry>>, ApiError> {
@@ -123,7 +127,8 @@ async fn sessions(
     }))
 }
 
-async fn end_session(
+#[utoipa::path(delete, path = "/v1/me/sessions/{id}", tag = "accounts", security(("bearer" = [])), params(("id" = String, Path, description = "The session id")), responses((status = 204, description = "Ended"), (status = 404, description = "No such session of the caller", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn end_session(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(id): Path<String>,

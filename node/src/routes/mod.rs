@@ -18,6 +18,7 @@ mod admin;
 mod auth;
 mod files;
 mod me;
+mod openapi;
 mod posts;
 mod search;
 mod session_issue;
@@ -40,6 +41,7 @@ pub fn app(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(files::router())
         .merge(search::router())
+        .merge(openapi::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::auth::extract::Authenticated;
 use crate::auth::ids::UserId;
 use crate::consistency::ReadConsistency;
+use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
 use crate::items::cursor::{Cursor, page_size};
 use crate::items::ids::ItemId;
@@ -41,7 +42,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `POST /v1/posts` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePost {
     pub title: String,
@@ -57,7 +58,7 @@ fn private() -> Visibility {
 }
 
 /// `PATCH /v1/posts/{id}` body: any of the create fields.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePost {
     pub title: Option<String>,
@@ -118,7 +119,8 @@ fn cache_key(id: &ItemId) -> String {
     format!("strata:post:{{{id}}}")
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/posts", tag = "posts", security(("bearer" = [])), request_body = CreatePost, responses((status = 201, description = "Created; X-Consistency-Token names the write", body = Post), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The shard is unavailable", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -207,7 +209,8 @@ async fn drop_cache(state: &AppState, id: &ItemId) {
     }
 }
 
-async fn read(
+#[utoipa::path(get, path = "/v1/posts/{id}", tag = "posts", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), responses((status = 200, description = "The post (public, or the caller's)", body = Post), (status = 404, description = "No such post visible to the caller", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn read(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -217,7 +220,8 @@ async fn read(
     Ok(Json(visible_post(&state, &auth, &id, &caller).await?))
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/v1/posts/{id}", tag = "posts", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), request_body = UpdatePost, responses((status = 200, description = "Updated", body = Post), (status = 403, description = "Not the author", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -256,7 +260,8 @@ async fn update(
     Ok(state.stamp(response, &caller, &committed.token))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/v1/posts/{id}", tag = "posts", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), responses((status = 204, description = "Deleted"), (status = 403, description = "Not the author", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -281,7 +286,8 @@ async fn remove(
 }
 
 /// `?limit=&cursor=` of list endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub limit: Option<String>,
@@ -310,7 +316,8 @@ pub fn page_params(params: &ListParams) -> Result<(i64, Option<Cursor>), ApiErro
     Ok((limit, cursor))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v1/users/{user_id}/posts", tag = "posts", security(("bearer" = [])), params(("user_id" = String, Path, description = "The author"), ListParams), responses((status = 200, description = "The author's posts the caller may see, newest first", body = Page<Post>), (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,

@@ -8,6 +8,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::auth::extract::Authenticated;
+use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
 use crate::items::cursor::page_size;
 use crate::query::ApiQuery;
@@ -24,7 +25,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `GET /v1/search` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     pub q: Option<String>,
@@ -42,7 +44,8 @@ fn invalid(field: &str, message: &str) -> ApiError {
     }])
 }
 
-async fn handle(
+#[utoipa::path(get, path = "/v1/search", tag = "search", security(("bearer" = [])), params(SearchParams), responses((status = 200, description = "Results, best first", body = Page<Hit>), (status = 422, description = "Invalid q, type, scope, limit or cursor", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn handle(
     State(state): State<AppState>,
     auth: Authenticated,
     ApiQuery(params): ApiQuery<SearchParams>,

@@ -16,7 +16,7 @@ use crate::routes::views::UserView;
 use crate::state::AppState;
 
 /// `TokenPair`, with the user on signup and login.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,

@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::auth::extract::Authenticated;
 use crate::consistency::ReadConsistency;
+use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
 use crate::items::ids::ItemId;
 use crate::items::tasks::{StatusFilter, Task, TaskChanges, TaskStore};
@@ -30,7 +31,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `POST /v1/tasks` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     pub title: String,
@@ -41,7 +42,7 @@ pub struct CreateTask {
 }
 
 /// `PATCH /v1/tasks/{id}` body; `"due_at": null` clears the due date.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTask {
     pub title: Option<String>,
@@ -99,7 +100,8 @@ fn not_found() -> ApiError {
     ApiError::NotFound("task".into())
 }
 
-async fn create(
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = CreateTask, responses((status = 201, description = "Created", body = Task), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -121,7 +123,8 @@ async fn create(
     Ok(state.stamp(response, &caller, &committed.token))
 }
 
-async fn read(
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), responses((status = 200, description = "The caller's task", body = Task), (status = 404, description = "No such task of the caller", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn read(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -135,7 +138,8 @@ async fn read(
     Ok(Json(task))
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), request_body = UpdateTask, responses((status = 200, description = "Updated", body = Task), (status = 404, description = "No such task of the caller", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -174,7 +178,8 @@ async fn update(
     ))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), responses((status = 204, description = "Deleted"), (status = 404, description = "No such task of the caller", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,
@@ -196,7 +201,8 @@ async fn remove(
 }
 
 /// `GET /v1/tasks` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TaskListParams {
     pub status: Option<String>,
@@ -204,7 +210,8 @@ pub struct TaskListParams {
     pub cursor: Option<String>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), params(TaskListParams), responses((status = 200, description = "The caller's tasks, newest first", body = Page<Task>), (status = 422, description = "Invalid filter, limit or cursor", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
     ReadConsistency(caller): ReadConsistency,

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use crate::accounts::store::User;
 
 /// `User`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub username: String,
@@ -29,7 +29,7 @@ impl From<&User> for UserView {
 }
 
 /// A list page: `{items, next_cursor}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

@@ -22,7 +22,7 @@ pub enum Scope {
 }
 
 /// One result.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Hit {
     #[serde(rename = "type")]
     pub kind: String,
