@@ -354,6 +354,14 @@ async fn a_restarted_node_resumes_from_its_saved_cursors_and_keeps_its_index() {
         resumed > 0.0,
         "the restarted node resumed from saved cursors, not from the start: {resumed}"
     );
+    let documents: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_search_documents ")?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        documents >= 1.0,
+        "the restarted node reports the documents it kept: {documents}"
+    );
     assert!(
         metrics.contains("strata_search_lag_sequence{"),
         "index lag per shard is exported"

@@ -12,12 +12,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
 use tantivy::directory::error::LockError;
 use tantivy::query::TermQuery;
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyError, Term, doc};
+use tantivy::{
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERMINATED, TantivyError, Term, doc,
+};
 
 /// Memory the writer buffers documents in before it writes a segment.
 const WRITER_MEMORY_BYTES: usize = 64_000_000;
@@ -155,36 +156,47 @@ impl SearchIndex {
         if let Some(v) = self.pending.lock().expect("pending lock").get(key) {
             return Ok(Some(*v));
         }
+        // Straight to the key's postings in each segment, then the version fast field:
+        // no query weights or scoring, no stored document to decompress.
         let searcher = self.reader.searcher();
-        let query = TermQuery::new(
-            Term::from_field_text(self.fields.key, key),
-            IndexRecordOption::Basic,
-        );
-        let hits = searcher.search(&query, &TopDocs::with_limit(1).order_by_score())?;
-        let Some((_, address)) = hits.first() else {
-            return Ok(None);
-        };
-        // The fast field, not the document store: no block to decompress per change.
-        let versions = searcher
-            .segment_reader(address.segment_ord)
-            .fast_fields()
-            .i64("version")?;
-        Ok(versions.first(address.doc_id))
+        let term = Term::from_field_text(self.fields.key, key);
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(self.fields.key)?;
+            let Some(mut postings) = inverted
+                .read_postings(&term, IndexRecordOption::Basic)
+                .map_err(|e| IndexError::Directory(e.to_string()))?
+            else {
+                continue;
+            };
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                if segment
+                    .alive_bitset()
+                    .is_none_or(|alive| alive.is_alive(doc))
+                {
+                    return Ok(segment.fast_fields().i64("version")?.first(doc));
+                }
+                doc = postings.advance();
+            }
+        }
+        Ok(None)
     }
 
     /// Applies one change if it is newer than what the index holds. Returns whether it
     /// applied.
     pub fn apply(&self, change: &Change) -> Result<bool, IndexError> {
         let key = format!("{}:{}", change.entity, change.entity_id);
-        if self
-            .known_version(&key)?
-            .is_some_and(|known| known >= change.version)
-        {
+        let known = self.known_version(&key)?;
+        if known.is_some_and(|known| known >= change.version) {
             return Ok(false);
         }
         let f = self.fields;
         let writer = self.writer.lock().expect("writer lock");
-        writer.delete_term(Term::from_field_text(f.key, &key));
+        // Only a key the index holds has a document to replace; a new one (every key of a
+        // rebuild) skips the delete and the work of applying it to every segment.
+        if known.is_some() {
+            writer.delete_term(Term::from_field_text(f.key, &key));
+        }
         let document = match (&change.payload, change.deleted) {
             (Some(p), false) => {
                 let text = |name: &str| p[name].as_str().unwrap_or_default().to_owned();

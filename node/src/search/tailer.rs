@@ -44,6 +44,9 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
             .set(*cursor as f64);
     }
     tracing::info!(cursors = ?saved, "following the change feeds from the saved cursors");
+    // What a restarted node already holds, before any new change arrives.
+    metrics::gauge!("strata_search_documents").set(index.documents() as f64);
+    metrics::gauge!("strata_search_index_bytes").set(index.size_on_disk() as f64);
     let mut feeds: BTreeMap<ShardId, FeedState> = topology
         .shard_ids()
         .map(|s| {
