@@ -27,10 +27,14 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 }
 
 /// `GET /metrics`: the Prometheus text format. Process figures (resident memory, CPU
-/// seconds, open files) are sampled at each scrape.
+/// seconds, open files) and the search index's document count and size on disk are
+/// sampled at each scrape, so they are right from start-up and cost nothing between.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     metrics_process::Collector::default().collect();
+    let search = state.search();
+    metrics::gauge!("strata_search_documents").set(search.documents() as f64);
+    metrics::gauge!("strata_search_index_bytes").set(search.size_on_disk() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics().render(),

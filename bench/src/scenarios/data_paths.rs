@@ -23,7 +23,7 @@ use crate::load::{closed_loop, open_loop};
 use crate::pgbench::{self, PgbenchRun};
 use crate::recorder::Recorder;
 use crate::report::{Phase, Ratio, Report};
-use crate::scenarios::{client_ip, send, sign_in};
+use crate::scenarios::{client_ip, create_item, send, sign_in};
 use crate::target::Target;
 
 /// Knobs of the scenario.
@@ -323,19 +323,7 @@ impl DataPaths {
         }
         while ids.len() < self.posts {
             let body = json!({"title": format!("bench post {}", ids.len()), "body": "lorem ipsum ".repeat(40), "tags": ["bench"]});
-            let response = http
-                .post(format!("{node}/v1/posts"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status().as_u16() == 201,
-                "seeding a post answered {}",
-                response.status()
-            );
-            let post: serde_json::Value = response.json().await?;
-            ids.push(post["id"].as_str().unwrap_or_default().to_owned());
+            ids.push(create_item(http, node, token, "/v1/posts", &body).await?);
         }
         ids.truncate(self.posts);
         Ok(ids)

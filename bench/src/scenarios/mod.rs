@@ -51,6 +51,29 @@ pub async fn send(
     Outcome { endpoint, status }
 }
 
+/// Creates an item with `POST {node}{path}` as the token's user; returns its id.
+pub async fn create_item(
+    http: &Client,
+    node: &str,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<String> {
+    let response = http
+        .post(format!("{node}{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().as_u16() == 201,
+        "POST {path} answered {}",
+        response.status()
+    );
+    let item: Value = response.json().await?;
+    Ok(item["id"].as_str().unwrap_or_default().to_owned())
+}
+
 /// The password of every user the bench seeds.
 pub const BENCH_PASSWORD: &str = "bench password that is long enough";
 

@@ -15,7 +15,7 @@ use crate::pgbench;
 use crate::recorder::Recorder;
 use crate::report::{Phase, Ratio, Report};
 use crate::scenarios::mix::{Dataset, Mix, SeededUser, request};
-use crate::scenarios::{client_ip, sign_in};
+use crate::scenarios::{client_ip, create_item, sign_in};
 use crate::target::Target;
 
 /// How load is applied.
@@ -309,19 +309,7 @@ impl MixRun {
             .filter_map(|p| p["id"].as_str().map(str::to_owned))
             .collect();
         while ids.len() < wanted {
-            let response = http
-                .post(format!("{node}{create}"))
-                .bearer_auth(token)
-                .json(&body(ids.len()))
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status().as_u16() == 201,
-                "seeding {create} answered {}",
-                response.status()
-            );
-            let item: serde_json::Value = response.json().await?;
-            ids.push(item["id"].as_str().unwrap_or_default().to_owned());
+            ids.push(create_item(http, node, token, create, &body(ids.len())).await?);
         }
         ids.truncate(wanted.max(1).min(ids.len()));
         Ok(ids)

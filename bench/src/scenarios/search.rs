@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 use crate::corpus::{CONTENT_RANK, Corpus, GeneratedPost};
 use crate::recorder::{Outcome, Recorder};
 use crate::report::{Phase, Ratio, Report};
-use crate::scenarios::{client_ip, sign_in};
+use crate::scenarios::{client_ip, create_item, sign_in};
 use crate::target::Target;
 
 /// Rows per loading transaction.
@@ -207,14 +207,23 @@ impl SearchBench {
     async fn sign_in_users(&self, http: &Client, node: &str) -> anyhow::Result<Vec<BenchUser>> {
         let mut users = Vec::with_capacity(self.users);
         for i in 0..self.users {
-            let name = format!("search_bench_{}_{i}", self.seed);
-            let ip = client_ip(self.seed, 700_000 + i as u64);
-            let (token, id) = sign_in(http, node, &name, &ip).await?;
+            let (token, id) = self.sign_in_user(http, node, i).await?;
             let id = UserId::parse(&id)
                 .ok_or_else(|| anyhow::anyhow!("login answered a malformed user id {id:?}"))?;
             users.push(BenchUser { token, id });
         }
         Ok(users)
+    }
+
+    /// Signs bench user `i` up (or in again) from its own simulated address.
+    async fn sign_in_user(
+        &self,
+        http: &Client,
+        node: &str,
+        i: usize,
+    ) -> anyhow::Result<(String, String)> {
+        let name = format!("search_bench_{}_{i}", self.seed);
+        sign_in(http, node, &name, &client_ip(self.seed, 700_000 + i as u64)).await
     }
 
     /// Writes the corpus into the owners' shards (rows already there are kept); returns
@@ -391,13 +400,8 @@ impl SearchBench {
         AccountStore::new(topology)
             .grant_role(&admin.id, "admin")
             .await?;
-        let (token, _) = sign_in(
-            http,
-            node,
-            &format!("search_bench_{}_0", self.seed),
-            &client_ip(self.seed, 700_000),
-        )
-        .await?;
+        // Logged in again: the role is in the token.
+        let (token, _) = self.sign_in_user(http, node, 0).await?;
         eprintln!("rebuilding {node}'s index from the feeds ...");
         let started = Instant::now();
         let response = http
@@ -413,26 +417,26 @@ impl SearchBench {
         let mut peak: f64 = 0.0;
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let metrics = node_metrics(http, node).await?;
-            peak = peak.max(metric(&metrics, "process_resident_memory_bytes"));
             let ready = http
                 .get(format!("{node}/readyz"))
                 .send()
                 .await
                 .map(|r| r.status().is_success())
                 .unwrap_or(false);
+            let seconds = started.elapsed().as_secs_f64();
+            // Read after the readiness check, so a ready node's figures include its last commit.
+            let metrics = node_metrics(http, node).await?;
+            let resident = metric(&metrics, "process_resident_memory_bytes");
+            peak = peak.max(resident);
             if ready {
-                let seconds = started.elapsed().as_secs_f64();
                 let documents = metric(&metrics, "strata_search_documents");
-                // Figures after the last commit.
-                let after = node_metrics(http, node).await?;
                 return Ok(IndexingFigures {
-                    documents: metric(&after, "strata_search_documents").max(documents),
+                    documents,
                     seconds,
-                    documents_per_second: metric(&after, "strata_search_documents") / seconds,
-                    index_bytes: metric(&after, "strata_search_index_bytes"),
-                    resident_bytes_peak: peak.max(metric(&after, "process_resident_memory_bytes")),
-                    resident_bytes_after: metric(&after, "process_resident_memory_bytes"),
+                    documents_per_second: documents / seconds,
+                    index_bytes: metric(&metrics, "strata_search_index_bytes"),
+                    resident_bytes_peak: peak,
+                    resident_bytes_after: resident,
                 });
             }
             anyhow::ensure!(
@@ -532,20 +536,9 @@ impl SearchBench {
         let nonce: u32 = rand::rng().random();
         for i in 0..FRESHNESS_SAMPLES {
             let word = format!("fresh{nonce:x}n{i}");
-            let created = http
-                .post(format!("{writer}/v1/posts"))
-                .bearer_auth(&user.token)
-                .json(&json!({"title": format!("freshness probe {word}"), "body": "measuring how soon a post is searchable"}))
-                .send()
-                .await?;
-            anyhow::ensure!(
-                created.status().as_u16() == 201,
-                "writing a probe post answered {}",
-                created.status()
-            );
+            let probe = json!({"title": format!("freshness probe {word}"), "body": "measuring how soon a post is searchable"});
+            let id = create_item(http, writer, &user.token, "/v1/posts", &probe).await?;
             let written = Instant::now();
-            let created: serde_json::Value = created.json().await?;
-            let id = created["id"].as_str().unwrap_or_default().to_owned();
             let found = loop {
                 let page: serde_json::Value = http
                     .get(format!("{searched}/v1/search"))
@@ -638,7 +631,7 @@ impl PostRow {
             tags: stored.tags.join(" "),
             title: stored.title,
             body: stored.body,
-            visibility: if post.public { "public" } else { "private" },
+            visibility: visibility.as_str(),
             created_at: now,
             payload,
         }

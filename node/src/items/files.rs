@@ -11,9 +11,7 @@ use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
-use crate::items::write::{
-    Committed, FeedOp, append_feed, owner_primary, owner_reader, token_after_commit,
-};
+use crate::items::write::{Committed, FeedOp, commit_with_feed, owner_primary, owner_reader};
 
 /// `File`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -103,21 +101,8 @@ impl<'a> FileStore<'a> {
         if let Some(text) = file.text {
             payload["text"] = serde_json::Value::String(text);
         }
-        append_feed(
-            &tx,
-            hash,
-            "file",
-            &meta.id,
-            1,
-            FeedOp::Upsert,
-            Some(payload),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Committed {
-            value: meta,
-            token: token_after_commit(&conn, shard).await?,
-        })
+        commit_with_feed(tx, hash, "file", &meta.id, 1, FeedOp::Upsert, Some(payload)).await?;
+        Committed::after_commit(&conn, shard, meta).await
     }
 
     /// The owner's file by id.
@@ -153,12 +138,8 @@ impl<'a> FileStore<'a> {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let meta = from_row(&row);
-        append_feed(&tx, hash, "file", &meta.id, 2, FeedOp::Delete, None).await?;
-        tx.commit().await?;
-        Ok(Some(Committed {
-            value: meta,
-            token: token_after_commit(&conn, shard).await?,
-        }))
+        commit_with_feed(tx, hash, "file", &meta.id, 2, FeedOp::Delete, None).await?;
+        Committed::after_commit(&conn, shard, meta).await.map(Some)
     }
 
     /// One page of the owner's files, newest first.

@@ -38,6 +38,12 @@ impl ItemId {
         })
     }
 
+    /// Parses an id of one of `owner`'s items; `None` for anything else (answered as
+    /// 404 by owner-only routes, which never reveal another user's items).
+    pub fn owned_by(raw: &str, owner: &UserId) -> Option<Self> {
+        Self::parse(raw).filter(|id| id.owner() == owner)
+    }
+
     /// The owner, whose shard holds the item.
     pub fn owner(&self) -> &UserId {
         &self.owner

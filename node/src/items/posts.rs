@@ -11,9 +11,7 @@ use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
-use crate::items::write::{
-    Committed, FeedOp, append_feed, owner_primary, owner_reader, token_after_commit,
-};
+use crate::items::write::{Committed, FeedOp, commit_with_feed, owner_primary, owner_reader};
 
 /// Who may read a post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -24,7 +22,8 @@ pub enum Visibility {
 }
 
 impl Visibility {
-    fn as_str(self) -> &'static str {
+    /// The value stored in the `visibility` column.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Public => "public",
             Self::Private => "private",
@@ -127,8 +126,8 @@ impl<'a> PostStore<'a> {
             )
             .await?;
         let created = from_row(&row);
-        append_feed(
-            &tx,
+        commit_with_feed(
+            tx,
             hash,
             "post",
             &created.id,
@@ -137,11 +136,7 @@ impl<'a> PostStore<'a> {
             Some(serde_json::to_value(&created).expect("posts serialize")),
         )
         .await?;
-        tx.commit().await?;
-        Ok(Committed {
-            value: created,
-            token: token_after_commit(&conn, shard).await?,
-        })
+        Committed::after_commit(&conn, shard, created).await
     }
 
     /// A post by id, read from a replica that has replayed `token`'s position for the
@@ -189,8 +184,8 @@ impl<'a> PostStore<'a> {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let updated = from_row(&row);
-        append_feed(
-            &tx,
+        commit_with_feed(
+            tx,
             hash,
             "post",
             &updated.id,
@@ -199,11 +194,9 @@ impl<'a> PostStore<'a> {
             Some(serde_json::to_value(&updated).expect("posts serialize")),
         )
         .await?;
-        tx.commit().await?;
-        Ok(Some(Committed {
-            value: updated,
-            token: token_after_commit(&conn, shard).await?,
-        }))
+        Committed::after_commit(&conn, shard, updated)
+            .await
+            .map(Some)
     }
 
     /// Deletes a post; `None` when there is no such post.
@@ -218,8 +211,8 @@ impl<'a> PostStore<'a> {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let version: i64 = row.get(0);
-        append_feed(
-            &tx,
+        commit_with_feed(
+            tx,
             hash,
             "post",
             id.as_str(),
@@ -228,11 +221,7 @@ impl<'a> PostStore<'a> {
             None,
         )
         .await?;
-        tx.commit().await?;
-        Ok(Some(Committed {
-            value: (),
-            token: token_after_commit(&conn, shard).await?,
-        }))
+        Committed::after_commit(&conn, shard, ()).await.map(Some)
     }
 
     /// One page of an author's posts, newest first: private ones only when

@@ -10,9 +10,7 @@ use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
-use crate::items::write::{
-    Committed, FeedOp, append_feed, owner_primary, owner_reader, token_after_commit,
-};
+use crate::items::write::{Committed, FeedOp, commit_with_feed, owner_primary, owner_reader};
 
 /// `Task`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -108,8 +106,8 @@ impl<'a> TaskStore<'a> {
             )
             .await?;
         let task = from_row(&row);
-        append_feed(
-            &tx,
+        commit_with_feed(
+            tx,
             hash,
             "task",
             &task.id,
@@ -118,11 +116,7 @@ impl<'a> TaskStore<'a> {
             feed_payload(&task),
         )
         .await?;
-        tx.commit().await?;
-        Ok(Committed {
-            value: task,
-            token: token_after_commit(&conn, shard).await?,
-        })
+        Committed::after_commit(&conn, shard, task).await
     }
 
     /// The owner's task by id.
@@ -174,8 +168,8 @@ impl<'a> TaskStore<'a> {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let task = from_row(&row);
-        append_feed(
-            &tx,
+        commit_with_feed(
+            tx,
             hash,
             "task",
             &task.id,
@@ -184,11 +178,7 @@ impl<'a> TaskStore<'a> {
             feed_payload(&task),
         )
         .await?;
-        tx.commit().await?;
-        Ok(Some(Committed {
-            value: task,
-            token: token_after_commit(&conn, shard).await?,
-        }))
+        Committed::after_commit(&conn, shard, task).await.map(Some)
     }
 
     /// Deletes the owner's task; `None` when there is no such task.
@@ -207,8 +197,8 @@ impl<'a> TaskStore<'a> {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let version: i64 = row.get(0);
-        append_feed(
-            &tx,
+        commit_with_feed(
+            tx,
             hash,
             "task",
             id.as_str(),
@@ -217,11 +207,7 @@ impl<'a> TaskStore<'a> {
             None,
         )
         .await?;
-        tx.commit().await?;
-        Ok(Some(Committed {
-            value: (),
-            token: token_after_commit(&conn, shard).await?,
-        }))
+        Committed::after_commit(&conn, shard, ()).await.map(Some)
     }
 
     /// One page of the owner's tasks, newest first.

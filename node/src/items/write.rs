@@ -16,6 +16,17 @@ pub struct Committed<T> {
     pub token: ConsistencyToken,
 }
 
+impl<T> Committed<T> {
+    /// `value`, with the token of the commit just made on `conn` (a connection to
+    /// `shard`'s primary).
+    pub async fn after_commit(conn: &Object, shard: ShardId, value: T) -> Result<Self, StoreError> {
+        Ok(Self {
+            value,
+            token: token_after_commit(conn, shard).await?,
+        })
+    }
+}
+
 /// What a change did to an item, as the change feed records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedOp {
@@ -47,7 +58,7 @@ pub async fn owner_reader(
 }
 
 /// Appends one change to the shard's feed, inside the item's transaction.
-pub async fn append_feed(
+async fn append_feed(
     tx: &Transaction<'_>,
     hash: RouteHash,
     entity: &str,
@@ -77,11 +88,23 @@ pub async fn append_feed(
     Ok(())
 }
 
+/// Appends the change to the shard's feed and commits the item's transaction with it.
+pub async fn commit_with_feed(
+    tx: Transaction<'_>,
+    hash: RouteHash,
+    entity: &str,
+    entity_id: &str,
+    version: i64,
+    op: FeedOp,
+    payload: Option<serde_json::Value>,
+) -> Result<(), StoreError> {
+    append_feed(&tx, hash, entity, entity_id, version, op, payload).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// After a commit on `conn`, the token naming a WAL position at or past that commit.
-pub async fn token_after_commit(
-    conn: &Object,
-    shard: ShardId,
-) -> Result<ConsistencyToken, StoreError> {
+async fn token_after_commit(conn: &Object, shard: ShardId) -> Result<ConsistencyToken, StoreError> {
     let lsn: String = conn
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await?

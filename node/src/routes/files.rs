@@ -306,10 +306,7 @@ async fn owned(
     caller: &crate::consistency::ConsistencyToken,
 ) -> Result<FileMeta, ApiError> {
     let not_found = || ApiError::NotFound("file".into());
-    let id = ItemId::parse(id).ok_or_else(not_found)?;
-    if id.owner() != &auth.user {
-        return Err(not_found());
-    }
+    let id = ItemId::owned_by(id, &auth.user).ok_or_else(not_found)?;
     FileStore::new(state.topology())
         .get(&auth.user, &id, caller)
         .await?
@@ -414,10 +411,7 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound("file".into());
-    let id = ItemId::parse(&id).ok_or_else(not_found)?;
-    if id.owner() != &auth.user {
-        return Err(not_found());
-    }
+    let id = ItemId::owned_by(&id, &auth.user).ok_or_else(not_found)?;
     let committed = FileStore::new(state.topology())
         .delete(&auth.user, &id)
         .await?

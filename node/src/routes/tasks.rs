@@ -185,10 +185,7 @@ pub(crate) async fn remove(
     ReadConsistency(caller): ReadConsistency,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = ItemId::parse(&id).ok_or_else(not_found)?;
-    if id.owner() != &auth.user {
-        return Err(not_found());
-    }
+    let id = ItemId::owned_by(&id, &auth.user).ok_or_else(not_found)?;
     let committed = TaskStore::new(state.topology())
         .delete(&auth.user, &id)
         .await?

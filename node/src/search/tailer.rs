@@ -44,9 +44,6 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
             .set(*cursor as f64);
     }
     tracing::info!(cursors = ?saved, "following the change feeds from the saved cursors");
-    // What a restarted node already holds, before any new change arrives.
-    metrics::gauge!("strata_search_documents").set(index.documents() as f64);
-    metrics::gauge!("strata_search_index_bytes").set(index.size_on_disk() as f64);
     let mut feeds: BTreeMap<ShardId, FeedState> = topology
         .shard_ids()
         .map(|s| {
@@ -124,12 +121,10 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
                 Ok(()) => {
                     uncommitted = 0;
                     last_commit = Instant::now();
-                    metrics::gauge!("strata_search_index_bytes").set(index.size_on_disk() as f64);
                     for (shard, cursor) in &cursors {
                         metrics::gauge!("strata_search_cursor", "shard" => shard.clone())
                             .set(*cursor as f64);
                     }
-                    metrics::gauge!("strata_search_documents").set(index.documents() as f64);
                 }
                 Err(e) => tracing::warn!(error = %e, "search commit failed"),
             }
