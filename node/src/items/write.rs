@@ -57,9 +57,10 @@ pub async fn owner_reader(
     Ok(conn)
 }
 
-/// Appends one change to the shard's feed, inside the item's transaction.
-async fn append_feed(
-    tx: &Transaction<'_>,
+/// Appends the change to the shard's feed inside the item's transaction, and commits
+/// the two together.
+pub async fn commit_with_feed(
+    tx: Transaction<'_>,
     hash: RouteHash,
     entity: &str,
     entity_id: &str,
@@ -85,20 +86,6 @@ async fn append_feed(
         ],
     )
     .await?;
-    Ok(())
-}
-
-/// Appends the change to the shard's feed and commits the item's transaction with it.
-pub async fn commit_with_feed(
-    tx: Transaction<'_>,
-    hash: RouteHash,
-    entity: &str,
-    entity_id: &str,
-    version: i64,
-    op: FeedOp,
-    payload: Option<serde_json::Value>,
-) -> Result<(), StoreError> {
-    append_feed(&tx, hash, entity, entity_id, version, op, payload).await?;
     tx.commit().await?;
     Ok(())
 }
