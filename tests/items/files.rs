@@ -33,14 +33,13 @@ async fn an_upload_downloads_byte_identical_with_its_sha256_and_etag() {
     let bytes = payload(3 * 1024 * 1024 + 17);
     let api = node(0);
     let response = api
-        .http
-        .post(format!("{}/v1/files?name=report%20%C3%A9.bin", api.base))
-        .bearer_auth(&owner.access)
-        .header("content-type", "application/octet-stream")
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
+        .upload(
+            &owner.access,
+            "report%20%C3%A9.bin",
+            Some("application/octet-stream"),
+            bytes.clone(),
+        )
+        .await;
     let (status, file) = status_and_json(response).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     let sha = hex::encode(Sha256::digest(&bytes));
@@ -178,14 +177,7 @@ async fn hostile_file_names_are_refused_safely() {
         "",
         "a%0Ab",
     ] {
-        let response = api
-            .http
-            .post(format!("{}/v1/files?name={name}", api.base))
-            .bearer_auth(&owner.access)
-            .body("x")
-            .send()
-            .await
-            .unwrap();
+        let response = api.upload(&owner.access, name, None, "x").await;
         assert_eq!(
             response.status(),
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -146,17 +146,13 @@ async fn private_posts_tasks_and_files_never_appear_in_another_users_results() {
         json!({"title": format!("{word} errand"), "notes": word}),
     )
     .await;
-    let upload = node(0)
-        .http
-        .post(format!("{}/v1/files?name={word}.txt", node(0).base))
-        .bearer_auth(&owner.access)
-        .header("content-type", "text/plain")
-        .body(format!("{word} ledger of accounts"))
-        .send()
-        .await
-        .unwrap();
-    let (_, file) = status_and_json(upload).await;
-    let file = file["id"].as_str().unwrap().to_owned();
+    let file = upload(
+        &owner.access,
+        &format!("{word}.txt"),
+        "text/plain",
+        format!("{word} ledger of accounts").into_bytes(),
+    )
+    .await;
     for id in [&post, &task, &file] {
         until_found(&node(1), &owner.access, &word, id, true).await;
     }
@@ -208,15 +204,7 @@ async fn private_posts_tasks_and_files_never_appear_in_another_users_results() {
 
 /// Uploads `body` as `name` with a media type; returns the file id.
 async fn upload(token: &str, name: &str, media_type: &str, body: Vec<u8>) -> String {
-    let response = node(0)
-        .http
-        .post(format!("{}/v1/files?name={name}", node(0).base))
-        .bearer_auth(token)
-        .header("content-type", media_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = node(0).upload(token, name, Some(media_type), body).await;
     let (status, file) = status_and_json(response).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     file["id"].as_str().unwrap().to_owned()

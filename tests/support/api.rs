@@ -71,6 +71,26 @@ impl Api {
         request.send().await.expect("request sent")
     }
 
+    /// `POST /v1/files?name=` with a raw body (`name` as it goes in the query, already
+    /// percent-encoded) and, when given, a `Content-Type`.
+    pub async fn upload(
+        &self,
+        token: &str,
+        name: &str,
+        media_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/files?name={name}", self.base))
+            .bearer_auth(token)
+            .body(body);
+        if let Some(media_type) = media_type {
+            request = request.header("content-type", media_type);
+        }
+        request.send().await.expect("request sent")
+    }
+
     /// `POST /v1/auth/signup`.
     pub async fn signup(&self, username: &str, email: &str, password: &str) -> Response {
         self.post(
