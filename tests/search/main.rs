@@ -130,6 +130,58 @@ async fn updates_and_deletes_are_reflected() {
     until_found(&node(1), &author.access, &after, &id, false).await;
 }
 
+/// Runs SQL on the primary of the shard holding `user_id`'s data.
+fn on_users_primary(user_id: &str, sql: &str) -> String {
+    let placement = strata_router::Placement::from_map(&cluster().spec.shard_map);
+    let shard = placement.shard_of(strata_router::route_hash(user_id));
+    cluster().pg(shard, 0).psql("strata", sql).unwrap()
+}
+
+#[tokio::test]
+async fn a_replayed_old_change_in_the_feed_does_not_resurrect_a_deleted_post() {
+    let author = user("replayer").await;
+    let word = unique("phoenix").replace('_', "");
+    let id = create(
+        "/v1/posts",
+        &author.access,
+        json!({"title": word, "body": "x", "visibility": "public"}),
+    )
+    .await;
+    until_found(&node(1), &author.access, &word, &id, true).await;
+    let deleted = node(0)
+        .http
+        .delete(format!("{}/v1/posts/{id}", node(0).base))
+        .bearer_auth(&author.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    until_found(&node(1), &author.access, &word, &id, false).await;
+    // The post's first upsert, delivered again after its delete.
+    on_users_primary(
+        &author.user_id,
+        &format!(
+            "INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) \
+             SELECT route_hash, slot, entity, entity_id, version, op, payload FROM change_feed \
+             WHERE entity_id = '{id}' AND version = 1"
+        ),
+    );
+    // A later post on the same shard: once it is found, the replay has been read too.
+    let marker = unique("marker").replace('_', "");
+    let later = create(
+        "/v1/posts",
+        &author.access,
+        json!({"title": marker, "body": "x", "visibility": "public"}),
+    )
+    .await;
+    until_found(&node(1), &author.access, &marker, &later, true).await;
+    let (_, page) = search(&node(1), &author.access, &word).await;
+    assert!(
+        !ids(&page).contains(&id),
+        "the replayed upsert did not bring the post back: {page}"
+    );
+}
+
 #[tokio::test]
 async fn private_posts_tasks_and_files_never_appear_in_another_users_results() {
     let (owner, stranger) = (user("private").await, user("prying").await);
