@@ -92,6 +92,19 @@ async fn a_post_written_through_one_node_is_found_through_the_other_with_a_highl
             .contains(&format!("<b>{word}</b>")),
         "{hit}"
     );
+    // That node timed the commit that made the post searchable and the search itself.
+    let metrics = node(1).get("/metrics", None).await.text().await.unwrap();
+    for histogram in [
+        "strata_search_commit_duration_seconds_count",
+        "strata_search_query_duration_seconds_count",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(histogram) && !l.ends_with(" 0")),
+            "{histogram} is exported and counted"
+        );
+    }
 }
 
 #[tokio::test]
