@@ -1,8 +1,9 @@
-//! `strata migrate`: apply pending migrations to every shard's primary.
+//! `strata migrate`: apply pending migrations to every shard's primary, then create the
+//! cluster catalog from the map if there is none (and open each shard's slots).
 
 use std::path::Path;
 
-use strata_router::{RouterSettings, ShardMap, Topology, migrations};
+use strata_router::{RouterSettings, ShardMap, Topology, migrations, rebalance};
 
 /// Migrates every shard of the map and reports each shard's version.
 pub fn run(shard_map: &Path) -> anyhow::Result<()> {
@@ -11,7 +12,7 @@ pub fn run(shard_map: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let topology = Topology::connect(map, RouterSettings::default()).await;
+        let topology = Topology::connect(map.clone(), RouterSettings::default()).await;
         for shard in migrations::migrate_all(&topology).await? {
             let applied = if shard.applied_now.is_empty() {
                 "nothing to apply".into()
@@ -23,6 +24,12 @@ pub fn run(shard_map: &Path) -> anyhow::Result<()> {
                 shard.shard, shard.version
             );
         }
+        let catalog = rebalance::bootstrap(&topology, &map).await?;
+        println!(
+            "catalog: epoch {}, {} shards",
+            catalog.epoch,
+            catalog.shards.len()
+        );
         Ok(())
     })
 }

@@ -117,6 +117,11 @@ impl From<StoreError> for ApiError {
             },
             StoreError::Db(e) => Self::Internal(format!("database: {e}")),
             StoreError::Corrupt(detail) => Self::Internal(detail),
+            // Still moving after the write path's patience: the client may retry.
+            StoreError::SlotMoved => Self::Unavailable {
+                detail: "the data is being moved between shards".into(),
+                retry_after_secs: 1,
+            },
         }
     }
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use strata_router::catalog::{self, Catalog, CatalogError, Disagreement};
 use strata_router::migrations::{self, MigrationError};
 use strata_router::{ShardMap, ShardMapError, Topology};
 use tokio::net::TcpListener;
@@ -21,6 +22,10 @@ pub enum StartupError {
     ShardMap(#[from] ShardMapError),
     #[error("refusing to start: {0}")]
     Migrations(#[from] MigrationError),
+    #[error("refusing to start: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("refusing to start: {0}")]
+    MapDisagrees(#[from] Disagreement),
     #[error(transparent)]
     Redis(#[from] RedisError),
     #[error(transparent)]
@@ -36,6 +41,9 @@ pub enum StartupError {
     },
 }
 
+/// How often a node checks the catalog's epoch, in case it missed a notification.
+const CATALOG_POLL: Duration = Duration::from_secs(1);
+
 /// A node that is built and bound, ready to serve.
 pub struct Application {
     listener: TcpListener,
@@ -48,9 +56,14 @@ impl Application {
         let map = ShardMap::load(&config.shard_map)?;
         let metrics =
             crate::metrics::install_recorder().map_err(|e| StartupError::Metrics(e.to_string()))?;
-        let topology = Topology::connect(map, config.router.clone()).await;
+        let topology = Topology::connect(map.clone(), config.router.clone()).await;
         migrations::ensure_current(&topology).await?;
+        let catalog = Catalog::from_map(&map);
+        let placement = catalog.load().await?;
+        catalog::check_map_agrees(&map, &placement)?;
+        topology.follow_catalog(catalog, &placement).await;
         let poller = topology.spawn_poller();
+        let follower = topology.spawn_catalog_follower(CATALOG_POLL);
         let redis = RedisHandle::new(&config.redis.seeds)?;
         let objects = crate::objects::open(&config.files)?;
         let search = std::sync::Arc::new(crate::search::index::SearchIndex::open(
@@ -63,7 +76,15 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
-        let state = AppState::new(config, topology, poller, redis, metrics, objects, search);
+        let state = AppState::new(
+            config,
+            topology,
+            [poller, follower],
+            redis,
+            metrics,
+            objects,
+            search,
+        );
         Ok(Self { listener, state })
     }
 

@@ -32,8 +32,8 @@ struct Inner {
     metrics: PrometheusHandle,
     objects: Arc<dyn ObjectStore>,
     search: Arc<SearchIndex>,
-    /// Keeps the topology poller running for as long as the state lives.
-    _poller: PollerGuard,
+    /// Keeps the host poller and the catalog follower running while the state lives.
+    _pollers: [PollerGuard; 2],
 }
 
 impl AppState {
@@ -41,7 +41,7 @@ impl AppState {
     pub fn new(
         config: NodeConfig,
         topology: Arc<Topology>,
-        poller: PollerGuard,
+        pollers: [PollerGuard; 2],
         redis: RedisHandle,
         metrics: PrometheusHandle,
         objects: Arc<dyn ObjectStore>,
@@ -58,7 +58,7 @@ impl AppState {
             metrics,
             objects,
             search,
-            _poller: poller,
+            _pollers: pollers,
         };
         Self {
             inner: Arc::new(inner),

@@ -13,7 +13,11 @@
 //! - [`pools`] — per-host connection pools.
 //! - [`topology`] — the live view of every shard: role discovery, replica polling, bans.
 //! - [`migrations`] — forward-only SQL migrations applied to and checked on every shard.
+//! - [`catalog`] — the cluster catalog: slot owners, shards and moves, the authority on
+//!   placement once a cluster exists.
+//! - [`rebalance`] — online slot moves, plan and verify, for the operator.
 
+pub mod catalog;
 pub mod hashing;
 pub mod ids;
 pub mod lag;
@@ -21,6 +25,7 @@ pub mod lsn;
 pub mod migrations;
 pub mod placement;
 pub mod pools;
+pub mod rebalance;
 pub mod replica_choice;
 pub mod settings;
 pub mod shard_map;

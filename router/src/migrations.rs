@@ -76,10 +76,18 @@ fn runner() -> refinery::Runner {
 pub async fn migrate_all(topology: &Topology) -> Result<Vec<ShardMigration>, MigrationError> {
     let mut done = Vec::new();
     for shard in topology.shard_ids() {
-        let mut conn = topology.primary(shard).await?;
-        done.push(migrate_shard(shard, &mut conn).await?);
+        done.push(migrate_one(topology, &shard).await?);
     }
     Ok(done)
+}
+
+/// Applies every pending migration to one shard's primary.
+pub async fn migrate_one(
+    topology: &Topology,
+    shard: &ShardId,
+) -> Result<ShardMigration, MigrationError> {
+    let mut conn = topology.primary(shard).await?;
+    migrate_shard(shard, &mut conn).await
 }
 
 async fn migrate_shard(
@@ -139,8 +147,9 @@ async fn applied_version(shard: &ShardId, conn: &mut Object) -> Result<i64, Migr
 pub async fn versions(topology: &Topology) -> Result<Vec<(ShardId, i64)>, MigrationError> {
     let mut out = Vec::new();
     for shard in topology.shard_ids() {
-        let (mut conn, _) = topology.reader(shard, None).await?;
-        out.push((shard.clone(), applied_version(shard, &mut conn).await?));
+        let (mut conn, _) = topology.reader(&shard, None).await?;
+        let version = applied_version(&shard, &mut conn).await?;
+        out.push((shard, version));
     }
     Ok(out)
 }

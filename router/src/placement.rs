@@ -41,9 +41,19 @@ pub struct Placement {
 impl Placement {
     /// Places every slot on the map's ring.
     pub fn from_map(map: &ShardMap) -> Self {
-        let weighted = map.shards.iter().map(|s| {
-            let vnodes = (s.weight * map.ring.virtual_nodes) as usize;
-            (RingNode(s.id.clone()), vnodes)
+        let shards: Vec<(ShardId, u32)> = map
+            .shards
+            .iter()
+            .map(|s| (s.id.clone(), s.weight))
+            .collect();
+        Self::from_weights(&shards, map.ring.virtual_nodes)
+    }
+
+    /// Places every slot on the ring of these shards and weights.
+    pub fn from_weights(shards: &[(ShardId, u32)], virtual_nodes: u32) -> Self {
+        let weighted = shards.iter().map(|(id, weight)| {
+            let vnodes = (weight * virtual_nodes) as usize;
+            (RingNode(id.clone()), vnodes)
         });
         // XXH3 with its default seed, not the crate's default FNV: FNV of a two-byte slot
         // number lands in a narrow arc of the ring and skews the split between shards.
@@ -53,6 +63,15 @@ impl Placement {
         let owners = (0..SLOT_COUNT)
             .map(|slot| ring.get(RingKey(slot)).0.clone())
             .collect();
+        Self { owners }
+    }
+
+    /// A placement recorded elsewhere (the catalog): one owner per slot, in slot order.
+    ///
+    /// # Panics
+    /// When `owners` does not have exactly one entry per slot.
+    pub fn from_owners(owners: Vec<ShardId>) -> Self {
+        assert_eq!(owners.len(), usize::from(SLOT_COUNT), "one owner per slot");
         Self { owners }
     }
 

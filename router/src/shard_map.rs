@@ -73,6 +73,33 @@ fn default_weight() -> u32 {
     1
 }
 
+/// Where the cluster catalog lives: the database on a group of Postgres hosts (a primary
+/// and its streaming replicas) that holds slot placement once a cluster exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogLocation {
+    /// The hosts of the catalog database, primary and replicas alike. Default: the hosts
+    /// of the first shard in the map.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostAddr>,
+    /// The catalog's database name. Default `strata_catalog`.
+    #[serde(default = "default_catalog_database")]
+    pub database: String,
+}
+
+fn default_catalog_database() -> String {
+    "strata_catalog".into()
+}
+
+impl Default for CatalogLocation {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            database: default_catalog_database(),
+        }
+    }
+}
+
 /// The whole shard map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +116,9 @@ pub struct ShardMap {
     /// Ring construction.
     #[serde(default)]
     pub ring: RingConfig,
+    /// Where the cluster catalog lives.
+    #[serde(default)]
+    pub catalog: CatalogLocation,
     /// The shards, in any order.
     #[serde(rename = "shard")]
     pub shards: Vec<ShardConfig>,
@@ -125,6 +155,15 @@ impl ShardMap {
         toml::to_string_pretty(self).expect("a shard map always serializes")
     }
 
+    /// The hosts of the catalog database: `[catalog] hosts`, else the first shard's.
+    pub fn catalog_hosts(&self) -> &[HostAddr] {
+        if self.catalog.hosts.is_empty() {
+            &self.shards[0].hosts
+        } else {
+            &self.catalog.hosts
+        }
+    }
+
     /// Looks a shard up by id.
     pub fn shard(&self, id: &ShardId) -> Option<&ShardConfig> {
         self.shards.iter().find(|s| &s.id == id)
@@ -143,10 +182,25 @@ impl ShardMap {
                 "must be 1..=4096",
             ));
         }
-        for (name, value) in [("database", &self.database), ("user", &self.user)] {
+        for (name, value) in [
+            ("database", &self.database),
+            ("user", &self.user),
+            ("catalog.database", &self.catalog.database),
+        ] {
             if value.is_empty() || value.len() > 63 {
                 return Err(ShardMapError::invalid(name, "must be 1..=63 characters"));
             }
+        }
+        if !self
+            .catalog
+            .database
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(ShardMapError::invalid(
+                "catalog.database",
+                "must be lower-case letters, digits and _",
+            ));
         }
         let mut ids = HashSet::new();
         let mut hosts = HashSet::new();

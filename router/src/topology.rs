@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
@@ -13,7 +13,8 @@ use futures::future::join_all;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::ids::{HostAddr, RouteHash, ShardId};
+use crate::catalog::{Catalog, CatalogError, CatalogState};
+use crate::ids::{HostAddr, RouteHash, SLOT_COUNT, ShardId, Slot};
 use crate::lag::PrimaryHistory;
 use crate::lsn::Lsn;
 use crate::placement::Placement;
@@ -98,13 +99,27 @@ pub struct ShardStatus {
     pub hosts: Vec<HostStatus>,
 }
 
-/// The router: shard map, placement and the live state of every host.
-pub struct Topology {
+/// Where every slot is served, as of one catalog epoch.
+struct Routing {
+    epoch: u64,
     placement: Placement,
+    read_floors: Vec<Option<Lsn>>,
+}
+
+/// The router: placement (from the cluster catalog once attached, else from the shard
+/// map) and the live state of every host.
+pub struct Topology {
+    routing: RwLock<Arc<Routing>>,
+    /// Database, role and password for every host's pool.
+    map: ShardMap,
     settings: RouterSettings,
-    shards: BTreeMap<ShardId, Shard>,
+    shards: RwLock<BTreeMap<ShardId, Arc<Shard>>>,
     /// Spreads reads over a shard's replicas.
     next_reader: AtomicUsize,
+    /// The catalog this topology follows, once attached.
+    catalog: OnceLock<Catalog>,
+    /// One catalog reload at a time; writers stopped by a fence queue behind it.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Stops the background poller when dropped, so a topology never outlives its owner's
@@ -119,44 +134,133 @@ impl Drop for PollerGuard {
 
 impl Topology {
     /// Builds pools for every host (without connecting) and polls every host once, so the
-    /// first request already knows the roles.
+    /// first request already knows the roles. Placement comes from the map until a
+    /// catalog is attached ([`Topology::follow_catalog`]).
     pub async fn connect(map: ShardMap, settings: RouterSettings) -> Arc<Self> {
         let placement = Placement::from_map(&map);
         let shards = map
             .shards
             .iter()
             .map(|cfg| {
-                let hosts = cfg
-                    .hosts
-                    .iter()
-                    .map(|addr| Host {
-                        addr: addr.clone(),
-                        pool: host_pool(&map, addr, &settings),
-                        seen: Mutex::new(Observation {
-                            role: HostRole::Unknown,
-                            lsn: None,
-                            lag: Duration::ZERO,
-                            banned_until: None,
-                            last_error: None,
-                        }),
-                    })
-                    .collect();
-                let shard = Shard {
-                    id: cfg.id.clone(),
-                    hosts,
-                    history: Mutex::new(PrimaryHistory::new(256)),
-                };
+                let shard = Arc::new(new_shard(&map, &settings, &cfg.id, &cfg.hosts));
                 (cfg.id.clone(), shard)
             })
             .collect();
         let topology = Arc::new(Self {
-            placement,
+            routing: RwLock::new(Arc::new(Routing {
+                epoch: 0,
+                placement,
+                read_floors: vec![None; usize::from(SLOT_COUNT)],
+            })),
+            map,
             settings,
-            shards,
+            shards: RwLock::new(shards),
             next_reader: AtomicUsize::new(0),
+            catalog: OnceLock::new(),
+            reloading: tokio::sync::Mutex::new(()),
         });
         topology.poll_all().await;
         topology
+    }
+
+    /// Takes placement and the shard list from the catalog from now on: applies `state`
+    /// (read from `catalog` at start-up) and remembers the catalog for reloads.
+    pub async fn follow_catalog(&self, catalog: Catalog, state: &CatalogState) {
+        let _ = self.catalog.set(catalog);
+        self.apply_catalog(state).await;
+    }
+
+    /// Makes the topology match a catalog state: pools for new shards (polled once before
+    /// any request is routed to them), none for removed ones, the catalog's placement.
+    pub async fn apply_catalog(&self, state: &CatalogState) {
+        let added: Vec<Arc<Shard>> = {
+            let mut shards = self.shards.write().expect("shards lock");
+            shards.retain(|id, _| state.shard(id).is_some());
+            let mut added = Vec::new();
+            for s in &state.shards {
+                if !shards.contains_key(&s.id) {
+                    let shard = Arc::new(new_shard(&self.map, &self.settings, &s.id, &s.hosts));
+                    shards.insert(s.id.clone(), Arc::clone(&shard));
+                    added.push(shard);
+                }
+            }
+            added
+        };
+        join_all(added.iter().map(|shard| self.poll_shard(shard))).await;
+        let mut routing = self.routing.write().expect("routing lock");
+        if state.epoch >= routing.epoch {
+            *routing = Arc::new(Routing {
+                epoch: state.epoch,
+                placement: state.placement.clone(),
+                read_floors: state.read_floors.clone(),
+            });
+        }
+        metrics::gauge!("strata_catalog_epoch").set(state.epoch as f64);
+    }
+
+    /// Reloads placement from the catalog now, unless another reload finished since
+    /// `seen_epoch` was read (then that one is as fresh). Returns the epoch in force.
+    pub async fn reload_catalog(&self, seen_epoch: u64) -> Result<u64, CatalogError> {
+        let Some(catalog) = self.catalog.get() else {
+            return Ok(self.epoch());
+        };
+        let _one_at_a_time = self.reloading.lock().await;
+        if self.epoch() > seen_epoch {
+            return Ok(self.epoch());
+        }
+        let state = catalog.load().await?;
+        self.apply_catalog(&state).await;
+        Ok(state.epoch)
+    }
+
+    /// Follows the catalog in the background until the guard is dropped: reloads on every
+    /// `NOTIFY strata_catalog`, and polls the epoch every `poll` in case a notification was
+    /// missed (a dropped connection, a catalog failover).
+    pub fn spawn_catalog_follower(self: &Arc<Self>, poll: Duration) -> PollerGuard {
+        let topology = Arc::clone(self);
+        PollerGuard(tokio::spawn(async move {
+            loop {
+                let Some(catalog) = topology.catalog.get() else {
+                    return;
+                };
+                match catalog.listen().await {
+                    Ok((client, mut notices)) => loop {
+                        let notified = tokio::time::timeout(poll, notices.recv()).await;
+                        if let Ok(None) = notified {
+                            break; // connection gone: listen again
+                        }
+                        let current = match crate::catalog::epoch(&client).await {
+                            Ok(epoch) => epoch,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot read the catalog epoch");
+                                break;
+                            }
+                        };
+                        let seen = topology.epoch();
+                        if current > seen {
+                            if let Err(e) = topology.reload_catalog(seen).await {
+                                tracing::warn!(error = %e, "cannot reload the catalog");
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reach the catalog; keeping the last placement")
+                    }
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }))
+    }
+
+    /// The catalog epoch the current placement comes from (0 before a catalog).
+    pub fn epoch(&self) -> u64 {
+        self.routing.read().expect("routing lock").epoch
+    }
+
+    /// The WAL position a replica of the slot's owner must have replayed before it may
+    /// serve the slot (set when the slot moved in).
+    pub fn read_floor(&self, slot: Slot) -> Option<Lsn> {
+        self.routing.read().expect("routing lock").read_floors[usize::from(slot.get())]
     }
 
     /// Starts polling every host in the background until the guard is dropped.
@@ -173,19 +277,35 @@ impl Topology {
     }
 
     /// Every shard id, in order.
-    pub fn shard_ids(&self) -> impl Iterator<Item = &ShardId> {
-        self.shards.keys()
+    pub fn shard_ids(&self) -> Vec<ShardId> {
+        self.shards
+            .read()
+            .expect("shards lock")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The shard that owns a route hash.
-    pub fn shard_for(&self, hash: RouteHash) -> &ShardId {
-        self.placement.shard_of(hash)
+    pub fn shard_for(&self, hash: RouteHash) -> ShardId {
+        self.routing
+            .read()
+            .expect("routing lock")
+            .placement
+            .shard_of(hash)
+            .clone()
     }
 
     /// Polls every host of every shard once, concurrently.
     pub async fn poll_all(&self) {
-        let polls = self.shards.values().map(|shard| self.poll_shard(shard));
-        join_all(polls).await;
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .expect("shards lock")
+            .values()
+            .cloned()
+            .collect();
+        join_all(shards.iter().map(|shard| self.poll_shard(shard))).await;
     }
 
     async fn poll_shard(&self, shard: &Shard) {
@@ -249,9 +369,12 @@ impl Topology {
         seen.banned_until = Some(now + self.settings.ban());
     }
 
-    fn shard(&self, id: &ShardId) -> Result<&Shard, RouterError> {
+    fn shard(&self, id: &ShardId) -> Result<Arc<Shard>, RouterError> {
         self.shards
+            .read()
+            .expect("shards lock")
             .get(id)
+            .cloned()
             .ok_or_else(|| RouterError::UnknownShard { shard: id.clone() })
     }
 
@@ -259,13 +382,13 @@ impl Topology {
     /// shard is polled once more first (a promotion may just have happened).
     pub async fn primary(&self, id: &ShardId) -> Result<Object, RouterError> {
         let shard = self.shard(id)?;
-        if primary_index(shard).is_none() {
-            self.poll_shard(shard).await;
+        if primary_index(&shard).is_none() {
+            self.poll_shard(&shard).await;
         }
-        let Some(index) = primary_index(shard) else {
+        let Some(index) = primary_index(&shard) else {
             return Err(RouterError::NoPrimary {
                 shard: id.clone(),
-                reason: no_primary_reason(shard),
+                reason: no_primary_reason(&shard),
             });
         };
         let host = &shard.hosts[index];
@@ -317,8 +440,15 @@ impl Topology {
     /// Every shard's state, for health checks and operators.
     pub fn status(&self) -> Vec<ShardStatus> {
         let now = Instant::now();
-        let slots = self.placement.slot_counts();
+        let slots = self
+            .routing
+            .read()
+            .expect("routing lock")
+            .placement
+            .slot_counts();
         self.shards
+            .read()
+            .expect("shards lock")
             .values()
             .map(|shard| ShardStatus {
                 id: shard.id.clone(),
@@ -327,6 +457,28 @@ impl Topology {
                 hosts: shard.hosts.iter().map(|h| host_status(h, now)).collect(),
             })
             .collect()
+    }
+}
+
+fn new_shard(map: &ShardMap, settings: &RouterSettings, id: &ShardId, hosts: &[HostAddr]) -> Shard {
+    let hosts = hosts
+        .iter()
+        .map(|addr| Host {
+            addr: addr.clone(),
+            pool: host_pool(map, addr, settings),
+            seen: Mutex::new(Observation {
+                role: HostRole::Unknown,
+                lsn: None,
+                lag: Duration::ZERO,
+                banned_until: None,
+                last_error: None,
+            }),
+        })
+        .collect();
+    Shard {
+        id: id.clone(),
+        hosts,
+        history: Mutex::new(PrimaryHistory::new(256)),
     }
 }
 

@@ -357,8 +357,11 @@ fn migrate(map: &ShardMap) -> Result<(), SandboxError> {
             .build()
             .map_err(|e| e.to_string())?;
         runtime.block_on(async {
-            let topology = Topology::connect(map, RouterSettings::default()).await;
+            let topology = Topology::connect(map.clone(), RouterSettings::default()).await;
             strata_router::migrations::migrate_all(&topology)
+                .await
+                .map_err(|e| e.to_string())?;
+            strata_router::rebalance::bootstrap(&topology, &map)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -15,6 +15,9 @@ use crate::tools::Tools;
 /// The application role and database created on every shard.
 pub const APP_ROLE: &str = "strata";
 
+/// The cluster catalog's database (the shard map's default), created on every primary.
+pub const CATALOG_DATABASE: &str = "strata_catalog";
+
 /// One Postgres server process and its data directory.
 #[derive(Debug, Clone)]
 pub struct PgInstance {
@@ -302,18 +305,18 @@ impl PgInstance {
                 &format!("CREATE ROLE {APP_ROLE} LOGIN; GRANT pg_monitor TO {APP_ROLE}"),
             )?;
         }
-        let db_exists = self.psql(
-            "postgres",
-            &format!(
-                "SELECT 1 FROM pg_database WHERE datname = '{}'",
-                self.database
-            ),
-        )?;
-        if db_exists.is_empty() {
-            self.psql(
+        // The shard's database, and the catalog's (used on the hosts the map names for it).
+        for database in [self.database.as_str(), CATALOG_DATABASE] {
+            let exists = self.psql(
                 "postgres",
-                &format!("CREATE DATABASE {} OWNER {APP_ROLE}", self.database),
+                &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
             )?;
+            if exists.is_empty() {
+                self.psql(
+                    "postgres",
+                    &format!("CREATE DATABASE {database} OWNER {APP_ROLE}"),
+                )?;
+            }
         }
         Ok(())
     }

@@ -94,7 +94,7 @@ async fn keys_route_to_their_golden_shard_and_their_rows_land_there() {
         ("user:0003", 1035, "s0"),
     ];
     for id in topology.shard_ids() {
-        let conn = topology.primary(id).await.unwrap();
+        let conn = topology.primary(&id).await.unwrap();
         conn.batch_execute(
             "CREATE TABLE IF NOT EXISTS routing_probe (key text PRIMARY KEY, slot int NOT NULL)",
         )
@@ -138,7 +138,7 @@ async fn reads_are_served_by_replicas_while_they_are_healthy() {
     let cluster = cluster();
     let (topology, _poller) = router(cluster, RouterSettings::default()).await;
     for id in topology.shard_ids() {
-        let (conn, role) = topology.reader(id, None).await.unwrap();
+        let (conn, role) = topology.reader(&id, None).await.unwrap();
         assert_eq!(role, strata_router::HostRole::Replica, "reader of {id}");
         let in_recovery: bool = conn
             .query_one("SELECT pg_is_in_recovery()", &[])

@@ -237,7 +237,7 @@ impl SearchBench {
         let owner_texts: Vec<String> = owners.iter().map(|o| o.to_string()).collect();
         let mut present = 0i64;
         for shard in topology.shard_ids() {
-            let conn = topology.primary(shard).await?;
+            let conn = topology.primary(&shard).await?;
             let row = conn
                 .query_one(
                     "SELECT count(*) FROM posts WHERE owner_id = ANY($1)",
@@ -317,7 +317,7 @@ impl SearchBench {
         let owner_texts: Vec<String> = owners.iter().map(|o| o.to_string()).collect();
         let mut shards = serde_json::Map::new();
         for shard in topology.shard_ids() {
-            let conn = topology.primary(shard).await?;
+            let conn = topology.primary(&shard).await?;
             let wanted: i64 = conn
                 .query_one(
                     "SELECT count(*) FROM posts WHERE owner_id = ANY($1)",
@@ -379,7 +379,7 @@ impl SearchBench {
                 .query_one("SELECT pg_current_wal_lsn()::text", &[])
                 .await?
                 .get(0);
-            wait_replayed(topology, shard, &lsn).await?;
+            wait_replayed(topology, &shard, &lsn).await?;
             shards.insert(
                 shard.to_string(),
                 json!({"rows": wanted, "build_seconds": build_seconds, "gin_bytes": gin_bytes,
@@ -818,10 +818,10 @@ async fn postgres_query(topology: &Topology, query: &BenchQuery) -> Option<usize
          WHERE visibility = 'public' AND tsv @@ q ORDER BY rank DESC LIMIT {PAGE}",
         query.kind.tsquery()
     );
-    let per_shard = join_all(topology.shard_ids().map(|shard| {
+    let per_shard = join_all(topology.shard_ids().into_iter().map(|shard| {
         let sql = sql.as_str();
         async move {
-            let (conn, _) = topology.reader(shard, None).await.ok()?;
+            let (conn, _) = topology.reader(&shard, None).await.ok()?;
             let rows = conn.query(sql, &[&query.words]).await.ok()?;
             Some(
                 rows.iter()

@@ -17,6 +17,10 @@ use tokio_postgres::error::SqlState;
 
 use crate::accounts::names::{Email, LoginName, Username};
 use crate::auth::ids::UserId;
+use crate::consistency::ConsistencyToken;
+use crate::items::write::{
+    FeedOp, RowChange, append_feed, execute_logged, primary_for, reader_for, retry_while_moving,
+};
 
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +28,28 @@ pub enum StoreError {
     #[error(transparent)]
     Router(#[from] RouterError),
     #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    Db(tokio_postgres::Error),
     #[error("unexpected data: {0}")]
     Corrupt(String),
+    /// The shard's fence refused the write: its slot is moving or has moved. The write
+    /// path reloads placement and retries; callers see this only if that takes too long.
+    #[error("the slot is not open for writes on this shard")]
+    SlotMoved,
+}
+
+/// The SQLSTATE the slot fence raises (migration V4).
+const SLOT_NOT_OPEN: &str = "SR001";
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.as_db_error()
+            .is_some_and(|db| db.code().code() == SLOT_NOT_OPEN)
+        {
+            Self::SlotMoved
+        } else {
+            Self::Db(e)
+        }
+    }
 }
 
 /// Which name of a signup is taken.
@@ -153,20 +176,28 @@ impl<'a> AccountStore<'a> {
         ttl: Duration,
     ) -> Result<Claim, StoreError> {
         let hash = route_hash(name.as_str());
-        let conn = self.topology.primary(self.topology.shard_for(hash)).await?;
+        let change = name_change(name, FeedOp::Upsert);
         let ttl_ms = ttl.as_millis() as i64;
         for _ in 0..3 {
-            let inserted = conn
-                .query_opt(
-                    "INSERT INTO login_names (name, route_hash, slot, user_id, state, expires_at) \
-                     VALUES ($1, $2, $3, $4, 'claimed', now() + $5::bigint * interval '1 millisecond') \
-                     ON CONFLICT (name) DO NOTHING RETURNING 1",
-                    &[&name.as_str(), &hash.as_i64(), &i32::from(hash.slot().get()), &user.as_str(), &ttl_ms],
-                )
-                .await?;
-            if inserted.is_some() {
+            let inserted = execute_logged(
+                self.topology,
+                change,
+                "INSERT INTO login_names (name, route_hash, slot, user_id, state, expires_at) \
+                 VALUES ($1, $2, $3, $4, 'claimed', now() + $5::bigint * interval '1 millisecond') \
+                 ON CONFLICT (name) DO NOTHING",
+                &[
+                    &name.as_str(),
+                    &hash.as_i64(),
+                    &i32::from(hash.slot().get()),
+                    &user.as_str(),
+                    &ttl_ms,
+                ],
+            )
+            .await?;
+            if inserted == 1 {
                 return Ok(Claim::Claimed);
             }
+            let (conn, _) = primary_for(self.topology, hash).await?;
             let Some(row) = conn
                 .query_opt(
                     "SELECT user_id, state, expires_at < now() FROM login_names WHERE name = $1",
@@ -176,6 +207,7 @@ impl<'a> AccountStore<'a> {
             else {
                 continue; // released meanwhile: try again
             };
+            drop(conn);
             let (holder, state, expired): (String, String, Option<bool>) =
                 (row.get(0), row.get(1), row.get(2));
             if state == "confirmed" || !expired.unwrap_or(false) {
@@ -190,14 +222,15 @@ impl<'a> AccountStore<'a> {
                     return Ok(Claim::Taken);
                 }
                 Outcome::Abandoned => {
-                    let took = conn
-                        .execute(
-                            "UPDATE login_names SET user_id = $3, claimed_at = now(), \
-                             expires_at = now() + $4::bigint * interval '1 millisecond' \
-                             WHERE name = $1 AND user_id = $2 AND state = 'claimed'",
-                            &[&name.as_str(), &holder.as_str(), &user.as_str(), &ttl_ms],
-                        )
-                        .await?;
+                    let took = execute_logged(
+                        self.topology,
+                        change,
+                        "UPDATE login_names SET user_id = $3, claimed_at = now(), \
+                         expires_at = now() + $4::bigint * interval '1 millisecond' \
+                         WHERE name = $1 AND user_id = $2 AND state = 'claimed'",
+                        &[&name.as_str(), &holder.as_str(), &user.as_str(), &ttl_ms],
+                    )
+                    .await?;
                     if took == 1 {
                         return Ok(Claim::Claimed);
                     }
@@ -209,15 +242,25 @@ impl<'a> AccountStore<'a> {
 
     /// Decides how an unfinished signup ended: 'abandoned', unless its user was created.
     pub async fn settle(&self, user: &UserId) -> Result<Outcome, StoreError> {
-        let conn = self
-            .topology
-            .primary(self.topology.shard_for(user.route_hash()))
-            .await?;
-        conn.execute(
-            "INSERT INTO signup_outcomes (user_id, outcome) VALUES ($1, 'abandoned') ON CONFLICT (user_id) DO NOTHING",
-            &[&user.as_str()],
+        let hash = user.route_hash();
+        execute_logged(
+            self.topology,
+            RowChange {
+                hash,
+                entity: "signup_outcome",
+                entity_id: user.as_str(),
+                op: FeedOp::Upsert,
+            },
+            "INSERT INTO signup_outcomes (user_id, outcome, route_hash, slot) \
+             VALUES ($1, 'abandoned', $2, $3) ON CONFLICT (user_id) DO NOTHING",
+            &[
+                &user.as_str(),
+                &hash.as_i64(),
+                &i32::from(hash.slot().get()),
+            ],
         )
         .await?;
+        let (conn, _) = primary_for(self.topology, hash).await?;
         let outcome: String = conn
             .query_one(
                 "SELECT outcome FROM signup_outcomes WHERE user_id = $1",
@@ -242,37 +285,46 @@ impl<'a> AccountStore<'a> {
         password_hash: &str,
     ) -> Result<bool, StoreError> {
         let hash = user.route_hash();
-        let mut conn = self.topology.primary(self.topology.shard_for(hash)).await?;
-        let tx = conn.transaction().await?;
-        let decided = tx
-            .execute(
-                "INSERT INTO signup_outcomes (user_id, outcome) VALUES ($1, 'created')",
-                &[&user.as_str()],
-            )
-            .await;
-        if let Err(e) = decided {
-            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                return Ok(false);
+        let slot = i32::from(hash.slot().get());
+        retry_while_moving(self.topology, || async {
+            let (mut conn, _) = primary_for(self.topology, hash).await?;
+            let tx = conn.transaction().await?;
+            let decided = tx
+                .execute(
+                    "INSERT INTO signup_outcomes (user_id, outcome, route_hash, slot) \
+                     VALUES ($1, 'created', $2, $3)",
+                    &[&user.as_str(), &hash.as_i64(), &slot],
+                )
+                .await;
+            if let Err(e) = decided {
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    return Ok(false);
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-        tx.execute(
-            "INSERT INTO users (id, route_hash, slot, username, email, password_hash) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&user.as_str(), &hash.as_i64(), &i32::from(hash.slot().get()), &username.as_str(), &email.as_str(), &password_hash],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+            tx.execute(
+                "INSERT INTO users (id, route_hash, slot, username, email, password_hash) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&user.as_str(), &hash.as_i64(), &slot, &username.as_str(), &email.as_str(), &password_hash],
+            )
+            .await?;
+            append_feed(&tx, hash, "signup_outcome", user.as_str(), 0, FeedOp::Upsert, None)
+                .await?;
+            append_feed(&tx, hash, "user", user.as_str(), 1, FeedOp::Upsert, None).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Step 3: confirms a claim, making the name the user's for good.
     pub async fn confirm(&self, name: &LoginName, user: &UserId) -> Result<(), StoreError> {
-        let conn = self
-            .topology
-            .primary(self.topology.shard_for(route_hash(name.as_str())))
-            .await?;
-        conn.execute(CONFIRM_CLAIM, &[&name.as_str(), &user.as_str()])
-            .await?;
+        execute_logged(
+            self.topology,
+            name_change(name, FeedOp::Upsert),
+            CONFIRM_CLAIM,
+            &[&name.as_str(), &user.as_str()],
+        )
+        .await?;
         Ok(())
     }
 
@@ -280,12 +332,13 @@ impl<'a> AccountStore<'a> {
     /// behind expires and is settled).
     async fn release(&self, names: &[&LoginName], user: &UserId) {
         for name in names {
-            let shard = self.topology.shard_for(route_hash(name.as_str()));
-            if let Ok(conn) = self.topology.primary(shard).await {
-                let _ = conn
-                    .execute(DROP_CLAIM, &[&name.as_str(), &user.as_str()])
-                    .await;
-            }
+            let _ = execute_logged(
+                self.topology,
+                name_change(name, FeedOp::Delete),
+                DROP_CLAIM,
+                &[&name.as_str(), &user.as_str()],
+            )
+            .await;
         }
     }
 
@@ -294,27 +347,30 @@ impl<'a> AccountStore<'a> {
     pub async fn settle_expired_claims(&self) -> Result<usize, StoreError> {
         let mut settled = 0;
         for shard in self.topology.shard_ids() {
-            let conn = self.topology.primary(shard).await?;
+            let conn = self.topology.primary(&shard).await?;
             let rows = conn
                 .query(
                     "SELECT name, user_id FROM login_names WHERE state = 'claimed' AND expires_at < now() LIMIT 100",
                     &[],
                 )
                 .await?;
+            drop(conn);
             for row in rows {
                 let (name, holder): (String, String) = (row.get(0), row.get(1));
                 let Some(holder) = UserId::parse(&holder) else {
                     continue;
                 };
-                match self.settle(&holder).await? {
-                    Outcome::Created => {
-                        conn.execute(CONFIRM_CLAIM, &[&name, &holder.as_str()])
-                            .await?;
-                    }
-                    Outcome::Abandoned => {
-                        conn.execute(DROP_CLAIM, &[&name, &holder.as_str()]).await?;
-                    }
-                }
+                let (sql, op) = match self.settle(&holder).await? {
+                    Outcome::Created => (CONFIRM_CLAIM, FeedOp::Upsert),
+                    Outcome::Abandoned => (DROP_CLAIM, FeedOp::Delete),
+                };
+                let change = RowChange {
+                    hash: route_hash(&name),
+                    entity: "login_name",
+                    entity_id: &name,
+                    op,
+                };
+                execute_logged(self.topology, change, sql, &[&name, &holder.as_str()]).await?;
                 settled += 1;
             }
         }
@@ -324,10 +380,7 @@ impl<'a> AccountStore<'a> {
     /// The user a confirmed login name belongs to. Read on the primary: a login right
     /// after signup or a password change must see it.
     pub async fn user_id_for_login(&self, name: &LoginName) -> Result<Option<UserId>, StoreError> {
-        let conn = self
-            .topology
-            .primary(self.topology.shard_for(route_hash(name.as_str())))
-            .await?;
+        let (conn, _) = primary_for(self.topology, route_hash(name.as_str())).await?;
         let row = conn
             .query_opt(
                 "SELECT user_id FROM login_names WHERE name = $1 AND state = 'confirmed'",
@@ -339,10 +392,7 @@ impl<'a> AccountStore<'a> {
 
     /// A user, read on the primary (for authentication decisions).
     pub async fn user_for_auth(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        let conn = self
-            .topology
-            .primary(self.topology.shard_for(id.route_hash()))
-            .await?;
+        let (conn, _) = primary_for(self.topology, id.route_hash()).await?;
         let row = conn
             .query_opt(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
@@ -355,9 +405,8 @@ impl<'a> AccountStore<'a> {
     /// A user, read from a replica; a miss is checked on the primary, so a user created
     /// a moment ago on another node is still found.
     pub async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        let shard = self.topology.shard_for(id.route_hash());
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        let (conn, _) = self.topology.reader(shard, None).await?;
+        let conn = reader_for(self.topology, id.route_hash(), &ConsistencyToken::default()).await?;
         if let Some(row) = conn.query_opt(&sql, &[&id.as_str()]).await? {
             return Ok(user_from_row(&row));
         }
@@ -370,11 +419,9 @@ impl<'a> AccountStore<'a> {
         id: &UserId,
         password_hash: &str,
     ) -> Result<(), StoreError> {
-        let conn = self
-            .topology
-            .primary(self.topology.shard_for(id.route_hash()))
-            .await?;
-        conn.execute(
+        execute_logged(
+            self.topology,
+            user_change(id),
             "UPDATE users SET password_hash = $2, password_changed_at = now(), version = version + 1 WHERE id = $1",
             &[&id.as_str(), &password_hash],
         )
@@ -384,17 +431,34 @@ impl<'a> AccountStore<'a> {
 
     /// Adds a role to a user (no-op if present). Returns false when there is no such user.
     pub async fn grant_role(&self, id: &UserId, role: &str) -> Result<bool, StoreError> {
-        let conn = self
-            .topology
-            .primary(self.topology.shard_for(id.route_hash()))
-            .await?;
-        let updated = conn
-            .execute(
-                "UPDATE users SET roles = CASE WHEN $2 = ANY(roles) THEN roles ELSE array_append(roles, $2) END, \
-                 version = version + 1 WHERE id = $1",
-                &[&id.as_str(), &role],
-            )
-            .await?;
+        let updated = execute_logged(
+            self.topology,
+            user_change(id),
+            "UPDATE users SET roles = CASE WHEN $2 = ANY(roles) THEN roles ELSE array_append(roles, $2) END, \
+             version = version + 1 WHERE id = $1",
+            &[&id.as_str(), &role],
+        )
+        .await?;
         Ok(updated == 1)
+    }
+}
+
+/// The feed entry of a change to a login name.
+fn name_change(name: &LoginName, op: FeedOp) -> RowChange<'_> {
+    RowChange {
+        hash: route_hash(name.as_str()),
+        entity: "login_name",
+        entity_id: name.as_str(),
+        op,
+    }
+}
+
+/// The feed entry of a change to a user row.
+fn user_change(id: &UserId) -> RowChange<'_> {
+    RowChange {
+        hash: id.route_hash(),
+        entity: "user",
+        entity_id: id.as_str(),
+        op: FeedOp::Upsert,
     }
 }

@@ -1,9 +1,20 @@
-//! The write path every item shares: one transaction on the owner's shard primary that
-//! changes the item *and* appends to the shard's change feed, then a consistency token
-//! for the commit.
+//! The one write path of every sharded table (users, login names, signup outcomes,
+//! posts, tasks, files): one transaction on the primary of the slot's shard that changes
+//! the rows *and* appends to the shard's change feed, then a consistency token for the
+//! commit.
+//!
+//! Every row written passes the slot's fence in the database (migration V4). When a
+//! rebalance has moved the slot, or is flipping it, the fence refuses the write
+//! ([`StoreError::SlotMoved`]); [`retry_while_moving`] then reloads placement from the
+//! catalog and runs the whole write again on the slot's new shard, so the client sees a
+//! slower answer, not an error.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Transaction};
 use strata_router::{Lsn, RouteHash, ShardId, Topology};
+use tokio_postgres::types::ToSql;
 
 use crate::accounts::store::StoreError;
 use crate::auth::ids::UserId;
@@ -34,33 +45,87 @@ pub enum FeedOp {
     Delete,
 }
 
+/// How long a write keeps retrying while its slot moves. A flip holds writes for
+/// milliseconds; this covers a rebalance killed mid-flip until the operator resumes it.
+const MOVE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs a write until the fence of its slot lets it through: on [`StoreError::SlotMoved`]
+/// placement is reloaded from the catalog and the write runs again from the start (its
+/// transaction was rolled back). Other outcomes return at once.
+pub async fn retry_while_moving<T, F, Fut>(
+    topology: &Topology,
+    mut attempt: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let seen_epoch = topology.epoch();
+        match attempt().await {
+            Err(StoreError::SlotMoved) if started.elapsed() < MOVE_PATIENCE => {
+                metrics::counter!("strata_write_fence_retries_total").increment(1);
+                let reloaded = topology.reload_catalog(seen_epoch).await;
+                if !matches!(reloaded, Ok(epoch) if epoch > seen_epoch) {
+                    // The catalog has not flipped yet (the source released the fence a
+                    // moment before): wait a little for it.
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// The primary of the shard that owns a route hash, with the shard's id.
+pub async fn primary_for(
+    topology: &Topology,
+    hash: RouteHash,
+) -> Result<(Object, ShardId), StoreError> {
+    let shard = topology.shard_for(hash);
+    let conn = topology.primary(&shard).await?;
+    Ok((conn, shard))
+}
+
 /// The primary of an owner's shard, with the shard's id.
 pub async fn owner_primary(
     topology: &Topology,
     owner: &UserId,
 ) -> Result<(Object, ShardId, RouteHash), StoreError> {
     let hash = owner.route_hash();
-    let shard = topology.shard_for(hash).clone();
-    let conn = topology.primary(&shard).await?;
+    let (conn, shard) = primary_for(topology, hash).await?;
     Ok((conn, shard, hash))
 }
 
-/// A connection for reading an owner's items: a replica of the owner's shard that has
-/// replayed the caller's token for that shard, else the primary.
+/// A connection for reading a route hash's rows: a replica of its shard that has
+/// replayed the caller's token for that shard and the slot's read floor (set when the
+/// slot moved in), else the primary.
+pub async fn reader_for(
+    topology: &Topology,
+    hash: RouteHash,
+    token: &ConsistencyToken,
+) -> Result<Object, StoreError> {
+    let shard = topology.shard_for(hash);
+    let needed = token.required(&shard).max(topology.read_floor(hash.slot()));
+    let (conn, _) = topology.reader(&shard, needed).await?;
+    Ok(conn)
+}
+
+/// A connection for reading an owner's items (see [`reader_for`]).
 pub async fn owner_reader(
     topology: &Topology,
     owner: &UserId,
     token: &ConsistencyToken,
 ) -> Result<Object, StoreError> {
-    let shard = topology.shard_for(owner.route_hash());
-    let (conn, _) = topology.reader(shard, token.required(shard)).await?;
-    Ok(conn)
+    reader_for(topology, owner.route_hash(), token).await
 }
 
-/// Appends the change to the shard's feed inside the item's transaction, and commits
-/// the two together.
-pub async fn commit_with_feed(
-    tx: Transaction<'_>,
+/// Appends a change to the shard's feed inside the write's transaction.
+pub async fn append_feed(
+    tx: &Transaction<'_>,
     hash: RouteHash,
     entity: &str,
     entity_id: &str,
@@ -86,8 +151,64 @@ pub async fn commit_with_feed(
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// Appends the change to the shard's feed inside the item's transaction, and commits
+/// the two together.
+pub async fn commit_with_feed(
+    tx: Transaction<'_>,
+    hash: RouteHash,
+    entity: &str,
+    entity_id: &str,
+    version: i64,
+    op: FeedOp,
+    payload: Option<serde_json::Value>,
+) -> Result<(), StoreError> {
+    append_feed(&tx, hash, entity, entity_id, version, op, payload).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A change to a non-item row (a user, a login name, a signup outcome), as the feed
+/// records it: no payload (nothing searchable, and no secrets in the feed).
+#[derive(Debug, Clone, Copy)]
+pub struct RowChange<'a> {
+    pub hash: RouteHash,
+    pub entity: &'a str,
+    pub entity_id: &'a str,
+    pub op: FeedOp,
+}
+
+/// Runs one statement on the primary of `change.hash`'s shard and, when it touched a
+/// row, its feed entry, in one transaction, retried while the slot moves. Returns the
+/// rows the statement touched.
+pub async fn execute_logged(
+    topology: &Topology,
+    change: RowChange<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    retry_while_moving(topology, || async {
+        let (mut conn, _) = primary_for(topology, change.hash).await?;
+        let tx = conn.transaction().await?;
+        let touched = tx.execute(sql, params).await?;
+        if touched > 0 {
+            append_feed(
+                &tx,
+                change.hash,
+                change.entity,
+                change.entity_id,
+                0,
+                change.op,
+                None,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(touched)
+    })
+    .await
 }
 
 /// After a commit on `conn`, the token naming a WAL position at or past that commit.

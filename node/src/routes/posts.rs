@@ -153,7 +153,7 @@ async fn visible_post(
     caller: &crate::consistency::ConsistencyToken,
 ) -> Result<Post, ApiError> {
     let shard = state.topology().shard_for(id.owner().route_hash());
-    let cacheable = caller.required(shard).is_none();
+    let cacheable = caller.required(&shard).is_none();
     if cacheable {
         if let Some(post) = cached(state, id).await {
             metrics::counter!("strata_cache_requests_total", "cache" => "post", "result" => "hit")

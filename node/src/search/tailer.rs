@@ -38,25 +38,13 @@ struct FeedState {
 
 /// Follows the feeds until the task is dropped.
 pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
-    let saved = index.cursors();
+    let mut saved = index.cursors();
     for (shard, cursor) in &saved {
         metrics::gauge!("strata_search_resumed_cursor", "shard" => shard.clone())
             .set(*cursor as f64);
     }
     tracing::info!(cursors = ?saved, "following the change feeds from the saved cursors");
-    let mut feeds: BTreeMap<ShardId, FeedState> = topology
-        .shard_ids()
-        .map(|s| {
-            (
-                s.clone(),
-                FeedState {
-                    cursor: saved.get(s.as_str()).copied().unwrap_or(0),
-                    at_head: false,
-                    gap_since: None,
-                },
-            )
-        })
-        .collect();
+    let mut feeds: BTreeMap<ShardId, FeedState> = BTreeMap::new();
     let mut uncommitted = 0usize;
     let mut last_commit = Instant::now();
     loop {
@@ -64,6 +52,7 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
             match index.clear() {
                 Ok(()) => {
                     uncommitted = 0;
+                    saved.clear();
                     for feed in feeds.values_mut() {
                         *feed = FeedState {
                             cursor: 0,
@@ -79,6 +68,7 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
                 }
             }
         }
+        follow_shards(&topology, &mut feeds, &saved);
         let mut applied_any = false;
         for (shard, state) in feeds.iter_mut() {
             match read_batch(&topology, shard, state).await {
@@ -120,6 +110,7 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
             match committed {
                 Ok(()) => {
                     uncommitted = 0;
+                    saved.clear();
                     last_commit = Instant::now();
                     for (shard, cursor) in &cursors {
                         metrics::gauge!("strata_search_cursor", "shard" => shard.clone())
@@ -136,6 +127,24 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
         if !applied_any {
             tokio::time::sleep(IDLE_POLL).await;
         }
+    }
+}
+
+/// Keeps one feed per shard of the topology: shards added to the cluster are followed
+/// from their saved cursor (or the start), removed ones are dropped.
+fn follow_shards(
+    topology: &Topology,
+    feeds: &mut BTreeMap<ShardId, FeedState>,
+    saved: &BTreeMap<String, i64>,
+) {
+    let shards = topology.shard_ids();
+    feeds.retain(|id, _| shards.contains(id));
+    for shard in shards {
+        feeds.entry(shard).or_insert_with_key(|id| FeedState {
+            cursor: saved.get(id.as_str()).copied().unwrap_or(0),
+            at_head: false,
+            gap_since: None,
+        });
     }
 }
 
