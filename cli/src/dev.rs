@@ -17,6 +17,21 @@ pub enum DevCommand {
     Up(UpArgs),
     /// Stop a cluster left running with `up --detach`.
     Down(DirArgs),
+    /// Start a new shard's Postgres processes (primary and replicas), migrate it and
+    /// register it with no slots; then `strata shard rebalance` gives it its share.
+    AddShard {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// Streaming replicas of the new shard.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// The shard's weight on the ring.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what is running.
     Status {
         #[command(flatten)]
@@ -70,16 +85,29 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::Up(args) => up(args),
         DevCommand::Down(dir) => down(&dir.data_dir),
         DevCommand::Status { dir, json } => status(&dir.data_dir, json),
+        DevCommand::AddShard {
+            dir,
+            replicas,
+            weight,
+            json,
+        } => add_shard(&dir.data_dir, replicas, weight, json),
     }
 }
 
 fn up(args: UpArgs) -> anyhow::Result<()> {
-    let shard_map = ShardMap::load(&args.shard_map)?;
     let data_dir = absolute(&args.dir.data_dir)?;
+    let previous = Cluster::open(&data_dir).ok();
     // Keep the signing key of an earlier run, so tokens survive a restart.
-    let auth = Cluster::open(&data_dir)
-        .map(|previous| previous.spec.auth.clone())
-        .unwrap_or_else(|_| auth_with_fresh_key());
+    let auth = previous
+        .as_ref()
+        .map(|p| p.spec.auth.clone())
+        .unwrap_or_else(auth_with_fresh_key);
+    // A cluster that exists keeps its own shards (the catalog's, after `add-shard` or
+    // `shard remove`); the map file only seeds a new one.
+    let shard_map = match &previous {
+        Some(p) => p.spec.shard_map.clone(),
+        None => ShardMap::load(&args.shard_map)?,
+    };
     let spec = ClusterSpec {
         data_dir,
         shard_map,
@@ -127,6 +155,30 @@ fn down(data_dir: &Path) -> anyhow::Result<()> {
     let cluster = Cluster::open(data_dir)?;
     cluster.stop();
     eprintln!("stopped the cluster in {}", data_dir.display());
+    Ok(())
+}
+
+fn add_shard(data_dir: &Path, replicas: usize, weight: u32, json: bool) -> anyhow::Result<()> {
+    let mut cluster = Cluster::open(data_dir)?;
+    let id = cluster
+        .add_shard(replicas, weight)
+        .context("add a shard to the local cluster")?;
+    let shard = cluster
+        .spec
+        .shard_map
+        .shard(&id)
+        .expect("the new shard is in the map")
+        .clone();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&shard)?);
+    } else {
+        let hosts: Vec<String> = shard.hosts.iter().map(ToString::to_string).collect();
+        println!(
+            "shard {id} started on {} and registered with no slots; run `strata shard rebalance --shard-map {}` to move its share to it",
+            hosts.join(", "),
+            cluster.shard_map_path().display()
+        );
+    }
     Ok(())
 }
 

@@ -47,6 +47,13 @@ impl ShardId {
     }
 }
 
+impl FromStr for ShardId {
+    type Err = IdError;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Self::parse(raw)
+    }
+}
+
 impl TryFrom<String> for ShardId {
     type Error = IdError;
     fn try_from(raw: String) -> Result<Self, Self::Error> {

@@ -252,6 +252,11 @@ impl Topology {
         }))
     }
 
+    /// The catalog this topology follows, once attached.
+    pub fn catalog(&self) -> Option<&Catalog> {
+        self.catalog.get()
+    }
+
     /// The catalog epoch the current placement comes from (0 before a catalog).
     pub fn epoch(&self) -> u64 {
         self.routing.read().expect("routing lock").epoch

@@ -7,7 +7,7 @@ use std::time::Duration;
 use strata_node::config::{
     AuthConfig, FilesConfig, LimitsConfig, NodeConfig, SearchConfig, Secret, SigningKeyConfig,
 };
-use strata_router::{RouterSettings, ShardId, ShardMap, Topology};
+use strata_router::{HostAddr, RouterSettings, ShardId, ShardMap, Topology};
 
 use crate::endpoints::{Endpoints, NodeEndpoint, PostgresEndpoint};
 use crate::error::SandboxError;
@@ -191,12 +191,7 @@ impl Cluster {
         std::fs::create_dir_all(&self.spec.data_dir)
             .map_err(SandboxError::io("create the data dir"))?;
         process::make_postgres_dir(&self.spec.data_dir.join("pg"))?;
-        let spec_text = serde_json::to_string_pretty(&self.spec).expect("a spec always serializes");
-        std::fs::write(self.spec.data_dir.join(SPEC_FILE), spec_text)
-            .map_err(SandboxError::io("write spec.json"))?;
-        let map_path = self.spec.data_dir.join("shard-map.toml");
-        std::fs::write(&map_path, self.spec.shard_map.to_toml())
-            .map_err(SandboxError::io("write shard-map.toml"))?;
+        self.write_spec_and_map()?;
         for shard in &self.spec.shard_map.shards {
             let primary = self.pg(&shard.id, 0);
             primary.init_primary()?;
@@ -347,28 +342,139 @@ impl Drop for Cluster {
     }
 }
 
-/// Applies migrations to every shard's primary. Runs on a thread of its own with its own
-/// runtime, so it works from plain `main` and from inside async tests alike.
-fn migrate(map: &ShardMap) -> Result<(), SandboxError> {
-    let map = map.clone();
-    let outcome = std::thread::spawn(move || {
+/// Runs async work on a thread of its own with its own runtime, so it works from plain
+/// `main` and from inside async tests alike.
+fn on_own_runtime<T, Fut>(work: impl FnOnce() -> Fut + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let topology = Topology::connect(map.clone(), RouterSettings::default()).await;
-            strata_router::migrations::migrate_all(&topology)
+        runtime.block_on(work())
+    })
+    .join()
+    .map_err(|_| "the worker thread panicked".to_string())?
+}
+
+/// Applies migrations to every shard's primary, then creates the catalog if needed.
+fn migrate(map: &ShardMap) -> Result<(), SandboxError> {
+    let map = map.clone();
+    on_own_runtime(move || async move {
+        let topology = Topology::connect(map.clone(), RouterSettings::default()).await;
+        strata_router::migrations::migrate_all(&topology)
+            .await
+            .map_err(|e| e.to_string())?;
+        strata_router::rebalance::bootstrap(&topology, &map)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+    .map_err(SandboxError::Migrations)
+}
+
+impl Cluster {
+    /// Starts a new shard's Postgres processes (a primary and `replicas` streaming
+    /// replicas), migrates it, registers it in the catalog with no slots, and records it
+    /// in `spec.json` and the effective shard map, so `dev up`, `down` and `status` and
+    /// restarted nodes include it. Returns its id (`s<N>`, the first free number).
+    pub fn add_shard(&mut self, replicas: usize, weight: u32) -> Result<ShardId, SandboxError> {
+        let taken = &self.spec.shard_map.shards;
+        let id = (0..)
+            .map(|n| ShardId::parse(&format!("s{n}")).expect("s<N> is a valid shard id"))
+            .find(|id| taken.iter().all(|s| &s.id != id))
+            .expect("a free shard id");
+        let ports = self.ports_for_new_shard(replicas + 1)?;
+        let hosts: Vec<HostAddr> = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}").parse().expect("a valid host"))
+            .collect();
+        let tools = Tools::discover()?;
+        let instances: Vec<PgInstance> = hosts
+            .iter()
+            .enumerate()
+            .map(|(index, addr)| PgInstance {
+                shard: id.clone(),
+                index,
+                addr: addr.clone(),
+                dir: self.spec.data_dir.join("pg").join(format!("{id}-{index}")),
+                tools: tools.clone(),
+                database: self.spec.shard_map.database.clone(),
+                fsync: self.spec.fsync,
+            })
+            .collect();
+        instances[0].init_primary()?;
+        for replica in &instances[1..] {
+            replica.init_replica(&instances[0])?;
+        }
+        self.postgres.extend(instances);
+        let map = self.spec.shard_map.clone();
+        let (shard, shard_hosts) = (id.clone(), hosts.clone());
+        on_own_runtime(move || async move {
+            let admin = strata_router::rebalance::ClusterAdmin::open(&map)
                 .await
                 .map_err(|e| e.to_string())?;
-            strata_router::rebalance::bootstrap(&topology, &map)
+            admin
+                .add_shard(&shard, &shard_hosts, weight)
                 .await
                 .map_err(|e| e.to_string())
         })
-    })
-    .join()
-    .map_err(|_| SandboxError::Migrations("the migration thread panicked".into()))?;
-    outcome.map(|_| ()).map_err(SandboxError::Migrations)
+        .map_err(SandboxError::Migrations)?;
+        self.spec
+            .shard_map
+            .shards
+            .push(strata_router::shard_map::ShardConfig {
+                id: id.clone(),
+                weight,
+                hosts,
+            });
+        self.write_spec_and_map()?;
+        self.endpoints().write()?;
+        Ok(id)
+    }
+
+    /// Forgets a shard the catalog no longer has (after `strata shard remove`) and stops
+    /// its processes; its data directory stays.
+    pub fn forget_shard(&mut self, id: &ShardId) -> Result<(), SandboxError> {
+        for pg in self.postgres.iter().filter(|p| &p.shard == id) {
+            if pg.stop().is_err() {
+                pg.kill();
+            }
+        }
+        self.postgres.retain(|p| &p.shard != id);
+        self.spec.shard_map.shards.retain(|s| &s.id != id);
+        self.write_spec_and_map()?;
+        self.endpoints().write()
+    }
+
+    /// The ports of a new shard's hosts: the next block of ten after the highest Postgres
+    /// port (as `dev up` lays shards out), or any free ports if that block is taken.
+    fn ports_for_new_shard(&self, count: usize) -> Result<Vec<u16>, SandboxError> {
+        let highest = self
+            .postgres
+            .iter()
+            .map(|p| p.addr.port())
+            .max()
+            .unwrap_or(55390);
+        let base = (highest / 10 + 1) * 10;
+        let block: Vec<u16> = (0..count as u16).map(|i| base + i).collect();
+        if block.iter().all(|p| !process::port_open(*p)) && base.checked_add(10).is_some() {
+            Ok(block)
+        } else {
+            process::free_ports(count)
+        }
+    }
+
+    fn write_spec_and_map(&self) -> Result<(), SandboxError> {
+        let spec_text = serde_json::to_string_pretty(&self.spec).expect("a spec always serializes");
+        std::fs::write(self.spec.data_dir.join(SPEC_FILE), spec_text)
+            .map_err(SandboxError::io("write spec.json"))?;
+        std::fs::write(self.shard_map_path(), self.spec.shard_map.to_toml())
+            .map_err(SandboxError::io("write shard-map.toml"))
+    }
 }
 
 /// What `strata dev status` reports of one process.

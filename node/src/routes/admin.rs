@@ -16,6 +16,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/shards", get(shards))
+        .route("/v1/admin/rebalance", get(rebalance))
         .route("/v1/admin/search/rebuild", post(rebuild_search))
 }
 
@@ -34,6 +35,28 @@ pub(crate) async fn shards(
     Ok(Json(Shards {
         shards: state.topology().status(),
     }))
+}
+
+/// `GET /v1/admin/rebalance`: the same view as `strata shard status`: catalog epoch,
+/// shards with hosts, roles, slots and rows, and every move with its phase and progress.
+#[utoipa::path(get, path = "/v1/admin/rebalance", tag = "operations", security(("bearer" = [])), responses((status = 200, description = "Catalog epoch, shards, slots and rows per shard, moves and their progress", body = serde_json::Value), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The catalog is unreachable", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn rebalance(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<strata_router::rebalance::ClusterStatus>, ApiError> {
+    auth.require_role("admin")?;
+    let topology = state.topology();
+    let catalog = topology.catalog().ok_or_else(|| ApiError::Unavailable {
+        detail: "this node follows no catalog".into(),
+        retry_after_secs: 1,
+    })?;
+    let placement = catalog.load().await.map_err(|e| ApiError::Unavailable {
+        detail: format!("the cluster catalog: {e}"),
+        retry_after_secs: 1,
+    })?;
+    Ok(Json(
+        strata_router::rebalance::status(topology, &placement).await,
+    ))
 }
 
 /// `POST /v1/admin/search/rebuild`: this node drops its index and rebuilds it from the

@@ -31,6 +31,7 @@ use crate::state::AppState;
         super::me::sessions,
         super::me::end_session,
         super::admin::shards,
+        super::admin::rebalance,
         super::admin::rebuild_search,
         super::posts::create,
         super::posts::read,

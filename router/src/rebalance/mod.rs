@@ -73,6 +73,8 @@ pub struct RebalanceReport {
 pub struct ClusterAdmin {
     pub topology: Arc<Topology>,
     pub catalog: Catalog,
+    /// Credentials and database names for shards not yet in the catalog.
+    map: ShardMap,
 }
 
 impl ClusterAdmin {
@@ -83,7 +85,11 @@ impl ClusterAdmin {
         let state = catalog.load().await?;
         let topology = Topology::connect(map.clone(), RouterSettings::default()).await;
         topology.follow_catalog(catalog.clone(), &state).await;
-        Ok(Self { topology, catalog })
+        Ok(Self {
+            topology,
+            catalog,
+            map: map.clone(),
+        })
     }
 
     /// The catalog now (and the topology brought up to it).
@@ -100,12 +106,23 @@ impl ClusterAdmin {
         hosts: &[HostAddr],
         weight: u32,
     ) -> Result<u64, RebalanceError> {
+        // Migrate the new shard on its own first, so no node ever routes to a shard
+        // without its schema.
+        let alone = ShardMap {
+            shards: vec![crate::shard_map::ShardConfig {
+                id: id.clone(),
+                weight,
+                hosts: hosts.to_vec(),
+            }],
+            ..self.map.clone()
+        };
+        let topology = Topology::connect(alone, RouterSettings::default()).await;
+        migrations::migrate_one(&topology, id).await?;
         let mut client = self.catalog.connect().await?;
         let epoch = CatalogWriter::new(&mut client)
             .add_shard(id, hosts, weight)
             .await?;
         self.state().await?;
-        migrations::migrate_one(&self.topology, id).await?;
         Ok(epoch)
     }
 
@@ -272,6 +289,68 @@ pub async fn bootstrap(
         })?;
     }
     Ok(state)
+}
+
+/// One shard in [`ClusterStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardSummary {
+    pub id: ShardId,
+    pub weight: u32,
+    pub draining: bool,
+    pub slots: usize,
+    /// Rows of the sharded tables on the shard's primary (a moved slot's source copy
+    /// counts until it is cleaned up); `None` when the primary did not answer.
+    pub rows: Option<i64>,
+    pub hosts: Vec<crate::topology::HostStatus>,
+}
+
+/// The cluster as `strata shard status` and `GET /v1/admin/rebalance` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub epoch: u64,
+    pub shards: Vec<ShardSummary>,
+    pub moves_in_progress: usize,
+    pub moves: Vec<MoveRecord>,
+}
+
+/// Shards, hosts and roles, slots and rows per shard, the epoch and the moves.
+pub async fn status(topology: &Topology, state: &CatalogState) -> ClusterStatus {
+    let slots = crate::catalog::slot_counts(state);
+    let live = topology.status();
+    let mut shards = Vec::new();
+    for shard in &state.shards {
+        shards.push(ShardSummary {
+            id: shard.id.clone(),
+            weight: shard.weight,
+            draining: shard.draining,
+            slots: slots.get(&shard.id).copied().unwrap_or(0),
+            rows: count_rows(topology, &shard.id).await,
+            hosts: live
+                .iter()
+                .find(|s| s.id == shard.id)
+                .map(|s| s.hosts.clone())
+                .unwrap_or_default(),
+        });
+    }
+    ClusterStatus {
+        epoch: state.epoch,
+        shards,
+        moves_in_progress: state.moves.iter().filter(|m| m.phase.in_progress()).count(),
+        moves: state.moves.clone(),
+    }
+}
+
+async fn count_rows(topology: &Topology, shard: &ShardId) -> Option<i64> {
+    let conn = topology.primary(shard).await.ok()?;
+    let sum = tables::SHARDED_TABLES
+        .iter()
+        .map(|t| format!("(SELECT count(*) FROM {})", t.name))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    conn.query_one(&format!("SELECT ({sum})::bigint"), &[])
+        .await
+        .ok()
+        .map(|r| r.get(0))
 }
 
 fn moving(moves: &[MoveRecord], slot: Slot) -> bool {
