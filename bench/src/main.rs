@@ -11,6 +11,7 @@ use strata_bench::report::Report;
 use strata_bench::scenarios::data_paths::DataPaths;
 use strata_bench::scenarios::login_storm::LoginStorm;
 use strata_bench::scenarios::mix::Mix;
+use strata_bench::scenarios::rebalance::RebalanceBench;
 use strata_bench::scenarios::runner::{LoadModel, MixRun};
 use strata_bench::scenarios::search::SearchBench;
 use strata_bench::target::Target;
@@ -99,6 +100,19 @@ enum Command {
         queries: usize,
         /// Bench users owning the posts.
         #[arg(long, default_value_t = 50)]
+        users: usize,
+    },
+    /// Adds a shard to the local cluster and rebalances under steady load; compares with
+    /// the same load without a move (see bench/README.md).
+    Rebalance {
+        /// Open-loop request rate of the `mixed` mix, with and without the move.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Slots moved at once.
+        #[arg(long, default_value_t = 4)]
+        max_parallel: usize,
+        /// Seeded users (20 posts and 20 tasks each).
+        #[arg(long, default_value_t = 200)]
         users: usize,
     },
     /// Floods logins and measures what it costs other requests (see bench/README.md).
@@ -232,6 +246,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let scenario = SearchBench {
                 posts,
                 queries,
+                users,
+                seed: cli.seed,
+            };
+            scenario.run(&target, &http).await?
+        }
+        Command::Rebalance {
+            rate,
+            max_parallel,
+            users,
+        } => {
+            anyhow::ensure!(
+                rate > 0.0 && rate.is_finite() && max_parallel > 0 && users > 0,
+                "--rate, --max-parallel and --users must be positive"
+            );
+            let target = Target::from_cluster_file(&cli.cluster)?;
+            target.check(&http).await?;
+            let scenario = RebalanceBench {
+                rate,
+                duration,
+                max_parallel,
                 users,
                 seed: cli.seed,
             };

@@ -15,9 +15,13 @@ pub const CONSISTENCY_HEADER: &str = "x-strata-consistency";
 /// Most shards a token may name (bounds what a client can make a node parse).
 const MAX_ENTRIES: usize = 64;
 
-/// Shard → the WAL position a reader must have reached.
+/// Shard → the WAL position a reader must have reached, and the placement epoch the
+/// reader must know.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConsistencyToken(BTreeMap<ShardId, Lsn>);
+pub struct ConsistencyToken {
+    positions: BTreeMap<ShardId, Lsn>,
+    epoch: u64,
+}
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,11 +29,17 @@ pub struct ConsistencyToken(BTreeMap<ShardId, Lsn>);
 pub struct TokenFormatError;
 
 impl ConsistencyToken {
-    /// Parses `shard@lsn[,shard@lsn...]`.
+    /// Parses `shard@lsn[,shard@lsn...][,eEPOCH]`.
     pub fn parse(raw: &str) -> Result<Self, TokenFormatError> {
         let mut entries = BTreeMap::new();
+        let mut epoch = 0;
         for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
-            let (shard, lsn) = part.trim().split_once('@').ok_or(TokenFormatError)?;
+            let part = part.trim();
+            if let Some(digits) = part.strip_prefix('e').filter(|d| !d.contains('@')) {
+                epoch = digits.parse().map_err(|_| TokenFormatError)?;
+                continue;
+            }
+            let (shard, lsn) = part.split_once('@').ok_or(TokenFormatError)?;
             let shard = ShardId::parse(shard).map_err(|_| TokenFormatError)?;
             let lsn: Lsn = lsn.parse().map_err(|_| TokenFormatError)?;
             let entry = entries.entry(shard).or_insert(lsn);
@@ -38,33 +48,58 @@ impl ConsistencyToken {
                 return Err(TokenFormatError);
             }
         }
-        Ok(Self(entries))
+        Ok(Self {
+            positions: entries,
+            epoch,
+        })
     }
 
     /// A token for one write.
     pub fn single(shard: ShardId, lsn: Lsn) -> Self {
-        Self(BTreeMap::from([(shard, lsn)]))
+        Self {
+            positions: BTreeMap::from([(shard, lsn)]),
+            epoch: 0,
+        }
+    }
+
+    /// This token, requiring at least placement `epoch`.
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = self.epoch.max(epoch);
+        self
+    }
+
+    /// The placement epoch a reader must know (0: any).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// This token with `other` folded in (the later position wins per shard), so a
     /// client writing to several shards keeps one token.
     pub fn merged(mut self, other: &ConsistencyToken) -> Self {
-        for (shard, lsn) in &other.0 {
-            let entry = self.0.entry(shard.clone()).or_insert(*lsn);
+        for (shard, lsn) in &other.positions {
+            let entry = self.positions.entry(shard.clone()).or_insert(*lsn);
             *entry = (*entry).max(*lsn);
         }
+        self.epoch = self.epoch.max(other.epoch);
         self
     }
 
     /// The position a read of `shard` must wait for, if any.
     pub fn required(&self, shard: &ShardId) -> Option<Lsn> {
-        self.0.get(shard).copied()
+        self.positions.get(shard).copied()
     }
 }
 
 impl fmt::Display for ConsistencyToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|(s, l)| format!("{s}@{l}")).collect();
+        let mut parts: Vec<String> = self
+            .positions
+            .iter()
+            .map(|(s, l)| format!("{s}@{l}"))
+            .collect();
+        if self.epoch > 0 {
+            parts.push(format!("e{}", self.epoch));
+        }
         f.write_str(&parts.join(","))
     }
 }
@@ -94,8 +129,28 @@ mod tests {
     }
 
     #[test]
+    fn the_placement_epoch_travels_and_the_later_one_wins() {
+        let token = ConsistencyToken::parse("s0@0/1,e7").unwrap();
+        assert_eq!(token.epoch(), 7);
+        assert_eq!(ConsistencyToken::parse(&token.to_string()).unwrap(), token);
+        let merged = token
+            .merged(&ConsistencyToken::single(shard("s1"), "0/2".parse().unwrap()).with_epoch(9));
+        assert_eq!(merged.epoch(), 9);
+        assert_eq!(merged.to_string(), "s0@0/1,s1@0/2,e9");
+    }
+
+    #[test]
     fn malformed_tokens_are_refused() {
-        for bad in ["s0", "s0@", "@0/1", "S0@0/1", "s0@zz", "s0@0/1;s1@0/2"] {
+        for bad in [
+            "s0",
+            "s0@",
+            "@0/1",
+            "S0@0/1",
+            "s0@zz",
+            "s0@0/1;s1@0/2",
+            "e",
+            "ex1",
+        ] {
             assert_eq!(
                 ConsistencyToken::parse(bad),
                 Err(TokenFormatError),

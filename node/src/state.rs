@@ -118,10 +118,12 @@ impl AppState {
         caller: &ConsistencyToken,
         write: &ConsistencyToken,
     ) -> Response {
+        // The placement this node knows now is at least the one the write went by.
+        let write = write.clone().with_epoch(self.inner.topology.epoch());
         crate::consistency::stamp(
             response,
             caller,
-            write,
+            &write,
             self.inner.config.auth.secure_cookies,
         )
     }

@@ -118,9 +118,14 @@ pub struct Topology {
     next_reader: AtomicUsize,
     /// The catalog this topology follows, once attached.
     catalog: OnceLock<Catalog>,
-    /// One catalog reload at a time; writers stopped by a fence queue behind it.
-    reloading: tokio::sync::Mutex<()>,
+    /// One catalog reload at a time; writers stopped by a fence queue behind it. Holds
+    /// when the last reload finished, so a burst (or a client claiming an epoch that
+    /// does not exist yet) costs at most one reload per [`MIN_RELOAD_GAP`].
+    reloading: tokio::sync::Mutex<Option<Instant>>,
 }
+
+/// The least time between two catalog reloads asked for by requests.
+const MIN_RELOAD_GAP: Duration = Duration::from_millis(20);
 
 /// Stops the background poller when dropped, so a topology never outlives its owner's
 /// interest in it.
@@ -157,7 +162,7 @@ impl Topology {
             shards: RwLock::new(shards),
             next_reader: AtomicUsize::new(0),
             catalog: OnceLock::new(),
-            reloading: tokio::sync::Mutex::new(()),
+            reloading: tokio::sync::Mutex::new(None),
         });
         topology.poll_all().await;
         topology
@@ -201,14 +206,21 @@ impl Topology {
     /// Reloads placement from the catalog now, unless another reload finished since
     /// `seen_epoch` was read (then that one is as fresh). Returns the epoch in force.
     pub async fn reload_catalog(&self, seen_epoch: u64) -> Result<u64, CatalogError> {
+        self.reload(seen_epoch, false).await
+    }
+
+    async fn reload(&self, seen_epoch: u64, force: bool) -> Result<u64, CatalogError> {
         let Some(catalog) = self.catalog.get() else {
             return Ok(self.epoch());
         };
-        let _one_at_a_time = self.reloading.lock().await;
-        if self.epoch() > seen_epoch {
+        let mut last = self.reloading.lock().await;
+        let too_soon = !force && last.is_some_and(|at| at.elapsed() < MIN_RELOAD_GAP);
+        if self.epoch() > seen_epoch || too_soon {
             return Ok(self.epoch());
         }
-        let state = catalog.load().await?;
+        let state = catalog.load().await;
+        *last = Some(Instant::now());
+        let state = state?;
         self.apply_catalog(&state).await;
         Ok(state.epoch)
     }
@@ -238,7 +250,7 @@ impl Topology {
                         };
                         let seen = topology.epoch();
                         if current > seen {
-                            if let Err(e) = topology.reload_catalog(seen).await {
+                            if let Err(e) = topology.reload(seen, true).await {
                                 tracing::warn!(error = %e, "cannot reload the catalog");
                             }
                         }

@@ -3,6 +3,7 @@
 pub mod data_paths;
 pub mod login_storm;
 pub mod mix;
+pub mod rebalance;
 pub mod runner;
 pub mod search;
 

@@ -244,7 +244,7 @@ impl MixRun {
     }
 
     /// Signs up (or logs in) the dataset's users and gives each its posts and tasks.
-    async fn seed_dataset(
+    pub(crate) async fn seed_dataset(
         &self,
         target: &Target,
         http: &Client,
@@ -317,7 +317,7 @@ impl MixRun {
 }
 
 /// Prints `elapsed, requests, req/s, errors` to stderr every second until aborted.
-fn progress_line(recorder: Arc<Recorder>, label: String) -> tokio::task::JoinHandle<()> {
+pub(crate) fn progress_line(recorder: Arc<Recorder>, label: String) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let start = Instant::now();
         let mut last = 0u64;

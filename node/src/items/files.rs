@@ -11,7 +11,9 @@ use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
-use crate::items::write::{Committed, FeedOp, commit_with_feed, owner_primary, owner_reader};
+use crate::items::write::{
+    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_while_moving,
+};
 
 /// `File`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -75,6 +77,15 @@ impl<'a> FileStore<'a> {
         owner: &UserId,
         file: NewFile,
     ) -> Result<Committed<FileMeta>, StoreError> {
+        retry_while_moving(self.topology, || self.create_once(owner, file.clone())).await
+    }
+
+    /// One attempt of [`Self::create`].
+    async fn create_once(
+        &self,
+        owner: &UserId,
+        file: NewFile,
+    ) -> Result<Committed<FileMeta>, StoreError> {
         let (mut conn, shard, hash) = owner_primary(self.topology, owner).await?;
         let tx = conn.transaction().await?;
         let row = tx
@@ -124,6 +135,15 @@ impl<'a> FileStore<'a> {
 
     /// Deletes the owner's file metadata; returns it (for the object key) or `None`.
     pub async fn delete(
+        &self,
+        owner: &UserId,
+        id: &ItemId,
+    ) -> Result<Option<Committed<FileMeta>>, StoreError> {
+        retry_while_moving(self.topology, || self.delete_once(owner, id)).await
+    }
+
+    /// One attempt of [`Self::delete`].
+    async fn delete_once(
         &self,
         owner: &UserId,
         id: &ItemId,

@@ -11,7 +11,9 @@ use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
-use crate::items::write::{Committed, FeedOp, commit_with_feed, owner_primary, owner_reader};
+use crate::items::write::{
+    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_while_moving,
+};
 
 /// Who may read a post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -104,6 +106,15 @@ impl<'a> PostStore<'a> {
         author: &UserId,
         post: NewPost,
     ) -> Result<Committed<Post>, StoreError> {
+        retry_while_moving(self.topology, || self.create_once(author, post.clone())).await
+    }
+
+    /// One attempt of [`Self::create`].
+    async fn create_once(
+        &self,
+        author: &UserId,
+        post: NewPost,
+    ) -> Result<Committed<Post>, StoreError> {
         let (mut conn, shard, hash) = owner_primary(self.topology, author).await?;
         let id = ItemId::generate(author);
         let tx = conn.transaction().await?;
@@ -162,6 +173,15 @@ impl<'a> PostStore<'a> {
         id: &ItemId,
         changes: PostChanges,
     ) -> Result<Option<Committed<Post>>, StoreError> {
+        retry_while_moving(self.topology, || self.update_once(id, changes.clone())).await
+    }
+
+    /// One attempt of [`Self::update`].
+    async fn update_once(
+        &self,
+        id: &ItemId,
+        changes: PostChanges,
+    ) -> Result<Option<Committed<Post>>, StoreError> {
         let (mut conn, shard, hash) = owner_primary(self.topology, id.owner()).await?;
         let tx = conn.transaction().await?;
         let row = tx
@@ -201,6 +221,11 @@ impl<'a> PostStore<'a> {
 
     /// Deletes a post; `None` when there is no such post.
     pub async fn delete(&self, id: &ItemId) -> Result<Option<Committed<()>>, StoreError> {
+        retry_while_moving(self.topology, || self.delete_once(id)).await
+    }
+
+    /// One attempt of [`Self::delete`].
+    async fn delete_once(&self, id: &ItemId) -> Result<Option<Committed<()>>, StoreError> {
         let (mut conn, shard, hash) = owner_primary(self.topology, id.owner()).await?;
         let tx = conn.transaction().await?;
         let row = tx

@@ -10,7 +10,9 @@ use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
-use crate::items::write::{Committed, FeedOp, commit_with_feed, owner_primary, owner_reader};
+use crate::items::write::{
+    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_while_moving,
+};
 
 /// `Task`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -85,6 +87,20 @@ impl<'a> TaskStore<'a> {
         notes: &str,
         due_at: Option<OffsetDateTime>,
     ) -> Result<Committed<Task>, StoreError> {
+        retry_while_moving(self.topology, || {
+            self.create_once(owner, title, notes, due_at)
+        })
+        .await
+    }
+
+    /// One attempt of [`Self::create`].
+    async fn create_once(
+        &self,
+        owner: &UserId,
+        title: &str,
+        notes: &str,
+        due_at: Option<OffsetDateTime>,
+    ) -> Result<Committed<Task>, StoreError> {
         let (mut conn, shard, hash) = owner_primary(self.topology, owner).await?;
         let id = ItemId::generate(owner);
         let tx = conn.transaction().await?;
@@ -143,6 +159,19 @@ impl<'a> TaskStore<'a> {
         id: &ItemId,
         changes: TaskChanges,
     ) -> Result<Option<Committed<Task>>, StoreError> {
+        retry_while_moving(self.topology, || {
+            self.update_once(owner, id, changes.clone())
+        })
+        .await
+    }
+
+    /// One attempt of [`Self::update`].
+    async fn update_once(
+        &self,
+        owner: &UserId,
+        id: &ItemId,
+        changes: TaskChanges,
+    ) -> Result<Option<Committed<Task>>, StoreError> {
         let (mut conn, shard, hash) = owner_primary(self.topology, id.owner()).await?;
         let tx = conn.transaction().await?;
         let set_due = changes.due_at.is_some();
@@ -183,6 +212,15 @@ impl<'a> TaskStore<'a> {
 
     /// Deletes the owner's task; `None` when there is no such task.
     pub async fn delete(
+        &self,
+        owner: &UserId,
+        id: &ItemId,
+    ) -> Result<Option<Committed<()>>, StoreError> {
+        retry_while_moving(self.topology, || self.delete_once(owner, id)).await
+    }
+
+    /// One attempt of [`Self::delete`].
+    async fn delete_once(
         &self,
         owner: &UserId,
         id: &ItemId,

@@ -108,6 +108,21 @@ pub async fn reader_for(
     hash: RouteHash,
     token: &ConsistencyToken,
 ) -> Result<Object, StoreError> {
+    // The client has seen a newer placement than this node: catch up first (briefly:
+    // the catalog may answer with an epoch a moment older than the one that was sent).
+    for _ in 0..5 {
+        let known = topology.epoch();
+        if token.epoch() <= known {
+            break;
+        }
+        if let Err(e) = topology.reload_catalog(known).await {
+            tracing::warn!(error = %e, "cannot reload the catalog for a newer token");
+            break;
+        }
+        if topology.epoch() < token.epoch() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
     let shard = topology.shard_for(hash);
     let needed = token.required(&shard).max(topology.read_floor(hash.slot()));
     let (conn, _) = topology.reader(&shard, needed).await?;

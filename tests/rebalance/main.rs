@@ -1,0 +1,357 @@
+//! Online rebalancing end to end, on a cluster of its own (the test kills the mover):
+//! a shard is added and rebalanced under steady load through both nodes, with the mover
+//! killed once during a copy and once inside a fence; then the shard is drained under
+//! load and removed. Throughout: no request fails, every acknowledged write reads back,
+//! `strata shard verify` finds no difference, search holds every post exactly once at
+//! its latest version, and nodes refuse a map that disagrees with the catalog.
+
+mod load;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use load::Ledger;
+use serde_json::Value;
+use strata_node::config::{LimitsConfig, NodeConfig};
+use strata_router::ShardMap;
+use strata_router::catalog::{Catalog, MovePhase};
+use strata_sandbox::nodes::{binary, node_binary};
+use strata_sandbox::{Cluster, ClusterBuilder};
+use strata_tests::api::{Api, status_and_json};
+use strata_tests::{eventually, shard};
+
+const WORKERS: usize = 4;
+
+fn start_cluster() -> Cluster {
+    ClusterBuilder::default()
+        .shards(2)
+        .replicas(1)
+        .nodes(2)
+        .load_balancer(false)
+        .limits(LimitsConfig {
+            signup_per_ip: 100_000,
+            login_per_ip: 100_000,
+            ..LimitsConfig::default()
+        })
+        .start()
+        .expect("start the rebalance test cluster")
+}
+
+fn nodes(cluster: &Cluster) -> [Api; 2] {
+    [
+        Api::new(cluster.nodes[0].url()),
+        Api::new(cluster.nodes[1].url()),
+    ]
+}
+
+/// `strata shard ...` against the cluster's catalog; returns exit success and stdout.
+fn strata(cluster: &Cluster, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let output = Command::new(binary("strata").expect("the strata binary is built"))
+        .args(args)
+        .env("STRATA_SHARD_MAP", cluster.shard_map_path())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run strata");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        eprintln!("strata {args:?} failed: {stderr}");
+    }
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// Steady load while `during` runs; returns its result and the ledger.
+async fn under_load<T: Send + 'static>(
+    cluster_nodes: [Api; 2],
+    ledger: Arc<Ledger>,
+    during: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            tokio::spawn(load::worker(
+                w,
+                cluster_nodes.clone(),
+                Arc::clone(&ledger),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    // Let the load reach a steady state first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let result = tokio::task::spawn_blocking(during)
+        .await
+        .expect("the operation ran");
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.expect("a worker ran");
+    }
+    result
+}
+
+/// Starts `strata shard rebalance` paused at `point`, waits until a move reaches
+/// `phase`, and kills it with SIGKILL.
+fn kill_rebalance_at(cluster: &Cluster, point: &str, phase: MovePhase) {
+    let mut child = Command::new(binary("strata").unwrap())
+        .args(["shard", "rebalance", "--json", "--max-parallel", "2"])
+        .env("STRATA_SHARD_MAP", cluster.shard_map_path())
+        .env("STRATA_MOVER_PAUSE", point)
+        .env("STRATA_MOVER_PAUSE_MS", "60000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a rebalance");
+    let map = cluster.spec.shard_map.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(eventually(
+        &format!("a move to reach {phase:?}"),
+        Duration::from_secs(60),
+        || {
+            let map = map.clone();
+            async move {
+                let state = Catalog::from_map(&map)
+                    .load()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if state.moves.iter().any(|m| m.phase == phase) {
+                    Ok(())
+                } else {
+                    Err(format!("{} moves, none {phase:?}", state.moves.len()))
+                }
+            }
+        },
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().expect("kill -9 the rebalance");
+    let _ = child.wait();
+}
+
+fn node_refusal(cluster: &Cluster, map_text: &str) -> String {
+    let dir = cluster.spec.data_dir.join("refusal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let map_path = dir.join("shard-map.toml");
+    std::fs::write(&map_path, map_text).unwrap();
+    let config = NodeConfig {
+        shard_map: map_path,
+        listen: ([127, 0, 0, 1], 0).into(),
+        auth: strata_sandbox::cluster::auth_with_fresh_key(),
+        ..NodeConfig::default()
+    };
+    let config_path = dir.join("node.toml");
+    std::fs::write(&config_path, config.to_toml()).unwrap();
+    let output = Command::new(node_binary().unwrap())
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the node should refuse to start");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+async fn slot_counts(cluster: &Cluster) -> Value {
+    let (ok, out) = strata(cluster, &["shard", "status", "--json"], &[]);
+    assert!(ok, "shard status");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    let mut counts = serde_json::Map::new();
+    for shard in status["shards"].as_array().unwrap() {
+        counts.insert(shard["id"].as_str().unwrap().into(), shard["slots"].clone());
+    }
+    Value::Object(counts)
+}
+
+/// Every acknowledged post reads back at its acknowledged version or newer through both
+/// nodes, every task exists, and every account logs in.
+async fn nothing_acknowledged_is_lost(cluster: &Cluster, ledger: &Ledger) {
+    let accounts = ledger.accounts.lock().unwrap().clone();
+    let posts = ledger.posts.lock().unwrap().clone();
+    let tasks = ledger.tasks.lock().unwrap().clone();
+    assert!(posts.len() > 20, "the load wrote posts: {}", posts.len());
+    for api in nodes(cluster) {
+        for (id, post) in &posts {
+            let (status, body) = status_and_json(
+                api.get(
+                    &format!("/v1/posts/{id}"),
+                    Some(&accounts[post.owner].access),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(status, 200, "post {id} after the move: {body}");
+            assert!(
+                body["version"].as_i64().unwrap() >= post.version,
+                "post {id} went back from version {}: {body}",
+                post.version
+            );
+        }
+        for (owner, id) in &tasks {
+            let (status, body) = status_and_json(
+                api.get(&format!("/v1/tasks/{id}"), Some(&accounts[*owner].access))
+                    .await,
+            )
+            .await;
+            assert_eq!(status, 200, "task {id} after the move: {body}");
+        }
+    }
+    let api = &nodes(cluster)[0];
+    for account in &accounts {
+        let (status, body) =
+            status_and_json(api.login(&account.username, &account.password).await).await;
+        assert_eq!(
+            status, 200,
+            "login of {} after the move: {body}",
+            account.username
+        );
+    }
+}
+
+/// Search finds every acknowledged post exactly once, with its latest title.
+async fn search_holds_every_post_once(cluster: &Cluster, ledger: &Ledger) {
+    let accounts = ledger.accounts.lock().unwrap().clone();
+    let posts = ledger.posts.lock().unwrap().clone();
+    let api = nodes(cluster)[1].clone();
+    for (id, post) in posts.iter().take(40) {
+        let token = accounts[post.owner].access.clone();
+        eventually(
+            &format!("post {id} to be found once at its latest version"),
+            Duration::from_secs(30),
+            || {
+                let (api, token, word) = (api.clone(), token.clone(), post.word.clone());
+                let (id, title) = (id.clone(), post.title.clone());
+                async move {
+                    let response = api
+                        .http
+                        .get(format!("{}/v1/search", api.base))
+                        .query(&[("q", word.as_str()), ("type", "post"), ("scope", "all")])
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let (_, body) = status_and_json(response).await;
+                    let items = body["items"].as_array().cloned().unwrap_or_default();
+                    let hits: Vec<&Value> =
+                        items.iter().filter(|i| i["id"] == id.as_str()).collect();
+                    match hits[..] {
+                        [hit] if hit["title"] == title.as_str() => Ok(()),
+                        _ => Err(format!("hits {hits:?}, wanted one titled {title:?}")),
+                    }
+                }
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_are_added_and_drained_online_with_nothing_failed_or_lost() {
+    let mut cluster = start_cluster();
+    let ledger = Arc::new(Ledger::default());
+    load::sign_up(&nodes(&cluster)[0], &ledger, 12).await;
+
+    // A node whose map disagrees with the catalog refuses, naming the difference.
+    let mut wrong = cluster.spec.shard_map.clone();
+    wrong.shards[0].weight = 2;
+    let stderr = node_refusal(&cluster, &wrong.to_toml());
+    assert!(
+        stderr.contains("disagrees with the cluster catalog") && stderr.contains("weight 2"),
+        "{stderr}"
+    );
+
+    // Grow: add s2 and rebalance under load, killing the mover mid-copy and mid-fence.
+    let (grown, report) = under_load(nodes(&cluster), Arc::clone(&ledger), move || {
+        let added = cluster.add_shard(1, 1).expect("add a shard");
+        assert_eq!(added, shard("s2"));
+        kill_rebalance_at(&cluster, "copy", MovePhase::Copying);
+        kill_rebalance_at(&cluster, "fence", MovePhase::Flipping);
+        let (ok, out) = strata(
+            &cluster,
+            &["shard", "rebalance", "--json", "--max-parallel", "4"],
+            &[],
+        );
+        assert!(ok, "the resumed rebalance finishes");
+        (cluster, serde_json::from_str::<Value>(&out).unwrap())
+    })
+    .await;
+    cluster = grown;
+    let failures = ledger.failures();
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during the move: {failures:?}",
+        failures.len()
+    );
+    let counts = slot_counts(&cluster).await;
+    let share = counts["s2"].as_f64().unwrap() / 4096.0;
+    assert!(
+        (0.25..=0.42).contains(&share),
+        "s2 took {share} of the slots: {counts}"
+    );
+    eprintln!(
+        "grow: {} requests, {} moves in the last run, pause p99 {} ms",
+        ledger.requests.load(Ordering::Relaxed),
+        report["moves"].as_array().map_or(0, Vec::len),
+        report["pause_ms_p99"]
+    );
+    let (ok, out) = strata(&cluster, &["shard", "verify", "--json"], &[]);
+    assert!(ok, "verify finds no difference: {out}");
+    nothing_acknowledged_is_lost(&cluster, &ledger).await;
+    search_holds_every_post_once(&cluster, &ledger).await;
+
+    // A node restarted after the move comes back with the catalog's placement.
+    cluster.nodes[0].stop();
+    cluster.nodes[0].start().expect("restart node-1");
+    eventually("node-1 to be ready again", Duration::from_secs(60), || {
+        let url = format!("{}/readyz", cluster.nodes[0].url());
+        async move {
+            match reqwest::get(&url).await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    nothing_acknowledged_is_lost(&cluster, &ledger).await;
+
+    // Shrink: drain s2 under load, clean up, remove it.
+    let (drained, ok) = under_load(nodes(&cluster), Arc::clone(&ledger), move || {
+        let (ok, _) = strata(
+            &cluster,
+            &["shard", "drain", "s2", "--json", "--max-parallel", "4"],
+            &[],
+        );
+        (cluster, ok)
+    })
+    .await;
+    cluster = drained;
+    assert!(ok, "the drain finishes");
+    let failures = ledger.failures();
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during the drain: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(slot_counts(&cluster).await["s2"], 0);
+    let (ok, out) = strata(&cluster, &["shard", "verify", "--json"], &[]);
+    assert!(ok, "verify after the drain: {out}");
+    let (refused, _) = strata(&cluster, &["shard", "remove", "s2"], &[]);
+    assert!(
+        !refused,
+        "remove refuses a shard whose source copies are not cleaned up"
+    );
+    let (ok, _) = strata(&cluster, &["shard", "cleanup", "--json"], &[]);
+    assert!(ok, "cleanup");
+    let (ok, _) = strata(&cluster, &["shard", "remove", "s2", "--json"], &[]);
+    assert!(ok, "remove the drained shard");
+    cluster.forget_shard(&shard("s2")).expect("forget s2");
+    nothing_acknowledged_is_lost(&cluster, &ledger).await;
+    search_holds_every_post_once(&cluster, &ledger).await;
+    let map = ShardMap::load(&cluster.shard_map_path()).unwrap();
+    assert_eq!(map.shards.len(), 2);
+}
