@@ -249,10 +249,10 @@ impl Topology {
                             }
                         };
                         let seen = topology.epoch();
-                        if current > seen {
-                            if let Err(e) = topology.reload(seen, true).await {
-                                tracing::warn!(error = %e, "cannot reload the catalog");
-                            }
+                        if current > seen
+                            && let Err(e) = topology.reload(seen, true).await
+                        {
+                            tracing::warn!(error = %e, "cannot reload the catalog");
                         }
                     },
                     Err(e) => {

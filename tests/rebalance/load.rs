@@ -88,7 +88,7 @@ pub async fn worker(w: usize, nodes: [Api; 2], ledger: Arc<Ledger>, stop: Arc<At
     let mut round = 0usize;
     while !stop.load(Ordering::Relaxed) {
         round += 1;
-        let (writer, reader) = if (w + round) % 2 == 0 {
+        let (writer, reader) = if (w + round).is_multiple_of(2) {
             (&nodes[0], &nodes[1])
         } else {
             (&nodes[1], &nodes[0])
@@ -163,7 +163,7 @@ pub async fn worker(w: usize, nodes: [Api; 2], ledger: Arc<Ledger>, stop: Arc<At
             ledger.fail("create task", status, &body);
         }
         // Now and then a signup and a login.
-        if round % 5 == 0 {
+        if round.is_multiple_of(5) {
             if let Some(account) = new_account(writer, &ledger).await {
                 ledger.accounts.lock().unwrap().push(account);
             }
