@@ -462,44 +462,17 @@ async fn load_in_transaction(client: &Client) -> Result<CatalogState, CatalogErr
         .ok_or(CatalogError::Missing)?;
     let epoch = cluster.get::<_, i64>(0) as u64;
     let virtual_nodes = cluster.get::<_, i32>(1) as u32;
-    let mut shards = Vec::new();
-    for row in client
-        .query(
-            "SELECT id, weight, hosts, draining FROM shards ORDER BY id",
-            &[],
-        )
-        .await?
-    {
-        let id = ShardId::parse(row.get(0)).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        let hosts = row
-            .get::<_, Vec<String>>(2)
-            .iter()
-            .map(|h| h.parse::<HostAddr>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        shards.push(CatalogShard {
-            id,
-            weight: row.get::<_, i32>(1) as u32,
-            hosts,
-            draining: row.get(3),
-        });
-    }
+    let shards = load_shards(client).await?;
     let mut owners: Vec<Option<ShardId>> = vec![None; usize::from(SLOT_COUNT)];
     let mut read_floors = vec![None; usize::from(SLOT_COUNT)];
     for row in client
         .query("SELECT slot, shard, read_floor::text FROM slots", &[])
         .await?
     {
-        let slot = Slot::new(row.get::<_, i32>(0) as u32)
-            .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        let owner = ShardId::parse(row.get(1)).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        let floor: Option<String> = row.get(2);
+        let (slot, owner, floor) = slot_from_row(&row)?;
         let index = usize::from(slot.get());
         owners[index] = Some(owner);
-        read_floors[index] = floor
-            .map(|f| f.parse::<Lsn>())
-            .transpose()
-            .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+        read_floors[index] = floor;
     }
     let owners = owners
         .into_iter()
@@ -526,6 +499,86 @@ async fn load_in_transaction(client: &Client) -> Result<CatalogState, CatalogErr
         read_floors,
         moves,
     })
+}
+
+/// What a node needs to catch up from an epoch it knows: the epoch now, every shard, and
+/// the slots whose owner or read floor changed after that epoch.
+#[derive(Debug, Clone)]
+pub struct PlacementUpdate {
+    pub epoch: u64,
+    pub shards: Vec<CatalogShard>,
+    pub slots: Vec<SlotRow>,
+}
+
+/// Reads what changed since `since` on `client`, in one repeatable-read transaction
+/// (each flip stamps its slot with the epoch it created).
+pub async fn load_update(client: &Client, since: u64) -> Result<PlacementUpdate, CatalogError> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let result = async {
+        let epoch = epoch(client).await?;
+        let shards = load_shards(client).await?;
+        let mut slots = Vec::new();
+        for row in client
+            .query(
+                "SELECT slot, shard, read_floor::text FROM slots WHERE epoch > $1",
+                &[&(since as i64)],
+            )
+            .await?
+        {
+            slots.push(slot_from_row(&row)?);
+        }
+        Ok(PlacementUpdate {
+            epoch,
+            shards,
+            slots,
+        })
+    }
+    .await;
+    let _ = client.batch_execute("COMMIT").await;
+    result
+}
+
+async fn load_shards(client: &Client) -> Result<Vec<CatalogShard>, CatalogError> {
+    let mut shards = Vec::new();
+    for row in client
+        .query(
+            "SELECT id, weight, hosts, draining FROM shards ORDER BY id",
+            &[],
+        )
+        .await?
+    {
+        let id = ShardId::parse(row.get(0)).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+        let hosts = row
+            .get::<_, Vec<String>>(2)
+            .iter()
+            .map(|h| h.parse::<HostAddr>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+        shards.push(CatalogShard {
+            id,
+            weight: row.get::<_, i32>(1) as u32,
+            hosts,
+            draining: row.get(3),
+        });
+    }
+    Ok(shards)
+}
+
+/// A slot, its owner and its read floor.
+type SlotRow = (Slot, ShardId, Option<Lsn>);
+
+fn slot_from_row(row: &tokio_postgres::Row) -> Result<SlotRow, CatalogError> {
+    let corrupt = |e: String| CatalogError::Corrupt(e);
+    let slot = Slot::new(row.get::<_, i32>(0) as u32).map_err(|e| corrupt(e.to_string()))?;
+    let owner = ShardId::parse(row.get(1)).map_err(|e| corrupt(e.to_string()))?;
+    let floor: Option<String> = row.get(2);
+    let floor = floor
+        .map(|f| f.parse::<Lsn>())
+        .transpose()
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok((slot, owner, floor))
 }
 
 fn move_from_row(row: &tokio_postgres::Row) -> Result<MoveRecord, CatalogError> {

@@ -75,6 +75,11 @@ impl Placement {
         Self { owners }
     }
 
+    /// Gives a slot to another shard (a flip recorded in the catalog).
+    pub fn set_owner(&mut self, slot: Slot, owner: ShardId) {
+        self.owners[usize::from(slot.get())] = owner;
+    }
+
     /// The shard that owns a slot.
     pub fn shard_of_slot(&self, slot: Slot) -> &ShardId {
         &self.owners[usize::from(slot.get())]

@@ -13,7 +13,7 @@ use futures::future::join_all;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::catalog::{Catalog, CatalogError, CatalogState};
+use crate::catalog::{Catalog, CatalogError, CatalogShard, CatalogState, PlacementUpdate};
 use crate::ids::{HostAddr, RouteHash, SLOT_COUNT, ShardId, Slot};
 use crate::lag::PrimaryHistory;
 use crate::lsn::Lsn;
@@ -121,7 +121,16 @@ pub struct Topology {
     /// One catalog reload at a time; writers stopped by a fence queue behind it. Holds
     /// when the last reload finished, so a burst (or a client claiming an epoch that
     /// does not exist yet) costs at most one reload per [`MIN_RELOAD_GAP`].
-    reloading: tokio::sync::Mutex<Option<Instant>>,
+    reloading: tokio::sync::Mutex<Reloads>,
+}
+
+/// What catalog reloads keep between them.
+#[derive(Default)]
+struct Reloads {
+    /// When the last one finished.
+    last: Option<Instant>,
+    /// A connection to the catalog, kept while it works.
+    client: Option<tokio_postgres::Client>,
 }
 
 /// The least time between two catalog reloads asked for by requests.
@@ -162,7 +171,7 @@ impl Topology {
             shards: RwLock::new(shards),
             next_reader: AtomicUsize::new(0),
             catalog: OnceLock::new(),
-            reloading: tokio::sync::Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(Reloads::default()),
         });
         topology.poll_all().await;
         topology
@@ -178,20 +187,7 @@ impl Topology {
     /// Makes the topology match a catalog state: pools for new shards (polled once before
     /// any request is routed to them), none for removed ones, the catalog's placement.
     pub async fn apply_catalog(&self, state: &CatalogState) {
-        let added: Vec<Arc<Shard>> = {
-            let mut shards = self.shards.write().expect("shards lock");
-            shards.retain(|id, _| state.shard(id).is_some());
-            let mut added = Vec::new();
-            for s in &state.shards {
-                if !shards.contains_key(&s.id) {
-                    let shard = Arc::new(new_shard(&self.map, &self.settings, &s.id, &s.hosts));
-                    shards.insert(s.id.clone(), Arc::clone(&shard));
-                    added.push(shard);
-                }
-            }
-            added
-        };
-        join_all(added.iter().map(|shard| self.poll_shard(shard))).await;
+        self.sync_shards(&state.shards).await;
         let mut routing = self.routing.write().expect("routing lock");
         if state.epoch >= routing.epoch {
             *routing = Arc::new(Routing {
@@ -201,6 +197,45 @@ impl Topology {
             });
         }
         metrics::gauge!("strata_catalog_epoch").set(state.epoch as f64);
+    }
+
+    /// Applies what changed in the catalog since this topology's epoch.
+    fn apply_update(&self, update: &PlacementUpdate) {
+        let mut routing = self.routing.write().expect("routing lock");
+        if update.epoch <= routing.epoch {
+            return;
+        }
+        let mut placement = routing.placement.clone();
+        let mut read_floors = routing.read_floors.clone();
+        for (slot, owner, floor) in &update.slots {
+            placement.set_owner(*slot, owner.clone());
+            read_floors[usize::from(slot.get())] = *floor;
+        }
+        *routing = Arc::new(Routing {
+            epoch: update.epoch,
+            placement,
+            read_floors,
+        });
+        metrics::gauge!("strata_catalog_epoch").set(update.epoch as f64);
+    }
+
+    /// Pools for shards the catalog has and this topology does not (each polled once
+    /// before any request is routed to it); none for shards the catalog dropped.
+    async fn sync_shards(&self, catalog_shards: &[CatalogShard]) {
+        let added: Vec<Arc<Shard>> = {
+            let mut shards = self.shards.write().expect("shards lock");
+            shards.retain(|id, _| catalog_shards.iter().any(|s| &s.id == id));
+            let mut added = Vec::new();
+            for s in catalog_shards {
+                if !shards.contains_key(&s.id) {
+                    let shard = Arc::new(new_shard(&self.map, &self.settings, &s.id, &s.hosts));
+                    shards.insert(s.id.clone(), Arc::clone(&shard));
+                    added.push(shard);
+                }
+            }
+            added
+        };
+        join_all(added.iter().map(|shard| self.poll_shard(shard))).await;
     }
 
     /// Reloads placement from the catalog now, unless another reload finished since
@@ -213,16 +248,31 @@ impl Topology {
         let Some(catalog) = self.catalog.get() else {
             return Ok(self.epoch());
         };
-        let mut last = self.reloading.lock().await;
-        let too_soon = !force && last.is_some_and(|at| at.elapsed() < MIN_RELOAD_GAP);
+        let mut reloads = self.reloading.lock().await;
+        let too_soon = !force && reloads.last.is_some_and(|at| at.elapsed() < MIN_RELOAD_GAP);
         if self.epoch() > seen_epoch || too_soon {
             return Ok(self.epoch());
         }
-        let state = catalog.load().await;
-        *last = Some(Instant::now());
-        let state = state?;
-        self.apply_catalog(&state).await;
-        Ok(state.epoch)
+        let update = async {
+            if reloads.client.as_ref().is_none_or(|c| c.is_closed()) {
+                reloads.client = Some(catalog.connect().await?);
+            }
+            let client = reloads.client.as_ref().expect("connected above");
+            crate::catalog::load_update(client, self.epoch()).await
+        }
+        .await;
+        reloads.last = Some(Instant::now());
+        let update = match update {
+            Ok(update) => update,
+            Err(e) => {
+                reloads.client = None;
+                return Err(e);
+            }
+        };
+        drop(reloads);
+        self.sync_shards(&update.shards).await;
+        self.apply_update(&update);
+        Ok(self.epoch())
     }
 
     /// Follows the catalog in the background until the guard is dropped: reloads on every

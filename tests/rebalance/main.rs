@@ -250,6 +250,71 @@ async fn search_holds_every_post_once(cluster: &Cluster, ledger: &Ledger) {
     }
 }
 
+/// `GET /v1/admin/rebalance` shows what `strata shard status` shows.
+async fn admin_view_matches_status(cluster: &Cluster, ledger: &Ledger) {
+    let admin = ledger.accounts.lock().unwrap()[0].clone();
+    let (ok, _) = strata(cluster, &["user", "grant-admin", &admin.username], &[]);
+    assert!(ok, "grant admin");
+    let api = &nodes(cluster)[0];
+    let (_, body) = status_and_json(api.login(&admin.username, &admin.password).await).await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let (status, view) = status_and_json(api.get("/v1/admin/rebalance", Some(&token)).await).await;
+    assert_eq!(status, 200, "{view}");
+    let (ok, out) = strata(cluster, &["shard", "status", "--json"], &[]);
+    assert!(ok);
+    let cli: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["epoch"], cli["epoch"]);
+    for (a, b) in view["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(cli["shards"].as_array().unwrap())
+    {
+        assert_eq!((&a["id"], &a["slots"]), (&b["id"], &b["slots"]));
+    }
+    let (status, _) = status_and_json(
+        api.get(
+            "/v1/admin/rebalance",
+            Some(&ledger.accounts.lock().unwrap()[1].access),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 403, "not for a user without the admin role");
+}
+
+/// A row changed on the target behind the write path's back (no feed entry) makes
+/// `verify` fail naming it; put back, verify is clean again.
+async fn tamper_check(cluster: &Cluster) {
+    let target = cluster.pg(&shard("s2"), 0);
+    let id = target
+        .psql("strata", "SELECT id FROM users ORDER BY id LIMIT 1")
+        .unwrap();
+    assert!(!id.is_empty(), "s2 holds users after the move");
+    let set = |email: &str| {
+        format!(
+            "BEGIN; SET LOCAL strata.mover = 'on'; UPDATE users SET email = {email} WHERE id = '{id}'; COMMIT"
+        )
+    };
+    let original = target
+        .psql(
+            "strata",
+            &format!("SELECT email FROM users WHERE id = '{id}'"),
+        )
+        .unwrap();
+    target
+        .psql("strata", &set("'tampered@example.com'"))
+        .unwrap();
+    let (ok, out) = strata(cluster, &["shard", "verify", "--json"], &[]);
+    assert!(!ok, "verify exits 1 on a difference");
+    assert!(out.contains(&id), "verify names the differing id: {out}");
+    target
+        .psql("strata", &set(&format!("'{original}'")))
+        .unwrap();
+    let (ok, out) = strata(cluster, &["shard", "verify", "--json"], &[]);
+    assert!(ok, "clean again: {out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_are_added_and_drained_online_with_nothing_failed_or_lost() {
     let mut cluster = start_cluster();
@@ -269,6 +334,19 @@ async fn shards_are_added_and_drained_online_with_nothing_failed_or_lost() {
     let (grown, report) = under_load(nodes(&cluster), Arc::clone(&ledger), move || {
         let added = cluster.add_shard(1, 1).expect("add a shard");
         assert_eq!(added, shard("s2"));
+        kill_rebalance_at(&cluster, "copy", MovePhase::Copying);
+        // --cancel returns the unfinished moves' slots to their sources.
+        let (ok, out) = strata(&cluster, &["shard", "rebalance", "--cancel", "--json"], &[]);
+        assert!(ok, "cancel");
+        let cancelled: Value = serde_json::from_str(&out).unwrap();
+        assert!(
+            !cancelled["returned_slots"].as_array().unwrap().is_empty(),
+            "the killed run's moves were returned: {out}"
+        );
+        let (ok, out) = strata(&cluster, &["shard", "status", "--json"], &[]);
+        assert!(ok);
+        let status: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(status["moves_in_progress"], 0, "{out}");
         kill_rebalance_at(&cluster, "copy", MovePhase::Copying);
         kill_rebalance_at(&cluster, "fence", MovePhase::Flipping);
         let (ok, out) = strata(
@@ -303,6 +381,10 @@ async fn shards_are_added_and_drained_online_with_nothing_failed_or_lost() {
     assert!(ok, "verify finds no difference: {out}");
     nothing_acknowledged_is_lost(&cluster, &ledger).await;
     search_holds_every_post_once(&cluster, &ledger).await;
+    admin_view_matches_status(&cluster, &ledger).await;
+
+    // verify notices a row that differs between source and target.
+    tamper_check(&cluster).await;
 
     // A node restarted after the move comes back with the catalog's placement.
     cluster.nodes[0].stop();
