@@ -272,14 +272,8 @@ async fn admin_view_matches_status(cluster: &Cluster, ledger: &Ledger) {
     {
         assert_eq!((&a["id"], &a["slots"]), (&b["id"], &b["slots"]));
     }
-    let (status, _) = status_and_json(
-        api.get(
-            "/v1/admin/rebalance",
-            Some(&ledger.accounts.lock().unwrap()[1].access),
-        )
-        .await,
-    )
-    .await;
+    let user = ledger.accounts.lock().unwrap()[1].access.clone();
+    let (status, _) = status_and_json(api.get("/v1/admin/rebalance", Some(&user)).await).await;
     assert_eq!(status, 403, "not for a user without the admin role");
 }
 
