@@ -5,11 +5,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use strata_node::config::NodeConfig;
 use strata_router::{RouterSettings, migrations, route_hash};
-use strata_sandbox::nodes::node_binary;
 use strata_sandbox::{Cluster, ClusterBuilder};
-use strata_tests::{SharedCluster, eventually, get, router, shard};
+use strata_tests::{SharedCluster, eventually, get, node_start_failure, router, shard};
 
 static CLUSTER: SharedCluster = SharedCluster::new();
 
@@ -251,36 +249,6 @@ async fn metrics_count_requests_by_route_and_report_replica_lag() {
     );
     assert!(text.contains("strata_replica_lag_seconds{"), "{text}");
     assert!(text.contains("strata_db_pool_connections{"), "{text}");
-}
-
-/// Writes a node config for `map_text` and runs the node binary, which must exit with
-/// an error. Returns what it printed.
-fn node_start_failure(map_text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "strata-node-refusal-{}-{}",
-        std::process::id(),
-        map_text.len()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let map_path = dir.join("shard-map.toml");
-    std::fs::write(&map_path, map_text).unwrap();
-    let config = NodeConfig {
-        shard_map: map_path,
-        listen: ([127, 0, 0, 1], 0).into(),
-        auth: strata_sandbox::cluster::auth_with_fresh_key(),
-        ..NodeConfig::default()
-    };
-    let config_path = dir.join("node.toml");
-    std::fs::write(&config_path, config.to_toml()).unwrap();
-    let output = Command::new(node_binary().unwrap())
-        .arg("--config")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!output.status.success(), "the node should refuse to start");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[tokio::test]

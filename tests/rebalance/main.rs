@@ -14,15 +14,18 @@ use std::time::Duration;
 
 use load::Ledger;
 use serde_json::Value;
-use strata_node::config::{LimitsConfig, NodeConfig};
+use strata_node::config::LimitsConfig;
 use strata_router::ShardMap;
 use strata_router::catalog::{Catalog, MovePhase};
-use strata_sandbox::nodes::{binary, node_binary};
+use strata_sandbox::nodes::binary;
 use strata_sandbox::{Cluster, ClusterBuilder};
 use strata_tests::api::{Api, status_and_json};
-use strata_tests::{eventually, shard};
+use strata_tests::{eventually, node_start_failure, shard};
 
 const WORKERS: usize = 4;
+
+/// Accounts signed up before any move.
+const SET_UP_ACCOUNTS: usize = 12;
 
 fn start_cluster() -> Cluster {
     ClusterBuilder::default()
@@ -132,29 +135,6 @@ fn kill_rebalance_at(cluster: &Cluster, point: &str, phase: MovePhase) {
     std::thread::sleep(Duration::from_millis(300));
     child.kill().expect("kill -9 the rebalance");
     let _ = child.wait();
-}
-
-fn node_refusal(cluster: &Cluster, map_text: &str) -> String {
-    let dir = cluster.spec.data_dir.join("refusal");
-    std::fs::create_dir_all(&dir).unwrap();
-    let map_path = dir.join("shard-map.toml");
-    std::fs::write(&map_path, map_text).unwrap();
-    let config = NodeConfig {
-        shard_map: map_path,
-        listen: ([127, 0, 0, 1], 0).into(),
-        auth: strata_sandbox::cluster::auth_with_fresh_key(),
-        ..NodeConfig::default()
-    };
-    let config_path = dir.join("node.toml");
-    std::fs::write(&config_path, config.to_toml()).unwrap();
-    let output = Command::new(node_binary().unwrap())
-        .arg("--config")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "the node should refuse to start");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 async fn slot_counts(cluster: &Cluster) -> Value {
@@ -278,33 +258,44 @@ async fn admin_view_matches_status(cluster: &Cluster, ledger: &Ledger) {
 }
 
 /// A row changed on the target behind the write path's back (no feed entry) makes
-/// `verify` fail naming it; put back, verify is clean again.
-async fn tamper_check(cluster: &Cluster) {
+/// `verify` fail naming it; put back, verify is clean again. The row is a login name of
+/// an account signed up before the move (rows changed after their slot's flip are
+/// rightly left out of the comparison).
+async fn tamper_check(cluster: &Cluster, ledger: &Ledger) {
+    let names: Vec<String> = ledger.accounts.lock().unwrap()[..SET_UP_ACCOUNTS]
+        .iter()
+        .flat_map(|a| {
+            [
+                format!("'username:{}'", a.username),
+                format!("'email:{}@example.com'", a.username),
+            ]
+        })
+        .collect();
     let target = cluster.pg(&shard("s2"), 0);
-    let id = target
-        .psql("strata", "SELECT id FROM users ORDER BY id LIMIT 1")
-        .unwrap();
-    assert!(!id.is_empty(), "s2 holds users after the move");
-    let set = |email: &str| {
-        format!(
-            "BEGIN; SET LOCAL strata.mover = 'on'; UPDATE users SET email = {email} WHERE id = '{id}'; COMMIT"
-        )
-    };
-    let original = target
+    let name = target
         .psql(
             "strata",
-            &format!("SELECT email FROM users WHERE id = '{id}'"),
+            &format!(
+                "SELECT name FROM login_names WHERE name IN ({}) LIMIT 1",
+                names.join(", ")
+            ),
         )
         .unwrap();
-    target
-        .psql("strata", &set("'tampered@example.com'"))
-        .unwrap();
+    assert!(
+        !name.is_empty(),
+        "s2 holds login names of the set-up accounts"
+    );
+    let shift = |by: &str| {
+        format!(
+            "BEGIN; SET LOCAL strata.mover = 'on'; \
+             UPDATE login_names SET claimed_at = claimed_at + interval '{by}' WHERE name = '{name}'; COMMIT"
+        )
+    };
+    target.psql("strata", &shift("1 second")).unwrap();
     let (ok, out) = strata(cluster, &["shard", "verify", "--json"], &[]);
     assert!(!ok, "verify exits 1 on a difference");
-    assert!(out.contains(&id), "verify names the differing id: {out}");
-    target
-        .psql("strata", &set(&format!("'{original}'")))
-        .unwrap();
+    assert!(out.contains(&name), "verify names the differing row: {out}");
+    target.psql("strata", &shift("-1 second")).unwrap();
     let (ok, out) = strata(cluster, &["shard", "verify", "--json"], &[]);
     assert!(ok, "clean again: {out}");
 }
@@ -313,12 +304,12 @@ async fn tamper_check(cluster: &Cluster) {
 async fn shards_are_added_and_drained_online_with_nothing_failed_or_lost() {
     let mut cluster = start_cluster();
     let ledger = Arc::new(Ledger::default());
-    load::sign_up(&nodes(&cluster)[0], &ledger, 12).await;
+    load::sign_up(&nodes(&cluster)[0], &ledger, SET_UP_ACCOUNTS).await;
 
     // A node whose map disagrees with the catalog refuses, naming the difference.
     let mut wrong = cluster.spec.shard_map.clone();
     wrong.shards[0].weight = 2;
-    let stderr = node_refusal(&cluster, &wrong.to_toml());
+    let stderr = node_start_failure(&wrong.to_toml());
     assert!(
         stderr.contains("disagrees with the cluster catalog") && stderr.contains("weight 2"),
         "{stderr}"
@@ -378,7 +369,7 @@ async fn shards_are_added_and_drained_online_with_nothing_failed_or_lost() {
     admin_view_matches_status(&cluster, &ledger).await;
 
     // verify notices a row that differs between source and target.
-    tamper_check(&cluster).await;
+    tamper_check(&cluster, &ledger).await;
 
     // A node restarted after the move comes back with the catalog's placement.
     cluster.nodes[0].stop();

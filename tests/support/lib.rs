@@ -93,3 +93,33 @@ pub async fn get(url: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
 }
+
+/// Writes a node config for `map_text` and runs the node binary, which must exit with
+/// an error. Returns what it printed.
+pub fn node_start_failure(map_text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-node-refusal-{}-{}",
+        std::process::id(),
+        map_text.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let map_path = dir.join("shard-map.toml");
+    std::fs::write(&map_path, map_text).unwrap();
+    let config = strata_node::config::NodeConfig {
+        shard_map: map_path,
+        listen: ([127, 0, 0, 1], 0).into(),
+        auth: strata_sandbox::cluster::auth_with_fresh_key(),
+        ..strata_node::config::NodeConfig::default()
+    };
+    let config_path = dir.join("node.toml");
+    std::fs::write(&config_path, config.to_toml()).unwrap();
+    let output = std::process::Command::new(strata_sandbox::nodes::node_binary().unwrap())
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!output.status.success(), "the node should refuse to start");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

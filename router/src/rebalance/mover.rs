@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::catalog::{Catalog, CatalogError, CatalogWriter, MovePhase, MoveRecord};
 use crate::ids::{ShardId, Slot};
 use crate::lsn::Lsn;
-use crate::rebalance::tables::{SHARDED_TABLES, table_of_entity};
+use crate::rebalance::tables::{SHARDED_TABLES, ShardedTable, table_of_entity};
 use crate::topology::{RouterError, Topology};
 
 /// The advisory-lock space of the slot fence (see migration V4).
@@ -174,63 +174,20 @@ impl Mover {
             .await
             .map_err(db)?;
         let mut source = self.topology.primary(&record.source).await?;
-        let read = source
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db)?;
-        let snapshot: String = read
-            .query_one("SELECT pg_current_snapshot()::text", &[])
-            .await
-            .map_err(db)?
-            .get(0);
+        let (read, snapshot) = snapshot_read(&mut source).await.map_err(db)?;
         let mut tables = Vec::new();
         for table in SHARDED_TABLES {
-            let rows: Value = read
-                .query_one(
-                    &format!(
-                        "SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) FROM {} t WHERE slot = $1",
-                        table.name
-                    ),
-                    &[&slot_i],
-                )
-                .await
-                .map_err(db)?
-                .get(0);
-            tables.push((table.name, rows));
+            let rows = rows_json(&read, table, slot_i, None).await.map_err(db)?;
+            tables.push((table, rows));
         }
-        let feed: Value = read
-            .query_one(
-                "SELECT coalesce(jsonb_agg(to_jsonb(f) ORDER BY seq), '[]'::jsonb) \
-                 FROM change_feed f WHERE slot = $1",
-                &[&slot_i],
-            )
-            .await
-            .map_err(db)?
-            .get(0);
+        let feed = feed_json(&read, slot_i, None).await.map_err(db)?;
         read.commit().await.map_err(db)?;
         maybe_pause(PausePoint::Copy).await;
-        let write = target.transaction().await.map_err(db)?;
-        write
-            .batch_execute("SET LOCAL strata.mover = 'on'")
-            .await
-            .map_err(db)?;
+        let write = mover_write(&mut target).await.map_err(db)?;
         let mut copied = 0i64;
-        for (name, rows) in &tables {
+        for (table, rows) in &tables {
             copied += rows.as_array().map_or(0, Vec::len) as i64;
-            write
-                .execute(&format!("DELETE FROM {name} WHERE slot = $1"), &[&slot_i])
-                .await
-                .map_err(db)?;
-            write
-                .execute(
-                    &format!(
-                        "INSERT INTO {name} SELECT * FROM jsonb_populate_recordset(NULL::{name}, $1)"
-                    ),
-                    &[rows],
-                )
+            replace_rows(&write, table, slot_i, None, rows)
                 .await
                 .map_err(db)?;
         }
@@ -252,28 +209,8 @@ impl Mover {
         let db = |source| MoveError::Db { slot, source };
         let slot_i = i32::from(slot.get());
         let mut source = self.topology.primary(&record.source).await?;
-        let read = source
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db)?;
-        let snapshot: String = read
-            .query_one("SELECT pg_current_snapshot()::text", &[])
-            .await
-            .map_err(db)?
-            .get(0);
-        let feed: Value = read
-            .query_one(
-                "SELECT coalesce(jsonb_agg(to_jsonb(f) ORDER BY seq), '[]'::jsonb) FROM change_feed f \
-                 WHERE slot = $1 AND xid >= pg_snapshot_xmin($2::text::pg_snapshot) \
-                 AND NOT pg_visible_in_snapshot(xid, $2::text::pg_snapshot)",
-                &[&slot_i, &since],
-            )
-            .await
-            .map_err(db)?
-            .get(0);
+        let (read, snapshot) = snapshot_read(&mut source).await.map_err(db)?;
+        let feed = feed_json(&read, slot_i, Some(since)).await.map_err(db)?;
         let entries = feed.as_array().cloned().unwrap_or_default();
         let mut keys: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         for entry in &entries {
@@ -287,49 +224,18 @@ impl Mover {
         }
         let mut changed = Vec::new();
         for table in SHARDED_TABLES {
-            let Some(ids) = keys.get(table.name) else {
-                continue;
-            };
-            let rows: Value = read
-                .query_one(
-                    &format!(
-                        "SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) FROM {} t \
-                         WHERE {} = ANY($1) AND slot = $2",
-                        table.name, table.key
-                    ),
-                    &[ids, &slot_i],
-                )
-                .await
-                .map_err(db)?
-                .get(0);
-            changed.push((table, ids, rows));
+            if let Some(ids) = keys.get(table.name) {
+                let rows = rows_json(&read, table, slot_i, Some(ids))
+                    .await
+                    .map_err(db)?;
+                changed.push((table, ids, rows));
+            }
         }
         read.commit().await.map_err(db)?;
         let mut target = self.topology.primary(&record.target).await?;
-        let write = target.transaction().await.map_err(db)?;
-        write
-            .batch_execute("SET LOCAL strata.mover = 'on'")
-            .await
-            .map_err(db)?;
+        let write = mover_write(&mut target).await.map_err(db)?;
         for (table, ids, rows) in &changed {
-            write
-                .execute(
-                    &format!(
-                        "DELETE FROM {} WHERE {} = ANY($1) AND slot = $2",
-                        table.name, table.key
-                    ),
-                    &[ids, &slot_i],
-                )
-                .await
-                .map_err(db)?;
-            write
-                .execute(
-                    &format!(
-                        "INSERT INTO {0} SELECT * FROM jsonb_populate_recordset(NULL::{0}, $1)",
-                        table.name
-                    ),
-                    &[rows],
-                )
+            replace_rows(&write, table, slot_i, Some(ids), rows)
                 .await
                 .map_err(db)?;
         }
@@ -447,16 +353,13 @@ impl Mover {
         }
         let slot_i = i32::from(slot.get());
         let mut target = self.topology.primary(&record.target).await?;
-        let tx = target.transaction().await.map_err(db)?;
+        let tx = mover_write(&mut target).await.map_err(db)?;
         tx.execute(
             "UPDATE shard_slots SET state = 'moved', changed_at = now() WHERE slot = $1",
             &[&slot_i],
         )
         .await
         .map_err(db)?;
-        tx.batch_execute("SET LOCAL strata.mover = 'on'")
-            .await
-            .map_err(db)?;
         for table in SHARDED_TABLES {
             tx.execute(
                 &format!("DELETE FROM {} WHERE slot = $1", table.name),
@@ -479,10 +382,7 @@ impl Mover {
         let db = |source| MoveError::Db { slot, source };
         let slot_i = i32::from(slot.get());
         let mut source = self.topology.primary(&record.source).await?;
-        let tx = source.transaction().await.map_err(db)?;
-        tx.batch_execute("SET LOCAL strata.mover = 'on'")
-            .await
-            .map_err(db)?;
+        let tx = mover_write(&mut source).await.map_err(db)?;
         let mut deleted = 0;
         for table in SHARDED_TABLES {
             deleted += tx
@@ -510,6 +410,89 @@ fn report(record: &MoveRecord, pause_ms: f64) -> MoveReport {
         rows_copied: record.rows_copied,
         pause_ms,
     }
+}
+
+/// A repeatable-read, read-only transaction on the source and its snapshot.
+async fn snapshot_read(
+    conn: &mut Object,
+) -> Result<(deadpool_postgres::Transaction<'_>, String), tokio_postgres::Error> {
+    let read = conn
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let snapshot: String = read
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await?
+        .get(0);
+    Ok((read, snapshot))
+}
+
+/// A transaction on the target that passes the fence (the mover's own writes).
+async fn mover_write(
+    conn: &mut Object,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    let write = conn.transaction().await?;
+    write.batch_execute("SET LOCAL strata.mover = 'on'").await?;
+    Ok(write)
+}
+
+/// The slot's rows of a table (only those with these keys, when given) as a JSON array.
+async fn rows_json(
+    read: &deadpool_postgres::Transaction<'_>,
+    table: &ShardedTable,
+    slot: i32,
+    keys: Option<&Vec<String>>,
+) -> Result<Value, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) FROM {} t \
+         WHERE slot = $1 AND ($2::text[] IS NULL OR {} = ANY($2))",
+        table.name, table.key
+    );
+    Ok(read.query_one(&sql, &[&slot, &keys]).await?.get(0))
+}
+
+/// The slot's feed entries (only those not visible in `since`, when given), in order.
+async fn feed_json(
+    read: &deadpool_postgres::Transaction<'_>,
+    slot: i32,
+    since: Option<&str>,
+) -> Result<Value, tokio_postgres::Error> {
+    let sql = "SELECT coalesce(jsonb_agg(to_jsonb(f) ORDER BY seq), '[]'::jsonb) FROM change_feed f \
+               WHERE slot = $1 AND ($2::text IS NULL OR (xid >= pg_snapshot_xmin($2::text::pg_snapshot) \
+               AND NOT pg_visible_in_snapshot(xid, $2::text::pg_snapshot)))";
+    Ok(read.query_one(sql, &[&slot, &since]).await?.get(0))
+}
+
+/// Replaces the target's rows of the slot (only those with these keys, when given) with
+/// `rows`.
+async fn replace_rows(
+    write: &deadpool_postgres::Transaction<'_>,
+    table: &ShardedTable,
+    slot: i32,
+    keys: Option<&Vec<String>>,
+    rows: &Value,
+) -> Result<(), tokio_postgres::Error> {
+    write
+        .execute(
+            &format!(
+                "DELETE FROM {} WHERE slot = $1 AND ($2::text[] IS NULL OR {} = ANY($2))",
+                table.name, table.key
+            ),
+            &[&slot, &keys],
+        )
+        .await?;
+    write
+        .execute(
+            &format!(
+                "INSERT INTO {0} SELECT * FROM jsonb_populate_recordset(NULL::{0}, $1)",
+                table.name
+            ),
+            &[rows],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Appends copies of source feed entries to the target's feed (new sequence numbers;
