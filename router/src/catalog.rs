@@ -777,7 +777,9 @@ impl<'a> CatalogWriter<'a> {
     }
 
     /// Flips a slot to its move's target: the owner, the read floor, the epoch and the
-    /// move's phase in one transaction, announced to every node.
+    /// move's phase in one statement, announced to every node. It runs inside the
+    /// slot's write pause, so it is one round trip, and it takes no catalog lock: the
+    /// epoch row's own lock orders concurrent flips.
     pub async fn flip(
         &mut self,
         slot: Slot,
@@ -786,27 +788,26 @@ impl<'a> CatalogWriter<'a> {
         flip_feed_seq: i64,
         pause_ms: f64,
     ) -> Result<u64, CatalogError> {
-        let floor = read_floor.to_string();
-        let target = target.clone();
-        self.change(move |tx| {
-            Box::pin(async move {
-                let slot_i = i32::from(slot.get());
-                tx.execute(
-                    "UPDATE slots SET shard = $2, read_floor = $3::text::pg_lsn, \
-                     epoch = (SELECT epoch + 1 FROM cluster) WHERE slot = $1",
-                    &[&slot_i, &target.as_str(), &floor],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE moves SET phase = 'flipped', pause_ms = $2, flip_feed_seq = $3, \
-                     updated_at = now() WHERE slot = $1",
-                    &[&slot_i, &pause_ms, &flip_feed_seq],
-                )
-                .await?;
-                Ok(true)
-            })
-        })
-        .await
+        let row = self
+            .client
+            .query_one(
+                "WITH bumped AS (UPDATE cluster SET epoch = epoch + 1 RETURNING epoch), \
+                 owner AS (UPDATE slots SET shard = $2, read_floor = $3::text::pg_lsn, \
+                   epoch = (SELECT epoch FROM bumped) WHERE slot = $1), \
+                 phase AS (UPDATE moves SET phase = 'flipped', pause_ms = $4, flip_feed_seq = $5, \
+                   updated_at = now() WHERE slot = $1) \
+                 SELECT epoch, pg_notify($6, epoch::text) FROM bumped",
+                &[
+                    &i32::from(slot.get()),
+                    &target.as_str(),
+                    &read_floor.to_string(),
+                    &pause_ms,
+                    &flip_feed_seq,
+                    &CHANNEL,
+                ],
+            )
+            .await?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
     /// Runs one change under the catalog lock; when it changed anything, bumps the epoch

@@ -72,7 +72,7 @@ where
                     // The catalog has not flipped yet (the source released the fence a
                     // moment before): wait a little for it.
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
+                    pause = (pause * 2).min(Duration::from_millis(20));
                 }
             }
             outcome => return outcome,

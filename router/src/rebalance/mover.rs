@@ -273,6 +273,11 @@ impl Mover {
             .batch_execute("SET LOCAL lock_timeout = '5s'")
             .await
             .map_err(db)?;
+        // Recorded before the fence is taken, so the pause holds no catalog write but
+        // the flip; a resumed move finds the source's state and carries on either way.
+        CatalogWriter::new(catalog)
+            .record_phase(slot, MovePhase::Flipping, None, None)
+            .await?;
         // Writers queue behind the lock from the moment it is asked for.
         let fenced_at = Instant::now();
         fence
@@ -282,9 +287,6 @@ impl Mover {
             )
             .await
             .map_err(db)?;
-        CatalogWriter::new(catalog)
-            .record_phase(slot, MovePhase::Flipping, None, None)
-            .await?;
         maybe_pause(PausePoint::Fence).await;
         self.catch_up(record, &since, true).await?;
         let (floor, feed_seq) = self.target_position(record).await?;
