@@ -195,6 +195,58 @@ async fn a_replayed_old_change_in_the_feed_does_not_resurrect_a_deleted_post() {
     );
 }
 
+/// A change whose transaction took its feed number early but commits late (here held
+/// open for 3 s while later changes commit) is still indexed: the tailer waits for every
+/// transaction that could fill a gap instead of passing it after a timeout.
+#[tokio::test]
+async fn a_change_that_commits_late_is_indexed_not_skipped() {
+    let author = user("latecomer").await;
+    let id = create(
+        "/v1/posts",
+        &author.access,
+        json!({"title": "first title", "body": "x", "visibility": "public"}),
+    )
+    .await;
+    until_found(&node(1), &author.access, "first", &id, true).await;
+    let late_word = unique("tardy").replace('_', "");
+    let (topology, _poller) =
+        strata_tests::router(cluster(), strata_router::RouterSettings::default()).await;
+    let shard = topology.shard_for(strata_router::route_hash(&author.user_id));
+    let mut conn = topology.primary(&shard).await.unwrap();
+    let held = conn.transaction().await.unwrap();
+    let row = held
+        .query_one(
+            "UPDATE posts SET title = $2, version = version + 1, updated_at = now() WHERE id = $1 \
+             RETURNING route_hash, slot, version, to_jsonb(posts) - 'owner_id' - 'route_hash' - 'slot'",
+            &[&id, &late_word],
+        )
+        .await
+        .unwrap();
+    let (hash, slot, version): (i64, i32, i64) = (row.get(0), row.get(1), row.get(2));
+    let mut payload: Value = row.get(3);
+    payload["author_id"] = json!(author.user_id);
+    held.execute(
+        "INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) \
+         VALUES ($1, $2, 'post', $3, $4, 'upsert', $5)",
+        &[&hash, &slot, &id, &version, &payload],
+    )
+    .await
+    .unwrap();
+    // Later changes on the same shard commit and are indexed past the held one...
+    let marker = unique("overtaker").replace('_', "");
+    let later = create(
+        "/v1/posts",
+        &author.access,
+        json!({"title": marker, "body": "x", "visibility": "public"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // ...and the held one commits last. It must still be found.
+    held.commit().await.unwrap();
+    until_found(&node(1), &author.access, &late_word, &id, true).await;
+    until_found(&node(1), &author.access, &marker, &later, true).await;
+}
+
 #[tokio::test]
 async fn private_posts_tasks_and_files_never_appear_in_another_users_results() {
     let (owner, stranger) = (user("private").await, user("prying").await);

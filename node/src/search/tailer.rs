@@ -3,8 +3,15 @@
 //!
 //! Sequence numbers are taken at insert, not at commit, so a transaction still running
 //! can hold a lower number than one already visible. The tailer therefore stops at a
-//! gap, and only passes it once it has been seen for [`GAP_PATIENCE`]: long enough for
-//! a slow transaction to commit; a gap still there by then was a rolled-back insert.
+//! gap and notes the replica's snapshot taken right after it saw the gap: every
+//! transaction that could still fill the gap was running then (it took its number before
+//! the later, visible entry did). The gap is passed only once all of those have ended
+//! (`pg_snapshot_xmin` now at or past that snapshot's `xmax`): whatever filled it is then
+//! visible, and what is still missing was rolled back. However late a transaction
+//! commits (a lock wait, an fsync stall, synchronous replication), it is not skipped.
+//!
+//! The cursor moves only past changes the index has applied: one that fails to apply is
+//! read again on the next round.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,9 +20,6 @@ use std::time::{Duration, Instant};
 use strata_router::{ShardId, Topology};
 
 use crate::search::index::{Change, IndexError, SearchIndex};
-
-/// How long a gap in a feed's sequence is waited on before it counts as rolled back.
-pub const GAP_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How often an idle feed is polled.
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -32,8 +36,9 @@ struct FeedState {
     cursor: i64,
     /// The last read reached the end of the feed.
     at_head: bool,
-    /// When the gap right after `cursor` was first seen, if one is open.
-    gap_since: Option<Instant>,
+    /// The replica's snapshot taken just after the gap right after `cursor` was first
+    /// seen, if one is open.
+    gap: Option<String>,
 }
 
 /// Follows the feeds until the task is dropped.
@@ -57,7 +62,7 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
                         *feed = FeedState {
                             cursor: 0,
                             at_head: false,
-                            gap_since: None,
+                            gap: None,
                         };
                     }
                     tracing::info!("search index cleared; rebuilding from the start of every feed");
@@ -74,21 +79,31 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
             match read_batch(&topology, shard, state).await {
                 Ok(changes) if changes.is_empty() => {}
                 Ok(changes) => {
-                    state.cursor = changes.last().map_or(state.cursor, |(seq, _)| *seq);
-                    applied_any = true;
-                    uncommitted += changes.len();
-                    let (index, shard) = (index.clone(), shard.clone());
-                    // Indexing is CPU work: off the async workers.
+                    let read = changes.len();
+                    let (index, shard_id) = (index.clone(), shard.clone());
+                    // Indexing is CPU work: off the async workers. Stops at the first
+                    // change that fails, so the cursor never passes an unapplied one.
                     let applied = tokio::task::spawn_blocking(move || {
+                        let mut last = None;
                         for (seq, change) in changes {
                             if let Some(Err(e)) = change.as_ref().map(|c| index.apply(c)) {
-                                tracing::warn!(shard = %shard, seq, error = %e, "could not index a change");
+                                tracing::warn!(shard = %shard_id, seq, error = %e, "could not index a change; retrying it next round");
+                                break;
                             }
+                            last = Some(seq);
                         }
+                        last
                     })
                     .await;
-                    if let Err(e) = applied {
-                        tracing::error!(error = %e, "the indexing task failed");
+                    match applied {
+                        Ok(Some(last)) => {
+                            let count = usize::try_from(last - state.cursor).unwrap_or(read);
+                            state.cursor = last;
+                            applied_any = true;
+                            uncommitted += count.min(read);
+                        }
+                        Ok(None) => state.at_head = false,
+                        Err(e) => tracing::error!(error = %e, "the indexing task failed"),
                     }
                 }
                 Err(e) => {
@@ -143,13 +158,13 @@ fn follow_shards(
         feeds.entry(shard).or_insert_with_key(|id| FeedState {
             cursor: saved.get(id.as_str()).copied().unwrap_or(0),
             at_head: false,
-            gap_since: None,
+            gap: None,
         });
     }
 }
 
-/// The next contiguous run of changes after the cursor (passing a gap only once it is
-/// older than [`GAP_PATIENCE`]).
+/// The next contiguous run of changes after the cursor, passing the gap right after it
+/// only once no transaction that could fill it is still running (see the module docs).
 async fn read_batch(
     topology: &Topology,
     shard: &ShardId,
@@ -159,6 +174,17 @@ async fn read_batch(
         .reader(shard, None)
         .await
         .map_err(|e| e.to_string())?;
+    let mut may_pass_gap = match &state.gap {
+        None => false,
+        Some(seen) => conn
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= pg_snapshot_xmax($1::text::pg_snapshot)",
+                &[seen],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0),
+    };
     let rows = conn
         .query(
             "SELECT seq, entity, entity_id, version, op, payload FROM change_feed \
@@ -168,18 +194,19 @@ async fn read_batch(
         .await
         .map_err(|e| e.to_string())?;
     record_lag(&conn, shard, state.cursor).await;
-    state.at_head = rows.len() < BATCH as usize && state.gap_since.is_none();
+    let full = rows.len() == BATCH as usize;
     let mut out = Vec::with_capacity(rows.len());
     let mut expected = state.cursor + 1;
+    let mut stopped_at_gap = false;
     for row in rows {
         let seq: i64 = row.get(0);
         if seq != expected {
-            let since = *state.gap_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < GAP_PATIENCE {
+            if !may_pass_gap {
+                stopped_at_gap = true;
                 break;
             }
+            may_pass_gap = false; // a later gap waits its own turn
         }
-        state.gap_since = None;
         let (entity, op): (String, String) = (row.get(1), row.get(4));
         // Every row advances the cursor; only items are searchable.
         let change = matches!(entity.as_str(), "post" | "task" | "file").then(|| Change {
@@ -192,6 +219,22 @@ async fn read_batch(
         out.push((seq, change));
         expected = seq + 1;
     }
+    if stopped_at_gap {
+        if out.is_empty() && state.gap.is_some() {
+            // Still waiting on the gap noted earlier.
+        } else {
+            // A new gap (right after what this batch applies): note who could fill it.
+            let snapshot: String = conn
+                .query_one("SELECT pg_current_snapshot()::text", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            state.gap = Some(snapshot);
+        }
+    } else {
+        state.gap = None;
+    }
+    state.at_head = !full && !stopped_at_gap;
     Ok(out)
 }
 
