@@ -58,6 +58,10 @@ pub enum ApiError {
     Timeout(u64),
     #[error("internal error: {0}")]
     Internal(String),
+    /// An answer the framework gave before any handler ran (a path segment that is not
+    /// UTF-8, a query it could not decode), with its status and text.
+    #[error("{detail}")]
+    Rejected { status: StatusCode, detail: String },
 }
 
 impl ApiError {
@@ -82,6 +86,7 @@ impl ApiError {
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Rejected { status, .. } => (*status, "rejected"),
         }
     }
 
@@ -99,8 +104,15 @@ impl ApiError {
 
 impl From<RouterError> for ApiError {
     fn from(e: RouterError) -> Self {
+        // The cause (hosts, driver text) goes to the log; the client learns which shard.
+        tracing::warn!(cause = %e, "a shard could not serve the request");
+        let shard = match &e {
+            RouterError::UnknownShard { shard }
+            | RouterError::NoPrimary { shard, .. }
+            | RouterError::NoReader { shard } => shard,
+        };
         Self::Unavailable {
-            detail: e.to_string(),
+            detail: format!("shard {shard} is unavailable"),
             retry_after_secs: 1,
         }
     }
@@ -110,12 +122,19 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Router(e) => e.into(),
-            // A lost connection is an outage of that shard; anything else is a bug.
-            StoreError::Db(e) if is_connection_failure(&e) => Self::Unavailable {
-                detail: "a shard is unavailable".into(),
-                retry_after_secs: 1,
-            },
-            StoreError::Db(e) => Self::Internal(format!("database: {e}")),
+            // A lost connection is an outage of that shard, and a write refused as
+            // read-only (SQLSTATE 25006) reached a host demoted a moment ago: both pass
+            // once the router has followed the change. Anything else is a bug.
+            StoreError::Db(e) if is_connection_failure(&e) || is_read_only_refusal(&e) => {
+                tracing::warn!(cause = %e, sqlstate = sqlstate(&e), "a shard could not serve the request");
+                Self::Unavailable {
+                    detail: "a shard is unavailable".into(),
+                    retry_after_secs: 1,
+                }
+            }
+            StoreError::Db(e) => {
+                Self::Internal(format!("database: {e} (SQLSTATE {})", sqlstate(&e)))
+            }
             StoreError::Corrupt(detail) => Self::Internal(detail),
             // Still moving after the write path's patience: the client may retry.
             StoreError::SlotMoved => Self::Unavailable {
@@ -124,6 +143,16 @@ impl From<StoreError> for ApiError {
             },
         }
     }
+}
+
+/// The SQLSTATE of a database error, or `-` when the server sent none.
+fn sqlstate(e: &tokio_postgres::Error) -> &str {
+    e.code().map_or("-", |c| c.code())
+}
+
+/// True for a write refused because the host is read-only (a replica now).
+fn is_read_only_refusal(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
 /// True when a database error means the connection is gone (closed, I/O failure),
@@ -138,8 +167,9 @@ fn is_connection_failure(e: &tokio_postgres::Error) -> bool {
 
 impl From<RedisError> for ApiError {
     fn from(e: RedisError) -> Self {
+        tracing::warn!(cause = %e, "Redis could not serve the request");
         Self::Unavailable {
-            detail: format!("sessions are unavailable: {e}"),
+            detail: "sessions are unavailable".into(),
             retry_after_secs: 1,
         }
     }

@@ -25,7 +25,7 @@ fn cluster() -> &'static Cluster {
             ..RouterSettings::default()
         };
         Cluster::builder()
-            .shards(3)
+            .shards(4)
             .replicas(1)
             .nodes(2)
             .load_balancer(false)
@@ -206,18 +206,28 @@ async fn a_stopped_primary_fails_its_writes_fast_while_its_reads_and_other_shard
                 )
                 .await;
             match response.status() {
-                StatusCode::SERVICE_UNAVAILABLE => Ok(response.headers()["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .to_owned()),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    let retry_after = response.headers()["retry-after"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    Ok((retry_after, response.text().await.unwrap_or_default()))
+                }
                 other => Err(format!("{other}")),
             }
         },
     )
     .await;
+    let (retry_after, problem) = retry_after;
     assert!(
         retry_after.parse::<u64>().is_ok_and(|s| s >= 1),
         "Retry-After: {retry_after}"
+    );
+    // The client learns which shard, not its hosts or the driver's words (those are logged).
+    let primary_port = cluster().pg(&s2, 0).addr.port().to_string();
+    assert!(
+        problem.contains("shard s2 is unavailable") && !problem.contains(&primary_port),
+        "a generic reason without internal addresses: {problem}"
     );
     let (status, body) = status_and_json(node(0).get(&path, Some(&stranded.access)).await).await;
     assert_eq!(
@@ -241,4 +251,53 @@ async fn a_stopped_primary_fails_its_writes_fast_while_its_reads_and_other_shard
         "the other shards still take writes"
     );
     primary.start().unwrap();
+}
+
+/// A write that reaches a host which has become read-only (a primary demoted a moment
+/// ago; here the database is made read-only and its sessions ended) answers 503 with
+/// Retry-After, not 500.
+#[tokio::test]
+async fn a_write_refused_as_read_only_is_a_503_not_a_500() {
+    let s3 = shard("s3");
+    let writer = user_on(&s3).await;
+    let primary = cluster().pg(&s3, 0);
+    let end_sessions = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                        WHERE usename = 'strata' AND datname = 'strata'";
+    primary
+        .psql(
+            "postgres",
+            "ALTER DATABASE strata SET default_transaction_read_only = on",
+        )
+        .unwrap();
+    primary.psql("postgres", end_sessions).unwrap();
+    let seen = eventually(
+        "a write to the read-only shard to answer 503",
+        Duration::from_secs(15),
+        || async {
+            let response = node(0)
+                .post(
+                    "/v1/tasks",
+                    &json!({"title": "read-only"}),
+                    Some(&writer.access),
+                )
+                .await;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE if body.contains("unavailable") => Ok(Ok(())),
+                // A 500 is the defect itself: stop waiting and fail below.
+                StatusCode::INTERNAL_SERVER_ERROR => Ok(Err(format!("500: {body}"))),
+                other => Err(format!("{other}: {body}")),
+            }
+        },
+    )
+    .await;
+    primary
+        .psql(
+            "postgres",
+            "ALTER DATABASE strata RESET default_transaction_read_only",
+        )
+        .unwrap();
+    primary.psql("postgres", end_sessions).unwrap();
+    seen.expect("a read-only refusal is a 503");
 }

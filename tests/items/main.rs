@@ -487,3 +487,24 @@ async fn bad_item_input_gets_4xx_problems_and_writes_nothing() {
     );
     assert_eq!(written, "0", "no bad request wrote anything");
 }
+
+/// Requests the framework rejects before any handler runs (a path segment that is not
+/// UTF-8, a query it cannot decode) still get a problem+json answer.
+#[tokio::test]
+async fn undecodable_paths_and_queries_get_problem_json() {
+    let api = node(0);
+    let author = api.signup_ok(&unique("rejected"), PASSWORD).await;
+    for path in ["/v1/posts/%FF", "/v1/tasks/%C3%28", "/v1/tasks?limit=%FF"] {
+        let response = api.get(path, Some(&author.access)).await;
+        let status = response.status();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = response.text().await.unwrap();
+        assert!(status.is_client_error(), "{path}: {status} {body}");
+        assert_eq!(content_type, "application/problem+json", "{path}: {body}");
+        let problem: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["status"], status.as_u16(), "{path}: {body}");
+    }
+}

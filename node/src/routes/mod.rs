@@ -5,7 +5,8 @@ use std::any::Any;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -45,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(map_response(problems_only))
         .layer(from_fn(metrics::record_red))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(
@@ -52,6 +54,30 @@ pub fn app(state: AppState) -> Router {
             request_context::with_request_context,
         ))
         .with_state(state)
+}
+
+/// Errors the framework answers by itself (an undecodable path segment or query, say)
+/// are plain text; every error a client sees is problem+json, so they are rewritten
+/// here with their status and text.
+async fn problems_only(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    ApiError::Rejected { status, detail }.into_response()
 }
 
 /// A panic in a handler becomes a logged 500 problem, never a dropped connection.
