@@ -314,3 +314,48 @@ async fn a_multipart_upload_of_the_file_field_is_stored_like_a_raw_one() {
         "a form without a file field"
     );
 }
+
+/// Metadata still readable while the bytes are already gone (a replica that has not
+/// replayed a delete yet, simulated by removing the stored object): the download is a
+/// 404 problem, not a 503 that clients would retry for ever.
+#[tokio::test]
+async fn a_file_whose_bytes_are_gone_downloads_as_404() {
+    let owner = user("vanisher").await;
+    let api = node(0);
+    let (status, file) = status_and_json(
+        api.upload(
+            &owner.access,
+            "gone.txt",
+            Some("text/plain"),
+            b"soon gone".to_vec(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{file}");
+    let id = file["id"].as_str().unwrap();
+    let key = on_users_shard(
+        &owner.user_id,
+        &format!("SELECT object_key FROM files WHERE id = '{id}'"),
+    );
+    std::fs::remove_file(cluster().spec.data_dir.join("objects").join(&key)).unwrap();
+    let response = api
+        .http
+        .get(format!("{}/v1/files/{id}/content", api.base))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        response.text().await.unwrap()
+    );
+    assert_eq!(content_type, "application/problem+json");
+}

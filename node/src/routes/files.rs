@@ -349,7 +349,12 @@ pub(crate) async fn download(
         .objects()
         .get(&ObjectPath::from(meta.object_key.as_str()))
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| match e {
+            // The metadata came from a replica that has not yet replayed a delete whose
+            // bytes are already gone: the file is deleted, not the store down.
+            object_store::Error::NotFound { .. } => ApiError::NotFound("file".into()),
+            other => unavailable(other),
+        })?;
     let body = Body::from_stream(object.into_stream());
     let mut response = body.into_response();
     let out = response.headers_mut();
