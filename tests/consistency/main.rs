@@ -255,9 +255,11 @@ async fn a_stopped_primary_fails_its_writes_fast_while_its_reads_and_other_shard
 
 /// A write that reaches a host which has become read-only (a primary demoted a moment
 /// ago; here the database is made read-only and its sessions ended) answers 503 with
-/// Retry-After, not 500.
+/// Retry-After, not 500. Then, on the same shard: a write that committed but whose WAL
+/// position cannot be read for its token is still a success, reads back on the other
+/// node with its token, and an upload's bytes stay downloadable.
 #[tokio::test]
-async fn a_write_refused_as_read_only_is_a_503_not_a_500() {
+async fn a_read_only_refusal_is_a_503_and_a_committed_write_always_a_success() {
     let s3 = shard("s3");
     let writer = user_on(&s3).await;
     let primary = cluster().pg(&s3, 0);
@@ -300,4 +302,65 @@ async fn a_write_refused_as_read_only_is_a_503_not_a_500() {
         .unwrap();
     primary.psql("postgres", end_sessions).unwrap();
     seen.expect("a read-only refusal is a 503");
+
+    primary
+        .psql(
+            "strata",
+            "REVOKE EXECUTE ON FUNCTION pg_current_wal_insert_lsn() FROM PUBLIC",
+        )
+        .unwrap();
+    let response = node(0)
+        .post(
+            "/v1/tasks",
+            &json!({"title": "committed"}),
+            Some(&writer.access),
+        )
+        .await;
+    let token = response
+        .headers()
+        .get("x-strata-consistency")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, task) = status_and_json(response).await;
+    let upload = node(0)
+        .upload(
+            &writer.access,
+            "kept.txt",
+            Some("text/plain"),
+            b"still here".to_vec(),
+        )
+        .await;
+    let (upload_status, file) = status_and_json(upload).await;
+    primary
+        .psql(
+            "strata",
+            "GRANT EXECUTE ON FUNCTION pg_current_wal_insert_lsn() TO PUBLIC",
+        )
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a committed write is a success: {task}"
+    );
+    let token = token.expect("the write still carries a token");
+    let id = task["id"].as_str().unwrap();
+    let read = node(1)
+        .http
+        .get(format!("{}/v1/tasks/{id}", node(1).base))
+        .bearer_auth(&writer.access)
+        .header("x-strata-consistency", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK, "read back with the token");
+    assert_eq!(upload_status, StatusCode::CREATED, "{file}");
+    let file_id = file["id"].as_str().unwrap();
+    let download = node(1)
+        .http
+        .get(format!("{}/v1/files/{file_id}/content", node(1).base))
+        .bearer_auth(&writer.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    assert_eq!(download.bytes().await.unwrap().as_ref(), b"still here");
 }

@@ -113,7 +113,7 @@ impl<'a> FileStore<'a> {
             payload["text"] = serde_json::Value::String(text);
         }
         commit_with_feed(tx, hash, "file", &meta.id, 1, FeedOp::Upsert, Some(payload)).await?;
-        Committed::after_commit(&conn, shard, meta).await
+        Ok(Committed::after_commit(&conn, shard, meta).await)
     }
 
     /// The owner's file by id.
@@ -159,7 +159,7 @@ impl<'a> FileStore<'a> {
         let Some(row) = row else { return Ok(None) };
         let meta = from_row(&row);
         commit_with_feed(tx, hash, "file", &meta.id, 2, FeedOp::Delete, None).await?;
-        Committed::after_commit(&conn, shard, meta).await.map(Some)
+        Ok(Some(Committed::after_commit(&conn, shard, meta).await))
     }
 
     /// One page of the owner's files, newest first.

@@ -147,7 +147,7 @@ impl<'a> PostStore<'a> {
             Some(serde_json::to_value(&created).expect("posts serialize")),
         )
         .await?;
-        Committed::after_commit(&conn, shard, created).await
+        Ok(Committed::after_commit(&conn, shard, created).await)
     }
 
     /// A post by id, read from a replica that has replayed `token`'s position for the
@@ -214,9 +214,7 @@ impl<'a> PostStore<'a> {
             Some(serde_json::to_value(&updated).expect("posts serialize")),
         )
         .await?;
-        Committed::after_commit(&conn, shard, updated)
-            .await
-            .map(Some)
+        Ok(Some(Committed::after_commit(&conn, shard, updated).await))
     }
 
     /// Deletes a post; `None` when there is no such post.
@@ -246,7 +244,7 @@ impl<'a> PostStore<'a> {
             None,
         )
         .await?;
-        Committed::after_commit(&conn, shard, ()).await.map(Some)
+        Ok(Some(Committed::after_commit(&conn, shard, ()).await))
     }
 
     /// One page of an author's posts, newest first: private ones only when

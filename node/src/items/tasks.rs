@@ -132,7 +132,7 @@ impl<'a> TaskStore<'a> {
             feed_payload(&task),
         )
         .await?;
-        Committed::after_commit(&conn, shard, task).await
+        Ok(Committed::after_commit(&conn, shard, task).await)
     }
 
     /// The owner's task by id.
@@ -207,7 +207,7 @@ impl<'a> TaskStore<'a> {
             feed_payload(&task),
         )
         .await?;
-        Committed::after_commit(&conn, shard, task).await.map(Some)
+        Ok(Some(Committed::after_commit(&conn, shard, task).await))
     }
 
     /// Deletes the owner's task; `None` when there is no such task.
@@ -245,7 +245,7 @@ impl<'a> TaskStore<'a> {
             None,
         )
         .await?;
-        Committed::after_commit(&conn, shard, ()).await.map(Some)
+        Ok(Some(Committed::after_commit(&conn, shard, ()).await))
     }
 
     /// One page of the owner's tasks, newest first.

@@ -29,12 +29,22 @@ pub struct Committed<T> {
 
 impl<T> Committed<T> {
     /// `value`, with the token of the commit just made on `conn` (a connection to
-    /// `shard`'s primary).
-    pub async fn after_commit(conn: &Object, shard: ShardId, value: T) -> Result<Self, StoreError> {
-        Ok(Self {
+    /// `shard`'s primary). The write is committed whatever happens here: when the WAL
+    /// position cannot be read, the token asks for the primary itself instead (no
+    /// replica reaches it), so the write still reads back, and it is still a success
+    /// (a client told otherwise would retry it and write it twice).
+    pub async fn after_commit(conn: &Object, shard: ShardId, value: T) -> Self {
+        let lsn = match commit_position(conn).await {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                tracing::warn!(shard = %shard, error = %e, "committed, but the WAL position is unreadable; the token points reads at the primary");
+                Lsn(u64::MAX)
+            }
+        };
+        Self {
             value,
-            token: token_after_commit(conn, shard).await?,
-        })
+            token: ConsistencyToken::single(shard, lsn),
+        }
     }
 }
 
@@ -226,14 +236,13 @@ pub async fn execute_logged(
     .await
 }
 
-/// After a commit on `conn`, the token naming a WAL position at or past that commit.
-async fn token_after_commit(conn: &Object, shard: ShardId) -> Result<ConsistencyToken, StoreError> {
+/// After a commit on `conn`, a WAL position at or past that commit.
+async fn commit_position(conn: &Object) -> Result<Lsn, String> {
     let lsn: String = conn
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await?
+        .await
+        .map_err(|e| e.to_string())?
         .get(0);
-    let lsn: Lsn = lsn
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("unreadable WAL position {lsn:?}")))?;
-    Ok(ConsistencyToken::single(shard, lsn))
+    lsn.parse()
+        .map_err(|_| format!("unreadable WAL position {lsn:?}"))
 }
