@@ -140,6 +140,21 @@ pub struct AuthConfig {
     pub secure_cookies: bool,
 }
 
+impl AuthConfig {
+    /// The secret of the key that signs new tokens (also the root of the cursor key).
+    ///
+    /// # Panics
+    /// When `signing_key_id` names no key: config validation refuses such a file first.
+    pub fn signing_secret(&self) -> &str {
+        self.keys
+            .iter()
+            .find(|k| k.id == self.signing_key_id)
+            .expect("config validated the signing key")
+            .secret
+            .expose()
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {

@@ -14,6 +14,7 @@ use crate::auth::passwords::PasswordHasher;
 use crate::auth::tokens::TokenIssuer;
 use crate::config::NodeConfig;
 use crate::consistency::ConsistencyToken;
+use crate::items::cursor::CursorSigner;
 use crate::redis_handle::RedisHandle;
 use crate::search::index::SearchIndex;
 
@@ -26,6 +27,7 @@ pub struct AppState {
 struct Inner {
     config: NodeConfig,
     tokens: TokenIssuer,
+    cursors: CursorSigner,
     hasher: PasswordHasher,
     topology: Arc<Topology>,
     redis: RedisHandle,
@@ -48,10 +50,12 @@ impl AppState {
         search: Arc<SearchIndex>,
     ) -> Self {
         let tokens = TokenIssuer::new(&config.auth);
+        let cursors = CursorSigner::from_secret(config.auth.signing_secret().as_bytes());
         let hasher = PasswordHasher::start(config.auth.hash_threads, config.auth.hash_queue);
         let inner = Inner {
             config,
             tokens,
+            cursors,
             hasher,
             topology,
             redis,
@@ -103,6 +107,11 @@ impl AppState {
     /// Signs and verifies access tokens.
     pub fn tokens(&self) -> &TokenIssuer {
         &self.inner.tokens
+    }
+
+    /// Signs and checks list cursors.
+    pub fn cursors(&self) -> &CursorSigner {
+        &self.inner.cursors
     }
 
     /// The password-hashing pool.

@@ -508,3 +508,63 @@ async fn undecodable_paths_and_queries_get_problem_json() {
         assert_eq!(problem["status"], status.as_u16(), "{path}: {body}");
     }
 }
+
+/// Cursors are tamper-evident: crafted ones (an overflowing timestamp, one outside what
+/// Postgres stores, a signed cursor with its payload swapped) are a 422 naming `cursor`,
+/// never a 5xx, while the cursors the API hands out keep working.
+#[tokio::test]
+async fn crafted_cursors_are_refused_and_never_a_server_error() {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    let api = node(0);
+    let owner = api.signup_ok(&unique("pager"), PASSWORD).await;
+    for n in 0..3 {
+        let (status, _) = status_and_json(
+            api.post(
+                "/v1/tasks",
+                &json!({"title": format!("page {n}")}),
+                Some(&owner.access),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (_, first) = status_and_json(api.get("/v1/tasks?limit=1", Some(&owner.access)).await).await;
+    let issued = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (status, second) = status_and_json(
+        api.get(
+            &format!("/v1/tasks?limit=1&cursor={issued}"),
+            Some(&owner.access),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "an issued cursor works: {second}");
+    let signature = issued
+        .split_once('.')
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or_default();
+    let crafted = [
+        b64("99999999999999999999999:ab"),
+        b64("-315619200000000000:ab"),
+        b64("1700000000000000:ab"),
+        format!("{}.{signature}", b64("1:ab")),
+    ];
+    for cursor in crafted {
+        let (status, problem) = status_and_json(
+            api.get(&format!("/v1/tasks?cursor={cursor}"), Some(&owner.access))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{cursor}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["field"], "cursor", "{problem}");
+    }
+}

@@ -1,9 +1,72 @@
 //! Keyset pagination cursors: the `(created_at, id)` of the last item of a page, as
 //! opaque base64url text. The next page is everything strictly after it in the list
 //! order (newest first), which stays correct while items are added.
+//!
+//! Cursors are signed (HMAC-SHA256 with a key derived from the cluster's token signing
+//! key), so a client can only send back one a node made: a crafted one is a 422, and no
+//! value a client invents reaches the database.
 
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+
+/// Signs cursors on the way out and checks them on the way in.
+#[derive(Clone)]
+pub struct CursorSigner {
+    key: [u8; 32],
+}
+
+/// Bytes of the signature kept in a cursor (128 bits).
+const TAG_BYTES: usize = 16;
+
+impl CursorSigner {
+    /// A signer whose key is derived from `secret` (the token signing key), so every
+    /// node of a cluster accepts every other node's cursors.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"strata cursor key\0");
+        hasher.update(secret);
+        Self {
+            key: hasher.finalize().into(),
+        }
+    }
+
+    fn tag(&self, payload: &[u8]) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(payload);
+        mac.finalize().into_bytes()[..TAG_BYTES].to_vec()
+    }
+
+    /// The opaque, signed text form.
+    pub fn encode(&self, cursor: &Cursor) -> String {
+        let payload = cursor.payload();
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(self.tag(payload.as_bytes()))
+        )
+    }
+
+    /// Checks and parses what a client sent back.
+    pub fn decode(&self, raw: &str) -> Result<Cursor, CursorError> {
+        if raw.len() > 200 {
+            return Err(CursorError);
+        }
+        let (payload, tag) = raw.split_once('.').ok_or(CursorError)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| CursorError)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| CursorError)?;
+        let expected = self.tag(&payload);
+        if tag.len() != TAG_BYTES
+            || !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], &expected[..]))
+        {
+            return Err(CursorError);
+        }
+        Cursor::parse(&String::from_utf8(payload).map_err(|_| CursorError)?)
+    }
+}
 
 /// Where the next page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,26 +80,25 @@ pub struct Cursor {
 #[error("cursor is not one this API returned")]
 pub struct CursorError;
 
+/// The latest instant a cursor may name (the end of year 9999): far past any item, and
+/// inside what both the time library and Postgres can represent.
+const LATEST_MICROS: i64 = 253_402_300_799_999_999;
+
 impl Cursor {
-    /// The opaque text form.
-    pub fn encode(&self) -> String {
+    /// The signed part: microseconds since the epoch and the id.
+    fn payload(&self) -> String {
         let micros = self.created_at.unix_timestamp_nanos() / 1000;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{micros}:{}", self.id))
+        format!("{micros}:{}", self.id)
     }
 
-    /// Parses what a client sent back.
-    pub fn decode(raw: &str) -> Result<Self, CursorError> {
-        if raw.len() > 200 {
+    fn parse(text: &str) -> Result<Self, CursorError> {
+        let (micros, id) = text.split_once(':').ok_or(CursorError)?;
+        let micros: i64 = micros.parse().map_err(|_| CursorError)?;
+        if !(0..=LATEST_MICROS).contains(&micros) {
             return Err(CursorError);
         }
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(raw)
+        let created_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
             .map_err(|_| CursorError)?;
-        let text = String::from_utf8(bytes).map_err(|_| CursorError)?;
-        let (micros, id) = text.split_once(':').ok_or(CursorError)?;
-        let micros: i128 = micros.parse().map_err(|_| CursorError)?;
-        let created_at =
-            OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| CursorError)?;
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(CursorError);
         }
@@ -89,6 +151,10 @@ pub fn page_size(limit: Option<&str>) -> Result<i64, String> {
 mod tests {
     use super::*;
 
+    fn signer() -> CursorSigner {
+        CursorSigner::from_secret(b"a test key")
+    }
+
     #[test]
     fn cursors_round_trip_to_the_microsecond() {
         let cursor = Cursor {
@@ -96,13 +162,40 @@ mod tests {
                 .unwrap(),
             id: "ab12".into(),
         };
-        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        assert_eq!(signer().decode(&signer().encode(&cursor)).unwrap(), cursor);
     }
 
     #[test]
-    fn foreign_cursors_are_refused() {
-        for bad in ["", "!!!", "bm90IGEgY3Vyc29y", &"A".repeat(300)] {
-            assert_eq!(Cursor::decode(bad), Err(CursorError), "{bad:?}");
+    fn foreign_forged_and_out_of_range_cursors_are_refused() {
+        let cursor = Cursor {
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            id: "ab".into(),
+        };
+        let other_key = CursorSigner::from_secret(b"another key").encode(&cursor);
+        let unsigned = URL_SAFE_NO_PAD.encode("1700000000000000:ab");
+        let (_, tag) = signer()
+            .encode(&cursor)
+            .split_once('.')
+            .map(|(p, t)| (p.to_owned(), t.to_owned()))
+            .unwrap();
+        let moved = format!("{}.{tag}", URL_SAFE_NO_PAD.encode("1700000000000000:ab"));
+        for bad in [
+            "",
+            "!!!",
+            "bm90IGEgY3Vyc29y",
+            &"A".repeat(300),
+            &other_key,
+            &unsigned,
+            &moved,
+        ] {
+            assert_eq!(signer().decode(bad), Err(CursorError), "{bad:?}");
+        }
+        for payload in [
+            "99999999999999999999999:ab",
+            "-315619200000000000:ab",
+            "253402300800000000:ab",
+        ] {
+            assert_eq!(Cursor::parse(payload), Err(CursorError), "{payload}");
         }
     }
 

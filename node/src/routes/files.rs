@@ -442,13 +442,13 @@ pub(crate) async fn list(
     ReadConsistency(caller): ReadConsistency,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page<FileMeta>>, ApiError> {
-    let (limit, cursor) = page_params(&params)?;
+    let (limit, cursor) = page_params(&params, state.cursors())?;
     let (items, next) = FileStore::new(state.topology())
         .list(&auth.user, cursor.as_ref(), limit, &caller)
         .await?;
     Ok(Json(Page {
         items,
-        next_cursor: next.map(|c| c.encode()),
+        next_cursor: next.map(|c| state.cursors().encode(&c)),
     }))
 }
 

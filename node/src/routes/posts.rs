@@ -16,7 +16,7 @@ use crate::auth::ids::UserId;
 use crate::consistency::ReadConsistency;
 use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
-use crate::items::cursor::{Cursor, page_size};
+use crate::items::cursor::{Cursor, CursorSigner, page_size};
 use crate::items::ids::ItemId;
 use crate::items::posts::{NewPost, Post, PostChanges, PostStore, Visibility};
 use crate::json::ApiJson;
@@ -295,7 +295,10 @@ pub struct ListParams {
 }
 
 /// Parses the page size and cursor of a list request.
-pub fn page_params(params: &ListParams) -> Result<(i64, Option<Cursor>), ApiError> {
+pub fn page_params(
+    params: &ListParams,
+    cursors: &CursorSigner,
+) -> Result<(i64, Option<Cursor>), ApiError> {
     let limit = page_size(params.limit.as_deref()).map_err(|message| {
         ApiError::Validation(vec![FieldError {
             field: "limit".into(),
@@ -305,7 +308,7 @@ pub fn page_params(params: &ListParams) -> Result<(i64, Option<Cursor>), ApiErro
     let cursor = params
         .cursor
         .as_deref()
-        .map(Cursor::decode)
+        .map(|raw| cursors.decode(raw))
         .transpose()
         .map_err(|e| {
             ApiError::Validation(vec![FieldError {
@@ -325,13 +328,13 @@ pub(crate) async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page<Post>>, ApiError> {
     let author = UserId::parse(&user_id).ok_or_else(|| ApiError::NotFound("user".into()))?;
-    let (limit, cursor) = page_params(&params)?;
+    let (limit, cursor) = page_params(&params, state.cursors())?;
     let own = author == auth.user;
     let (items, next) = PostStore::new(state.topology())
         .list(&author, own, cursor.as_ref(), limit, &caller)
         .await?;
     Ok(Json(Page {
         items,
-        next_cursor: next.map(|c| c.encode()),
+        next_cursor: next.map(|c| state.cursors().encode(&c)),
     }))
 }

@@ -225,15 +225,18 @@ pub(crate) async fn list(
             }]));
         }
     };
-    let (limit, cursor) = page_params(&ListParams {
-        limit: params.limit,
-        cursor: params.cursor,
-    })?;
+    let (limit, cursor) = page_params(
+        &ListParams {
+            limit: params.limit,
+            cursor: params.cursor,
+        },
+        state.cursors(),
+    )?;
     let (items, next) = TaskStore::new(state.topology())
         .list(&auth.user, status, cursor.as_ref(), limit, &caller)
         .await?;
     Ok(Json(Page {
         items,
-        next_cursor: next.map(|c| c.encode()),
+        next_cursor: next.map(|c| state.cursors().encode(&c)),
     }))
 }
