@@ -181,7 +181,9 @@ pub struct LimitsConfig {
     pub window_secs: u64,
     /// Login attempts per client IP per window. Default 300.
     pub login_per_ip: u64,
-    /// Login attempts per login name per window. Default 10.
+    /// Failed logins per login name and client address per window (a stranger cannot
+    /// lock the real user out), and wrong current passwords per user in
+    /// `PUT /v1/me/password`. Default 10.
     pub login_per_name: u64,
     /// Signups per client IP per window. Default 60.
     pub signup_per_ip: u64,

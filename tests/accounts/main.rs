@@ -317,6 +317,68 @@ async fn login_attempts_on_both_nodes_share_one_rate_limit() {
     assert_eq!(problem["type"], "urn:strata:problem:rate-limited");
 }
 
+/// Logs in as if from `ip` (the nodes trust loopback as their proxy).
+async fn login_from(ip: &str, login: &str, password: &str) -> StatusCode {
+    node(0)
+        .http
+        .post(format!("{}/v1/auth/login", node(0).base))
+        .header("x-forwarded-for", ip)
+        .json(&json!({"login": login, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Wrong passwords from one address use up that address's tries at that account, not
+/// the account's: its owner, elsewhere, still logs in.
+#[tokio::test]
+async fn strangers_guessing_a_password_cannot_lock_its_owner_out() {
+    let name = unique("besieged");
+    node(0).signup_ok(&name, PASSWORD).await;
+    for attempt in 0..5 {
+        assert_eq!(
+            login_from("198.51.100.7", &name, "wrong password!").await,
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    assert_eq!(
+        login_from("198.51.100.7", &name, "wrong password!").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guessing address is throttled"
+    );
+    assert_eq!(
+        login_from("203.0.113.9", &name, PASSWORD).await,
+        StatusCode::OK,
+        "the owner, from another address, still logs in"
+    );
+}
+
+/// A stolen access token cannot guess the current password without end.
+#[tokio::test]
+async fn wrong_current_passwords_are_rate_limited() {
+    let name = unique("guarded");
+    let tokens = node(0).signup_ok(&name, PASSWORD).await;
+    let change =
+        json!({"current_password": "not it at all", "new_password": "a brand new passphrase"});
+    for attempt in 0..5 {
+        let response = node(attempt % 2)
+            .put("/v1/me/password", &change, Some(&tokens.access))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "attempt {attempt}"
+        );
+    }
+    let response = node(1)
+        .put("/v1/me/password", &change, Some(&tokens.access))
+        .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+}
+
 #[tokio::test]
 async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
     let name = unique("known");

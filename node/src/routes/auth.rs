@@ -79,6 +79,34 @@ async fn limit(
     }
 }
 
+/// 429 with `Retry-After` when `subject` has used up its failures in `scope`; the
+/// attempt itself is not counted (see [`count_failure`]).
+pub(crate) async fn failure_budget_left(
+    state: &AppState,
+    scope: &str,
+    subject: &str,
+    per_window: u64,
+) -> Result<(), ApiError> {
+    match rate_limit::peek(state.redis(), scope, subject, per_window).await? {
+        Decision::Allowed => Ok(()),
+        Decision::Limited { retry_after } => Err(ApiError::RateLimited {
+            retry_after_secs: retry_after.as_secs().max(1),
+        }),
+    }
+}
+
+/// Counts a failed attempt of `subject` in `scope`.
+pub(crate) async fn count_failure(
+    state: &AppState,
+    scope: &str,
+    subject: &str,
+    per_window: u64,
+) -> Result<(), ApiError> {
+    let window = Duration::from_secs(state.config().limits.window_secs);
+    rate_limit::hit(state.redis(), scope, subject, per_window, window).await?;
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "accounts", request_body = SignupRequest, responses((status = 201, description = "Signed up and logged in", body = TokenPair), (status = 409, description = "Username or email taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn signup(
     State(state): State<AppState>,
@@ -176,8 +204,12 @@ pub(crate) async fn login(
         .as_ref()
         .map(|n| n.as_str().to_owned())
         .unwrap_or_else(|| request.login.to_lowercase());
+    // Attempts per address bound the hashing a client can cause; failures are limited
+    // per (name, address), so a stranger guessing from elsewhere never locks the real
+    // user out of their account.
+    let failures = format!("{name_key}|{ip}");
     let limited = match limit(&state, "login-ip", &ip.to_string(), limits.login_per_ip).await {
-        Ok(()) => limit(&state, "login-name", &name_key, limits.login_per_name).await,
+        Ok(()) => failure_budget_left(&state, "login-fail", &failures, limits.login_per_name).await,
         Err(e) => Err(e),
     };
     if let Err(e) = limited {
@@ -196,6 +228,7 @@ pub(crate) async fn login(
     let matched = state.hasher().verify(request.password, stored_hash).await?;
     let Some(user) = user.filter(|_| matched) else {
         metrics::counter!("strata_logins_total", "outcome" => "invalid").increment(1);
+        count_failure(&state, "login-fail", &failures, limits.login_per_name).await?;
         return Err(ApiError::InvalidCredentials);
     };
     metrics::counter!("strata_logins_total", "outcome" => "success").increment(1);

@@ -47,7 +47,7 @@ pub struct PasswordChange {
     pub new_password: String,
 }
 
-#[utoipa::path(put, path = "/v1/me/password", tag = "accounts", security(("bearer" = [])), request_body = PasswordChange, responses((status = 204, description = "Changed; other sessions ended"), (status = 401, description = "Not authenticated or wrong current password", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid new password", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/v1/me/password", tag = "accounts", security(("bearer" = [])), request_body = PasswordChange, responses((status = 204, description = "Changed; other sessions ended"), (status = 401, description = "Not authenticated or wrong current password", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid new password", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many wrong current passwords", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn change_password(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -70,11 +70,17 @@ pub(crate) async fn change_password(
             message: e.to_string(),
         }]));
     }
+    // A stolen access token must not buy endless guesses at the current password (nor
+    // keep the hashing queue full): wrong ones are limited per user.
+    let per_window = state.config().limits.login_per_name;
+    let subject = auth.user.as_str();
+    super::auth::failure_budget_left(&state, "password-fail", subject, per_window).await?;
     if !state
         .hasher()
         .verify(change.current_password, Some(user.password_hash.clone()))
         .await?
     {
+        super::auth::count_failure(&state, "password-fail", subject, per_window).await?;
         return Err(ApiError::WrongPassword);
     }
     let new_hash = state.hasher().hash(change.new_password).await?;
