@@ -71,7 +71,12 @@ async fn limit(
     per_window: u64,
 ) -> Result<(), ApiError> {
     let window = Duration::from_secs(state.config().limits.window_secs);
-    match rate_limit::hit(state.redis(), scope, subject, per_window, window).await? {
+    allowed(rate_limit::hit(state.redis(), scope, subject, per_window, window).await?)
+}
+
+/// A limit's decision as the answer: 429 with `Retry-After` past it.
+fn allowed(decision: Decision) -> Result<(), ApiError> {
+    match decision {
         Decision::Allowed => Ok(()),
         Decision::Limited { retry_after } => Err(ApiError::RateLimited {
             retry_after_secs: retry_after.as_secs().max(1),
@@ -87,12 +92,7 @@ pub(crate) async fn failure_budget_left(
     subject: &str,
     per_window: u64,
 ) -> Result<(), ApiError> {
-    match rate_limit::peek(state.redis(), scope, subject, per_window).await? {
-        Decision::Allowed => Ok(()),
-        Decision::Limited { retry_after } => Err(ApiError::RateLimited {
-            retry_after_secs: retry_after.as_secs().max(1),
-        }),
-    }
+    allowed(rate_limit::peek(state.redis(), scope, subject, per_window).await?)
 }
 
 /// Counts a failed attempt of `subject` in `scope`.

@@ -362,19 +362,9 @@ impl Mover {
         )
         .await
         .map_err(db)?;
-        for table in SHARDED_TABLES {
-            tx.execute(
-                &format!("DELETE FROM {} WHERE slot = $1", table.name),
-                &[&slot_i],
-            )
-            .await
-            .map_err(db)?;
-        }
+        delete_slot_rows(&tx, slot_i).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        let mut catalog = self.catalog.connect().await?;
-        CatalogWriter::new(&mut catalog)
-            .record_phase(slot, MovePhase::Cancelled, None, None)
-            .await?;
+        self.record(slot, MovePhase::Cancelled).await?;
         Ok(true)
     }
 
@@ -385,23 +375,38 @@ impl Mover {
         let slot_i = i32::from(slot.get());
         let mut source = self.topology.primary(&record.source).await?;
         let tx = mover_write(&mut source).await.map_err(db)?;
-        let mut deleted = 0;
-        for table in SHARDED_TABLES {
-            deleted += tx
-                .execute(
-                    &format!("DELETE FROM {} WHERE slot = $1", table.name),
-                    &[&slot_i],
-                )
-                .await
-                .map_err(db)?;
-        }
+        let deleted = delete_slot_rows(&tx, slot_i).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        let mut catalog = self.catalog.connect().await?;
-        CatalogWriter::new(&mut catalog)
-            .record_phase(slot, MovePhase::Cleaned, None, None)
-            .await?;
+        self.record(slot, MovePhase::Cleaned).await?;
         Ok(deleted)
     }
+
+    /// Records a move's new phase on a connection of its own.
+    async fn record(&self, slot: Slot, phase: MovePhase) -> Result<(), MoveError> {
+        let mut catalog = self.catalog.connect().await?;
+        CatalogWriter::new(&mut catalog)
+            .record_phase(slot, phase, None, None)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Deletes every sharded table's rows of a slot (not its feed history); returns how
+/// many.
+async fn delete_slot_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    slot: i32,
+) -> Result<u64, tokio_postgres::Error> {
+    let mut deleted = 0;
+    for table in SHARDED_TABLES {
+        deleted += tx
+            .execute(
+                &format!("DELETE FROM {} WHERE slot = $1", table.name),
+                &[&slot],
+            )
+            .await?;
+    }
+    Ok(deleted)
 }
 
 fn report(record: &MoveRecord, pause_ms: f64) -> MoveReport {
