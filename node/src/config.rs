@@ -58,8 +58,9 @@ pub struct NodeConfig {
     /// The node's search index.
     #[serde(default)]
     pub search: SearchConfig,
-    /// Peers whose `X-Forwarded-For` is believed (the load balancer). Default loopback.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers whose `X-Forwarded-For` is believed (the load balancer): addresses or
+    /// networks (`10.0.0.0/8`). Default loopback (`127.0.0.0/8`, `::1`).
+    pub trusted_proxies: Vec<TrustedNet>,
     /// Requests still running at shutdown get this long to finish. Default 10000 ms.
     pub shutdown_grace_ms: u64,
     /// A request running longer than this is answered 503. Default 30000 ms.
@@ -152,6 +153,39 @@ impl AuthConfig {
             .expect("config validated the signing key")
             .secret
             .expose()
+    }
+}
+
+/// A network (or one address) whose peers are believed about the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrustedNet(ipnet::IpNet);
+
+impl TrustedNet {
+    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (a network of one).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        raw.parse::<ipnet::IpNet>()
+            .or_else(|_| raw.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("{raw:?} is not an address or a network like 10.0.0.0/8"))
+    }
+
+    /// Whether `ip` is in the network.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+impl TryFrom<String> for TrustedNet {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<TrustedNet> for String {
+    fn from(net: TrustedNet) -> Self {
+        net.0.to_string()
     }
 }
 
@@ -302,8 +336,8 @@ impl Default for NodeConfig {
             files: FilesConfig::default(),
             search: SearchConfig::default(),
             trusted_proxies: vec![
-                IpAddr::from([127, 0, 0, 1]),
-                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                TrustedNet::parse("127.0.0.0/8").expect("a valid network"),
+                TrustedNet::parse("::1").expect("a valid address"),
             ],
             shutdown_grace_ms: 10_000,
             request_timeout_ms: 30_000,
@@ -417,6 +451,18 @@ impl NodeConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let net = TrustedNet::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains(&"10.1.2.3".parse().unwrap()));
+        assert!(!net.contains(&"11.0.0.1".parse().unwrap()));
+        let one = TrustedNet::parse("192.0.2.7").unwrap();
+        assert!(one.contains(&"192.0.2.7".parse().unwrap()));
+        assert!(!one.contains(&"192.0.2.8".parse().unwrap()));
+        assert!(TrustedNet::parse("10.0.0.0/33").is_err());
+        assert!(TrustedNet::parse("proxy.local").is_err());
+    }
+
     use super::*;
 
     fn load_text(text: &str) -> Result<NodeConfig, ConfigError> {

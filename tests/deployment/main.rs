@@ -129,6 +129,24 @@ fn the_compose_shard_map_and_node_config_are_accepted_and_name_compose_services(
     }
 }
 
+/// The nodes believe X-Forwarded-For from the compose load balancer's pinned address
+/// (so each client gets its own rate limits), and from nothing else on the network.
+#[test]
+fn the_nodes_trust_the_compose_load_balancer_and_only_it() {
+    let compose = compose();
+    let haproxy_ip: std::net::IpAddr =
+        compose["services"]["haproxy"]["networks"]["default"]["ipv4_address"]
+            .as_str()
+            .expect("haproxy has a pinned address")
+            .parse()
+            .unwrap();
+    let node = NodeConfig::load(Some(&repo().join("compose/node.toml"))).unwrap();
+    let trusted = |ip: std::net::IpAddr| node.trusted_proxies.iter().any(|n| n.contains(&ip));
+    assert!(trusted(haproxy_ip), "{haproxy_ip} is not trusted");
+    let node_1: std::net::IpAddr = "172.28.0.11".parse().unwrap();
+    assert!(!trusted(node_1), "another container is trusted too");
+}
+
 #[test]
 fn haproxy_and_prometheus_reach_the_nodes_on_the_port_they_listen_on() {
     let services = compose_services();

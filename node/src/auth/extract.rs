@@ -122,7 +122,12 @@ impl FromRequestParts<AppState> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        if !state.config().trusted_proxies.contains(&peer) {
+        if !state
+            .config()
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer))
+        {
             return Ok(Self(peer));
         }
         let forwarded = parts
