@@ -317,6 +317,28 @@ async fn login_attempts_on_both_nodes_share_one_rate_limit() {
     assert_eq!(problem["type"], "urn:strata:problem:rate-limited");
 }
 
+/// Two refreshes with one token within the grace (a client retry, a second tab), each
+/// answered 200: the session keeps working whichever of the two answers the client kept.
+#[tokio::test]
+async fn a_refresh_retried_within_the_grace_leaves_a_working_session_whichever_answer_is_kept() {
+    for keep in [0usize, 1] {
+        let name = unique("twotabs");
+        let start = node(0).signup_ok(&name, PASSWORD).await;
+        let (status_a, body_a) = status_and_json(node(0).refresh(&start.refresh).await).await;
+        let (status_b, body_b) = status_and_json(node(1).refresh(&start.refresh).await).await;
+        assert_eq!(
+            (status_a, status_b),
+            (StatusCode::OK, StatusCode::OK),
+            "{body_a} {body_b}"
+        );
+        let kept = Tokens::from_body(if keep == 0 { &body_a } else { &body_b });
+        let (status, body) = status_and_json(node(keep).refresh(&kept.refresh).await).await;
+        assert_eq!(status, StatusCode::OK, "answer {keep} kept: {body}");
+        let next = Tokens::from_body(&body);
+        assert_eq!(node(0).me_status(&next.access).await, StatusCode::OK);
+    }
+}
+
 /// Logs in as if from `ip` (the nodes trust loopback as their proxy).
 async fn login_from(ip: &str, login: &str, password: &str) -> StatusCode {
     node(0)

@@ -83,14 +83,22 @@ redis.call('SADD', KEYS[2], ARGV[8])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 return 1";
 
+// A retry of the last rotation within the grace (a client that lost the answer, a second
+// tab) gets another current secret *beside* the first ('alts'), so whichever answer the
+// client kept works next time; presenting any current secret rotates and clears the
+// alternates.
 const ROTATE: &str = r"
-local s = redis.call('HMGET', KEYS[1], 'rh', 'prh', 'rot_at')
+local s = redis.call('HMGET', KEYS[1], 'rh', 'prh', 'rot_at', 'alts')
 if not s[1] then return 'missing' end
 local now = tonumber(ARGV[3])
-if s[1] == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'rh', ARGV[2], 'prh', ARGV[1], 'rot_at', ARGV[3])
+local alts = s[4] or ''
+local current = s[1] == ARGV[1] or string.find(',' .. alts .. ',', ',' .. ARGV[1] .. ',', 1, true)
+if current then
+  redis.call('HSET', KEYS[1], 'rh', ARGV[2], 'prh', ARGV[1], 'rot_at', ARGV[3], 'alts', '')
 elseif s[2] and s[2] == ARGV[1] and now - tonumber(s[3]) <= tonumber(ARGV[4]) then
-  redis.call('HSET', KEYS[1], 'rh', ARGV[2])
+  local joined = ARGV[2]
+  if alts ~= '' then joined = alts .. ',' .. ARGV[2] end
+  redis.call('HSET', KEYS[1], 'alts', joined)
 else
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[6])
