@@ -359,3 +359,48 @@ async fn a_file_whose_bytes_are_gone_downloads_as_404() {
     );
     assert_eq!(content_type, "application/problem+json");
 }
+
+/// A multipart body with the `file` part holding `bytes`.
+fn multipart_body(boundary: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// Multipart uploads are limited by `max_upload_bytes` like raw ones, not by the JSON
+/// body limit (1 MiB): 2 MiB is stored, past the limit is a 413.
+#[tokio::test]
+async fn multipart_uploads_are_limited_by_the_upload_limit_not_the_json_one() {
+    let owner = user("bigform").await;
+    let api = node(0);
+    let boundary = "strata-big-boundary";
+    for (len, expected) in [
+        (2 * 1024 * 1024, StatusCode::CREATED),
+        (UPLOAD_LIMIT as usize + 1, StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let bytes = payload(len);
+        let response = api
+            .http
+            .post(format!("{}/v1/files", api.base))
+            .bearer_auth(&owner.access)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(multipart_body(boundary, &bytes))
+            .send()
+            .await
+            .unwrap();
+        let (status, file) = status_and_json(response).await;
+        assert_eq!(status, expected, "{len} bytes: {file}");
+        if status == StatusCode::CREATED {
+            assert_eq!(file["size"], len as u64);
+            assert_eq!(file["sha256"], hex::encode(Sha256::digest(&bytes)));
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! with `ETag` and `Content-Length`. Files are private to their owner.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,7 +34,12 @@ const UPLOAD_CONCURRENCY: usize = 4;
 /// The file routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/files", get(list).post(upload))
+        // Uploads stream and stop at `max_upload_bytes` themselves (413), multipart
+        // included: the JSON body limit does not apply to them.
+        .route(
+            "/v1/files",
+            get(list).post(upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/files/{id}", get(metadata).delete(remove))
         .route("/v1/files/{id}/content", get(download))
 }
