@@ -31,7 +31,8 @@ fn start_cluster() -> Cluster {
     ClusterBuilder::default()
         .shards(2)
         .replicas(1)
-        .nodes(2)
+        // Two nodes carry the load; the third is restarted in the middle of a move.
+        .nodes(3)
         .load_balancer(false)
         .limits(LimitsConfig {
             signup_per_ip: 100_000,
@@ -230,6 +231,30 @@ async fn search_holds_every_post_once(cluster: &Cluster, ledger: &Ledger) {
     }
 }
 
+/// Restarts the third node while the killed run's moves are unfinished: it starts from
+/// the catalog's placement of that moment (slots flipped so far on the new shard, the
+/// rest where they were) and becomes ready.
+fn restart_mid_move(cluster: &Cluster) {
+    let map = cluster.spec.shard_map.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = runtime.block_on(Catalog::from_map(&map).load()).unwrap();
+    assert!(
+        state.moves.iter().any(|m| m.phase.in_progress()),
+        "a move is unfinished while the node restarts"
+    );
+    let node = &cluster.nodes[2];
+    node.stop();
+    node.start().expect("restart node-3 mid-move");
+    let ready = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        strata_sandbox::process::http_status(node.port, "/readyz") == Some(200)
+    });
+    assert!(ready, "node-3 is ready again after a restart mid-move");
+}
+
 /// `GET /v1/admin/rebalance` shows what `strata shard status` shows.
 async fn admin_view_matches_status(cluster: &Cluster, ledger: &Ledger) {
     let admin = ledger.accounts.lock().unwrap()[0].clone();
@@ -334,6 +359,7 @@ async fn shards_are_added_and_drained_online_with_nothing_failed_or_lost() {
         assert_eq!(status["moves_in_progress"], 0, "{out}");
         kill_rebalance_at(&cluster, "copy", MovePhase::Copying);
         kill_rebalance_at(&cluster, "fence", MovePhase::Flipping);
+        restart_mid_move(&cluster);
         let (ok, out) = strata(
             &cluster,
             &["shard", "rebalance", "--json", "--max-parallel", "4"],
@@ -367,6 +393,25 @@ async fn shards_are_added_and_drained_online_with_nothing_failed_or_lost() {
     nothing_acknowledged_is_lost(&cluster, &ledger).await;
     search_holds_every_post_once(&cluster, &ledger).await;
     admin_view_matches_status(&cluster, &ledger).await;
+    // The node restarted mid-move followed the rest of the move: it serves every post.
+    let third = Api::new(cluster.nodes[2].url());
+    let accounts = ledger.accounts.lock().unwrap().clone();
+    let posts = ledger.posts.lock().unwrap().clone();
+    for (id, post) in &posts {
+        let (status, body) = status_and_json(
+            third
+                .get(
+                    &format!("/v1/posts/{id}"),
+                    Some(&accounts[post.owner].access),
+                )
+                .await,
+        )
+        .await;
+        assert_eq!(
+            status, 200,
+            "node-3 after its mid-move restart, post {id}: {body}"
+        );
+    }
 
     // verify notices a row that differs between source and target.
     tamper_check(&cluster, &ledger).await;
