@@ -25,7 +25,7 @@ fn cluster() -> &'static Cluster {
             ..RouterSettings::default()
         };
         Cluster::builder()
-            .shards(4)
+            .shards(5)
             .replicas(1)
             .nodes(2)
             .load_balancer(false)
@@ -363,4 +363,78 @@ async fn a_read_only_refusal_is_a_503_and_a_committed_write_always_a_success() {
         .unwrap();
     assert_eq!(download.status(), StatusCode::OK);
     assert_eq!(download.bytes().await.unwrap().as_ref(), b"still here");
+}
+
+/// A post made private must never be served to others from the cache, even when a read
+/// in flight, served by a replica that has not replayed the change, tries to cache the
+/// old public copy after the change dropped it.
+#[tokio::test]
+async fn a_stale_read_cannot_put_an_old_copy_back_in_the_post_cache() {
+    let s4 = shard("s4");
+    let author = user_on(&s4).await;
+    let reader = user_on(&shard("s0")).await;
+    let (status, post) = status_and_json(
+        node(0)
+            .post(
+                "/v1/posts",
+                &json!({"title": "soon private", "body": "x", "visibility": "public"}),
+                Some(&author.access),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{post}");
+    let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
+    // Another user reads it: the public copy is cached.
+    eventually(
+        "the reader to see the public post",
+        Duration::from_secs(10),
+        || async {
+            let (status, _) = status_and_json(node(1).get(&path, Some(&reader.access)).await).await;
+            if status == StatusCode::OK {
+                Ok(())
+            } else {
+                Err(format!("{status}"))
+            }
+        },
+    )
+    .await;
+    let replica = cluster().pg(&s4, 1);
+    replica.set_apply_delay(Duration::from_secs(3)).unwrap();
+    let response = node(0)
+        .http
+        .patch(format!("{}{path}", node(0).base))
+        .bearer_auth(&author.access)
+        .json(&json!({"visibility": "private"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Reads without a token now reach the replica that has not replayed the change: they
+    // may see the old public copy, and try to cache it.
+    for _ in 0..5 {
+        let _ = node(1).get(&path, Some(&reader.access)).await;
+    }
+    replica.set_apply_delay(Duration::ZERO).unwrap();
+    let id = post["id"].as_str().unwrap().to_owned();
+    eventually(
+        "the replica to replay the change",
+        Duration::from_secs(15),
+        || {
+            let sql = format!("SELECT visibility FROM posts WHERE id = '{id}'");
+            async move {
+                match replica.psql("strata", &sql) {
+                    Ok(v) if v == "private" => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let (status, body) = status_and_json(node(0).get(&path, Some(&reader.access)).await).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a private post served to another user from a stale cached copy: {body}"
+    );
 }

@@ -116,7 +116,7 @@ fn valid(errors: Vec<FieldError>) -> Result<(), ApiError> {
 }
 
 fn cache_key(id: &ItemId) -> String {
-    format!("strata:post:{{{id}}}")
+    format!("strata:post:{{{id}}}:cached")
 }
 
 #[utoipa::path(post, path = "/v1/posts", tag = "posts", security(("bearer" = [])), request_body = CreatePost, responses((status = 201, description = "Created; X-Consistency-Token names the write", body = Post), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The shard is unavailable", body = Problem, content_type = "application/problem+json")))]
@@ -176,10 +176,40 @@ async fn visible_post(
     Ok(post)
 }
 
+/// Fills the cache unless the copy is older than the post's floor (the latest change a
+/// node has seen) or than what the cache already holds. A read in flight, or served by
+/// a replica behind, can therefore never put back a copy an update or delete replaced.
+const FILL: &str = r"
+local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
+local v = tonumber(ARGV[1])
+if v < floor then return 0 end
+local held = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if held > v then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'json', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1";
+
+/// Raises the post's floor to a version a write just made, and drops the cached copy.
+const INVALIDATE: &str = r"
+local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) > floor then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2]) end
+redis.call('DEL', KEYS[1])
+return 1";
+
+/// How long a floor outlives the change that set it: far past any read in flight or
+/// replica lag a node accepts.
+const FLOOR_TTL: Duration = Duration::from_secs(600);
+
+/// The cached copy and the floor share the post's hash tag (one Redis slot).
+fn floor_key(id: &ItemId) -> String {
+    format!("strata:post:{{{id}}}:floor")
+}
+
 async fn cached(state: &AppState, id: &ItemId) -> Option<Post> {
     let mut conn = state.redis().connection().await.ok()?;
-    let text: Option<String> = redis::cmd("GET")
+    let text: Option<String> = redis::cmd("HGET")
         .arg(cache_key(id))
+        .arg("json")
         .query_async(&mut conn)
         .await
         .ok()?;
@@ -190,21 +220,27 @@ async fn cached(state: &AppState, id: &ItemId) -> Option<Post> {
 async fn fill_cache(state: &AppState, id: &ItemId, post: &Post) {
     if let Ok(mut conn) = state.redis().connection().await {
         let text = serde_json::to_string(post).expect("posts serialize");
-        let _: Result<(), _> = redis::cmd("SET")
-            .arg(cache_key(id))
+        let _: Result<i64, _> = redis::Script::new(FILL)
+            .key(cache_key(id))
+            .key(floor_key(id))
+            .arg(post.version)
             .arg(text)
-            .arg("EX")
             .arg(CACHE_TTL.as_secs())
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await;
     }
 }
 
-async fn drop_cache(state: &AppState, id: &ItemId) {
+/// After a write: no copy older than `version` may be cached again (`None`: the post is
+/// gone, so none at all).
+async fn drop_cache(state: &AppState, id: &ItemId, version: Option<i64>) {
     if let Ok(mut conn) = state.redis().connection().await {
-        let _: Result<i64, _> = redis::cmd("DEL")
-            .arg(cache_key(id))
-            .query_async(&mut conn)
+        let _: Result<i64, _> = redis::Script::new(INVALIDATE)
+            .key(cache_key(id))
+            .key(floor_key(id))
+            .arg(version.unwrap_or(i64::MAX))
+            .arg(FLOOR_TTL.as_secs())
+            .invoke_async(&mut conn)
             .await;
     }
 }
@@ -255,7 +291,7 @@ pub(crate) async fn update(
         .update(&id, changes)
         .await?
         .ok_or_else(|| ApiError::NotFound("post".into()))?;
-    drop_cache(&state, &id).await;
+    drop_cache(&state, &id, Some(committed.value.version)).await;
     let response = Json(committed.value).into_response();
     Ok(state.stamp(response, &caller, &committed.token))
 }
@@ -277,7 +313,7 @@ pub(crate) async fn remove(
         .delete(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound("post".into()))?;
-    drop_cache(&state, &id).await;
+    drop_cache(&state, &id, None).await;
     Ok(state.stamp(
         StatusCode::NO_CONTENT.into_response(),
         &caller,
