@@ -355,12 +355,11 @@ async fn a_read_only_refusal_is_a_503_and_a_committed_write_always_a_success() {
     assert_eq!(upload_status, StatusCode::CREATED, "{file}");
     let file_id = file["id"].as_str().unwrap();
     let download = node(1)
-        .http
-        .get(format!("{}/v1/files/{file_id}/content", node(1).base))
-        .bearer_auth(&writer.access)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            &format!("/v1/files/{file_id}/content"),
+            Some(&writer.access),
+        )
+        .await;
     assert_eq!(download.status(), StatusCode::OK);
     assert_eq!(download.bytes().await.unwrap().as_ref(), b"still here");
 }

@@ -340,12 +340,8 @@ async fn a_file_whose_bytes_are_gone_downloads_as_404() {
     );
     std::fs::remove_file(cluster().spec.data_dir.join("objects").join(&key)).unwrap();
     let response = api
-        .http
-        .get(format!("{}/v1/files/{id}/content", api.base))
-        .bearer_auth(&owner.access)
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v1/files/{id}/content"), Some(&owner.access))
+        .await;
     let status = response.status();
     let content_type = response.headers()["content-type"]
         .to_str()

@@ -183,7 +183,7 @@ impl ClusterAdmin {
                     let record = CatalogWriter::new(&mut client)
                         .begin_move(planned.slot, &planned.from, &planned.to)
                         .await?;
-                    Ok::<_, RebalanceError>(mover.run(record).await?)
+                    Ok::<_, RebalanceError>(mover.run(record, &mut client).await?)
                 }
             })
             .buffer_unordered(max_parallel.max(1));

@@ -114,13 +114,17 @@ impl Mover {
         Self { topology, catalog }
     }
 
-    /// Runs a move from whatever phase it reached until its slot is flipped.
-    pub async fn run(&self, mut record: MoveRecord) -> Result<MoveReport, MoveError> {
+    /// Runs a move from whatever phase it reached until its slot is flipped, recording
+    /// its phases through `catalog` (a connection to the catalog's primary).
+    pub async fn run(
+        &self,
+        mut record: MoveRecord,
+        catalog: &mut tokio_postgres::Client,
+    ) -> Result<MoveReport, MoveError> {
         let slot = record.slot;
-        let mut catalog = self.catalog.connect().await?;
         if record.phase == MovePhase::Copying {
             let (snapshot, rows) = self.copy(&record).await?;
-            CatalogWriter::new(&mut catalog)
+            CatalogWriter::new(catalog)
                 .record_phase(slot, MovePhase::CatchingUp, Some(&snapshot), Some(rows))
                 .await?;
             record.snapshot = Some(snapshot);
@@ -131,7 +135,7 @@ impl Mover {
             // Killed between releasing the fence and flipping the catalog: only the
             // catalog is left to change.
             let (floor, feed_seq) = self.target_position(&record).await?;
-            CatalogWriter::new(&mut catalog)
+            CatalogWriter::new(catalog)
                 .flip(slot, &record.target, floor, feed_seq, 0.0)
                 .await?;
             return Ok(report(&record, 0.0));
@@ -146,7 +150,7 @@ impl Mover {
         for _ in 0..MAX_CATCH_UP_ROUNDS {
             let (next, changes) = self.catch_up(&record, &snapshot, false).await?;
             snapshot = next;
-            CatalogWriter::new(&mut catalog)
+            CatalogWriter::new(catalog)
                 .record_phase(slot, MovePhase::CatchingUp, Some(&snapshot), None)
                 .await?;
             if changes <= SMALL_ROUND {
@@ -154,7 +158,7 @@ impl Mover {
             }
         }
         record.snapshot = Some(snapshot);
-        let pause_ms = self.fence_and_flip(&record, &mut catalog).await?;
+        let pause_ms = self.fence_and_flip(&record, catalog).await?;
         Ok(report(&record, pause_ms))
     }
 
@@ -165,12 +169,7 @@ impl Mover {
         let db = |source| MoveError::Db { slot, source };
         let slot_i = i32::from(slot.get());
         let mut target = self.topology.primary(&record.target).await?;
-        target
-            .execute(
-                "INSERT INTO shard_slots (slot, state) VALUES ($1, 'incoming') \
-                 ON CONFLICT (slot) DO UPDATE SET state = 'incoming', changed_at = now()",
-                &[&slot_i],
-            )
+        set_slot_state(&**target, slot_i, "incoming")
             .await
             .map_err(db)?;
         let mut source = self.topology.primary(&record.source).await?;
@@ -241,14 +240,7 @@ impl Mover {
         }
         append_feed_copies(&write, &feed).await.map_err(db)?;
         if open {
-            write
-                .execute(
-                    "INSERT INTO shard_slots (slot, state) VALUES ($1, 'owned') \
-                     ON CONFLICT (slot) DO UPDATE SET state = 'owned', changed_at = now()",
-                    &[&slot_i],
-                )
-                .await
-                .map_err(db)?;
+            set_slot_state(&*write, slot_i, "owned").await.map_err(db)?;
         }
         write.commit().await.map_err(db)?;
         Ok((snapshot, entries.len()))
@@ -350,7 +342,8 @@ impl Mover {
         let slot = record.slot;
         let db = |source| MoveError::Db { slot, source };
         if record.phase == MovePhase::Flipping && self.source_state(record).await? == "moved" {
-            self.run(record.clone()).await?;
+            let mut catalog = self.catalog.connect().await?;
+            self.run(record.clone(), &mut catalog).await?;
             return Ok(false);
         }
         let slot_i = i32::from(slot.get());
@@ -417,6 +410,21 @@ fn report(record: &MoveRecord, pause_ms: f64) -> MoveReport {
         rows_copied: record.rows_copied,
         pause_ms,
     }
+}
+
+/// Sets a slot's fence state on a shard (`incoming`, `owned` or `moved`).
+async fn set_slot_state(
+    conn: &impl tokio_postgres::GenericClient,
+    slot: i32,
+    state: &str,
+) -> Result<(), tokio_postgres::Error> {
+    conn.execute(
+        "INSERT INTO shard_slots (slot, state) VALUES ($1, $2) \
+         ON CONFLICT (slot) DO UPDATE SET state = $2, changed_at = now()",
+        &[&slot, &state],
+    )
+    .await?;
+    Ok(())
 }
 
 /// A repeatable-read, read-only transaction on the source and its snapshot.
