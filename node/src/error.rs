@@ -124,8 +124,24 @@ impl From<StoreError> for ApiError {
             StoreError::Router(e) => e.into(),
             // A lost connection is an outage of that shard, and a write refused as
             // read-only (SQLSTATE 25006) reached a host demoted a moment ago: both pass
-            // once the router has followed the change. Anything else is a bug.
-            StoreError::Db(e) if is_connection_failure(&e) || is_read_only_refusal(&e) => {
+            // once the router has followed the change. Any other database error is a bug.
+            StoreError::ConnectionLost(e) => {
+                tracing::warn!(cause = %e, "a shard's connection was lost");
+                Self::Unavailable {
+                    detail: "a shard is unavailable".into(),
+                    retry_after_secs: 1,
+                }
+            }
+            StoreError::CommitUncertain(e) => {
+                tracing::warn!(cause = %e, "a shard's connection was lost during a commit");
+                Self::Unavailable {
+                    detail: "a shard was lost while committing; the change may or may not \
+                             have been applied: read it back before retrying"
+                        .into(),
+                    retry_after_secs: 1,
+                }
+            }
+            StoreError::Db(e) if is_read_only_refusal(&e) => {
                 tracing::warn!(cause = %e, sqlstate = sqlstate(&e), "a shard could not serve the request");
                 Self::Unavailable {
                     detail: "a shard is unavailable".into(),
@@ -153,16 +169,6 @@ fn sqlstate(e: &tokio_postgres::Error) -> &str {
 /// True for a write refused because the host is read-only (a replica now).
 fn is_read_only_refusal(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
-}
-
-/// True when a database error means the connection is gone (closed, I/O failure),
-/// rather than a refused statement or a bug.
-fn is_connection_failure(e: &tokio_postgres::Error) -> bool {
-    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
-    let shutting_down = e.as_db_error().is_some_and(|db| {
-        db.code().code().starts_with("57P") // admin_shutdown, crash_shutdown, cannot_connect_now
-    });
-    e.is_closed() || io || shutting_down
 }
 
 impl From<RedisError> for ApiError {

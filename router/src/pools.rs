@@ -36,3 +36,17 @@ pub fn host_pool(map: &ShardMap, host: &HostAddr, settings: &RouterSettings) -> 
         .build()
         .expect("a pool with a runtime and timeouts always builds")
 }
+
+/// True when a database error means the connection is gone (closed, an I/O failure, the
+/// server ending the session) rather than a statement refused on a live connection.
+/// A pooled connection can be dead before anyone notices (the server restarted, or an
+/// operator ended its sessions): such a failure says nothing about the host, and a
+/// statement that failed this way before its commit was sent is safe to run again on a
+/// fresh connection.
+pub fn is_connection_lost(e: &tokio_postgres::Error) -> bool {
+    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    let shutting_down = e.as_db_error().is_some_and(|db| {
+        db.code().code().starts_with("57P") // admin_shutdown, crash_shutdown, cannot_connect_now
+    });
+    e.is_closed() || io || shutting_down
+}

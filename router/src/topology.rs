@@ -18,7 +18,7 @@ use crate::ids::{HostAddr, RouteHash, SLOT_COUNT, ShardId, Slot};
 use crate::lag::PrimaryHistory;
 use crate::lsn::Lsn;
 use crate::placement::Placement;
-use crate::pools::host_pool;
+use crate::pools::{host_pool, is_connection_lost};
 use crate::replica_choice::{HostView, read_candidates};
 use crate::settings::RouterSettings;
 use crate::shard_map::ShardMap;
@@ -553,15 +553,21 @@ fn new_shard(map: &ShardMap, settings: &RouterSettings, id: &ShardId, hosts: &[H
 /// replica, current position on a primary).
 async fn probe(host: &Host, deadline: Duration) -> Result<(bool, Lsn), String> {
     let attempt = async {
-        let conn = host.pool.get().await.map_err(|e| e.to_string())?;
-        let row = conn
-            .query_one(
-                "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() \
-                 THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text",
-                &[],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        // A pooled connection may have died unnoticed (the host restarted, its sessions
+        // were ended): that is not the host being down, so it is dropped and the probe
+        // asks again on another, up to a fresh one.
+        let mut tries = 0;
+        let row = loop {
+            tries += 1;
+            let conn = host.pool.get().await.map_err(|e| e.to_string())?;
+            match conn.query_one(PROBE, &[]).await {
+                Ok(row) => break row,
+                Err(e) if is_connection_lost(&e) && tries <= STALE_RETRIES => {
+                    drop(Object::take(conn));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        };
         let in_recovery: bool = row.get(0);
         let lsn: Option<String> = row.get(1);
         let lsn = lsn
@@ -575,6 +581,14 @@ async fn probe(host: &Host, deadline: Duration) -> Result<(bool, Lsn), String> {
         Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
     }
 }
+
+/// The health probe: is the host in recovery, and how far has its WAL gone.
+const PROBE: &str = "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() \
+                     THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
+
+/// How many dead pooled connections a probe discards before it believes the host is
+/// down (the pool may hold several after a restart).
+const STALE_RETRIES: usize = 4;
 
 fn primary_index(shard: &Shard) -> Option<usize> {
     let now = Instant::now();

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use strata_router::pools::is_connection_lost;
 use strata_router::{RouterError, Topology, route_hash};
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
@@ -19,7 +20,7 @@ use crate::accounts::names::{Email, LoginName, Username};
 use crate::auth::ids::UserId;
 use crate::consistency::ConsistencyToken;
 use crate::items::write::{
-    FeedOp, RowChange, append_feed, execute_logged, primary_for, reader_for, retry_while_moving,
+    FeedOp, RowChange, append_feed, commit, execute_logged, primary_for, reader_for, retry_write,
 };
 
 /// Why the store could not answer.
@@ -35,6 +36,15 @@ pub enum StoreError {
     /// path reloads placement and retries; callers see this only if that takes too long.
     #[error("the slot is not open for writes on this shard")]
     SlotMoved,
+    /// The connection died under the statement (the host restarted, or ended the
+    /// session). Before the commit was sent nothing was written, so the write path runs
+    /// the write again on a fresh connection.
+    #[error("connection lost: {0}")]
+    ConnectionLost(tokio_postgres::Error),
+    /// The connection died while the commit was on its way: the write may or may not
+    /// have been applied, so it must not be run again blindly.
+    #[error("connection lost during the commit: {0}")]
+    CommitUncertain(tokio_postgres::Error),
 }
 
 /// The SQLSTATE the slot fence raises (migration V4).
@@ -46,6 +56,8 @@ impl From<tokio_postgres::Error> for StoreError {
             .is_some_and(|db| db.code().code() == SLOT_NOT_OPEN)
         {
             Self::SlotMoved
+        } else if is_connection_lost(&e) {
+            Self::ConnectionLost(e)
         } else {
             Self::Db(e)
         }
@@ -286,7 +298,7 @@ impl<'a> AccountStore<'a> {
     ) -> Result<bool, StoreError> {
         let hash = user.route_hash();
         let slot = i32::from(hash.slot().get());
-        retry_while_moving(self.topology, || async {
+        retry_write(self.topology, || async {
             let (mut conn, _) = primary_for(self.topology, hash).await?;
             let tx = conn.transaction().await?;
             let decided = tx
@@ -310,7 +322,7 @@ impl<'a> AccountStore<'a> {
             append_feed(&tx, hash, "signup_outcome", user.as_str(), 0, FeedOp::Upsert, None)
                 .await?;
             append_feed(&tx, hash, "user", user.as_str(), 1, FeedOp::Upsert, None).await?;
-            tx.commit().await?;
+            commit(tx).await?;
             Ok(true)
         })
         .await

@@ -12,7 +12,7 @@ use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
 use crate::items::write::{
-    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_while_moving,
+    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_write,
 };
 
 /// `File`.
@@ -77,7 +77,7 @@ impl<'a> FileStore<'a> {
         owner: &UserId,
         file: NewFile,
     ) -> Result<Committed<FileMeta>, StoreError> {
-        retry_while_moving(self.topology, || self.create_once(owner, file.clone())).await
+        retry_write(self.topology, || self.create_once(owner, file.clone())).await
     }
 
     /// One attempt of [`Self::create`].
@@ -139,7 +139,7 @@ impl<'a> FileStore<'a> {
         owner: &UserId,
         id: &ItemId,
     ) -> Result<Option<Committed<FileMeta>>, StoreError> {
-        retry_while_moving(self.topology, || self.delete_once(owner, id)).await
+        retry_write(self.topology, || self.delete_once(owner, id)).await
     }
 
     /// One attempt of [`Self::delete`].

@@ -12,7 +12,7 @@ use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
 use crate::items::write::{
-    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_while_moving,
+    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_write,
 };
 
 /// Who may read a post.
@@ -106,7 +106,7 @@ impl<'a> PostStore<'a> {
         author: &UserId,
         post: NewPost,
     ) -> Result<Committed<Post>, StoreError> {
-        retry_while_moving(self.topology, || self.create_once(author, post.clone())).await
+        retry_write(self.topology, || self.create_once(author, post.clone())).await
     }
 
     /// One attempt of [`Self::create`].
@@ -173,7 +173,7 @@ impl<'a> PostStore<'a> {
         id: &ItemId,
         changes: PostChanges,
     ) -> Result<Option<Committed<Post>>, StoreError> {
-        retry_while_moving(self.topology, || self.update_once(id, changes.clone())).await
+        retry_write(self.topology, || self.update_once(id, changes.clone())).await
     }
 
     /// One attempt of [`Self::update`].
@@ -219,7 +219,7 @@ impl<'a> PostStore<'a> {
 
     /// Deletes a post; `None` when there is no such post.
     pub async fn delete(&self, id: &ItemId) -> Result<Option<Committed<()>>, StoreError> {
-        retry_while_moving(self.topology, || self.delete_once(id)).await
+        retry_write(self.topology, || self.delete_once(id)).await
     }
 
     /// One attempt of [`Self::delete`].

@@ -11,7 +11,7 @@ use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
 use crate::items::write::{
-    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_while_moving,
+    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_write,
 };
 
 /// `Task`.
@@ -87,7 +87,7 @@ impl<'a> TaskStore<'a> {
         notes: &str,
         due_at: Option<OffsetDateTime>,
     ) -> Result<Committed<Task>, StoreError> {
-        retry_while_moving(self.topology, || {
+        retry_write(self.topology, || {
             self.create_once(owner, title, notes, due_at)
         })
         .await
@@ -159,7 +159,7 @@ impl<'a> TaskStore<'a> {
         id: &ItemId,
         changes: TaskChanges,
     ) -> Result<Option<Committed<Task>>, StoreError> {
-        retry_while_moving(self.topology, || {
+        retry_write(self.topology, || {
             self.update_once(owner, id, changes.clone())
         })
         .await
@@ -216,7 +216,7 @@ impl<'a> TaskStore<'a> {
         owner: &UserId,
         id: &ItemId,
     ) -> Result<Option<Committed<()>>, StoreError> {
-        retry_while_moving(self.topology, || self.delete_once(owner, id)).await
+        retry_write(self.topology, || self.delete_once(owner, id)).await
     }
 
     /// One attempt of [`Self::delete`].

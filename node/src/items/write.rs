@@ -5,7 +5,7 @@
 //!
 //! Every row written passes the slot's fence in the database (migration V4). When a
 //! rebalance has moved the slot, or is flipping it, the fence refuses the write
-//! ([`StoreError::SlotMoved`]); [`retry_while_moving`] then reloads placement from the
+//! ([`StoreError::SlotMoved`]); [`retry_write`] then reloads placement from the
 //! catalog and runs the whole write again on the slot's new shard, so the client sees a
 //! slower answer, not an error.
 
@@ -59,19 +59,20 @@ pub enum FeedOp {
 /// milliseconds; this covers a rebalance killed mid-flip until the operator resumes it.
 const MOVE_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Runs a write until the fence of its slot lets it through: on [`StoreError::SlotMoved`]
-/// placement is reloaded from the catalog and the write runs again from the start (its
-/// transaction was rolled back). Other outcomes return at once.
-pub async fn retry_while_moving<T, F, Fut>(
-    topology: &Topology,
-    mut attempt: F,
-) -> Result<T, StoreError>
+/// Runs a write until it goes through, again from the start after an outcome that
+/// rolled it back and will pass: the fence of its slot refused it
+/// ([`StoreError::SlotMoved`]: placement is reloaded from the catalog first), or its
+/// pooled connection turned out dead before the commit was sent
+/// ([`StoreError::ConnectionLost`]: the next attempt takes another connection). Other
+/// outcomes return at once.
+pub async fn retry_write<T, F, Fut>(topology: &Topology, mut attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
     let started = Instant::now();
     let mut pause = Duration::from_millis(2);
+    let mut lost = 0;
     loop {
         let seen_epoch = topology.epoch();
         match attempt().await {
@@ -85,9 +86,28 @@ where
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }
             }
+            Err(StoreError::ConnectionLost(e)) if lost < LOST_CONNECTION_RETRIES => {
+                lost += 1;
+                metrics::counter!("strata_write_connection_retries_total").increment(1);
+                tracing::debug!(error = %e, "a pooled connection was dead; writing again on another");
+            }
             outcome => return outcome,
         }
     }
+}
+
+/// How many dead connections one write steps over before it gives up with a 503 (a
+/// pool can hold several after its host restarted; a host that is really down fails
+/// the next connect instead).
+const LOST_CONNECTION_RETRIES: usize = 4;
+
+/// Commits a write's transaction. A connection lost while the commit was on its way
+/// leaves the outcome unknown ([`StoreError::CommitUncertain`]), which is never retried.
+pub async fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(|e| match StoreError::from(e) {
+        StoreError::ConnectionLost(e) => StoreError::CommitUncertain(e),
+        other => other,
+    })
 }
 
 /// The primary of the shard that owns a route hash, with the shard's id.
@@ -191,8 +211,7 @@ pub async fn commit_with_feed(
     payload: Option<serde_json::Value>,
 ) -> Result<(), StoreError> {
     append_feed(&tx, hash, entity, entity_id, version, op, payload).await?;
-    tx.commit().await?;
-    Ok(())
+    commit(tx).await
 }
 
 /// A change to a non-item row (a user, a login name, a signup outcome), as the feed
@@ -214,7 +233,7 @@ pub async fn execute_logged(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<u64, StoreError> {
-    retry_while_moving(topology, || async {
+    retry_write(topology, || async {
         let (mut conn, _) = primary_for(topology, change.hash).await?;
         let tx = conn.transaction().await?;
         let touched = tx.execute(sql, params).await?;
@@ -230,7 +249,7 @@ pub async fn execute_logged(
             )
             .await?;
         }
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(touched)
     })
     .await
