@@ -332,6 +332,11 @@ fn finish(report: &RebalanceReport, json: bool) -> anyhow::Result<()> {
         report.pause_ms_max
     );
     if !report.moves.is_empty() {
+        let steps = &report.pause_steps_p99;
+        println!(
+            "pause p99 by step: fence lock {:.1} ms, last catch-up {:.1} ms, source release {:.1} ms, catalog flip {:.1} ms",
+            steps.lock_ms, steps.catch_up_ms, steps.release_ms, steps.flip_ms
+        );
         println!(
             "run `strata shard verify`, then `strata shard cleanup` to delete the source copies"
         );

@@ -142,6 +142,7 @@ impl RebalanceBench {
                 "pause_ms_p50": moved["pause_ms_p50"],
                 "pause_ms_p99": moved["pause_ms_p99"],
                 "pause_ms_max": moved["pause_ms_max"],
+                "pause_steps_p99": moved["pause_steps_p99"],
                 "requests_during_move": requests,
                 "failed_requests_during_move": failed,
                 "p99_ms_without_move": quiet_p99,

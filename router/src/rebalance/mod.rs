@@ -9,6 +9,7 @@
 
 pub mod mover;
 pub mod plan;
+pub mod slot_io;
 pub mod tables;
 pub mod verify;
 
@@ -21,7 +22,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, CatalogError, CatalogState, CatalogWriter, MovePhase, MoveRecord};
 use crate::ids::{HostAddr, ShardId, Slot};
 use crate::migrations::{self, MigrationError};
-use crate::rebalance::mover::{MoveError, MoveReport, Mover};
+use crate::rebalance::mover::{MoveError, MoveReport, Mover, PauseSteps};
 use crate::rebalance::plan::{Plan, PlanError, PlannedMove};
 use crate::rebalance::verify::SlotDiff;
 use crate::settings::RouterSettings;
@@ -66,6 +67,8 @@ pub struct RebalanceReport {
     pub pause_ms_p50: f64,
     pub pause_ms_p99: f64,
     pub pause_ms_max: f64,
+    /// Each step of the pause at its own 99th percentile (see [`PauseSteps`]).
+    pub pause_steps_p99: PauseSteps,
 }
 
 /// A cluster as its operator sees it: the catalog and a topology over every catalog
@@ -209,6 +212,7 @@ impl ClusterAdmin {
             pause_ms_p50: percentile(&pauses, 0.50),
             pause_ms_p99: percentile(&pauses, 0.99),
             pause_ms_max: pauses.last().copied().unwrap_or(0.0),
+            pause_steps_p99: steps_p99(&reports),
             moves: reports,
         })
     }
@@ -365,4 +369,19 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+/// Each pause step's 99th percentile over the moves.
+fn steps_p99(reports: &[MoveReport]) -> PauseSteps {
+    let p99 = |step: fn(&PauseSteps) -> f64| {
+        let mut values: Vec<f64> = reports.iter().map(|r| step(&r.pause_steps)).collect();
+        values.sort_by(f64::total_cmp);
+        percentile(&values, 0.99)
+    };
+    PauseSteps {
+        lock_ms: p99(|s| s.lock_ms),
+        catch_up_ms: p99(|s| s.catch_up_ms),
+        release_ms: p99(|s| s.release_ms),
+        flip_ms: p99(|s| s.flip_ms),
+    }
 }

@@ -19,17 +19,14 @@
 //! 4. **Clean up** (later, `strata shard cleanup`): the source's copy is deleted, with
 //!    no change-feed entries, so search sees nothing.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use deadpool_postgres::Object;
-use serde_json::Value;
 
 use crate::catalog::{Catalog, CatalogError, CatalogWriter, MovePhase, MoveRecord};
 use crate::ids::{ShardId, Slot};
 use crate::lsn::Lsn;
-use crate::rebalance::tables::{SHARDED_TABLES, ShardedTable, table_of_entity};
+use crate::rebalance::slot_io::{HandTransaction, SlotData, read_slot, write_slot};
+use crate::rebalance::tables::SHARDED_TABLES;
 use crate::topology::{RouterError, Topology};
 
 /// The advisory-lock space of the slot fence (see migration V4).
@@ -99,6 +96,42 @@ pub struct MoveReport {
     pub rows_copied: i64,
     /// How long writes to the slot were held by the fence, in milliseconds.
     pub pause_ms: f64,
+    /// Where the pause went.
+    pub pause_steps: PauseSteps,
+}
+
+/// A move's write pause, step by step, in milliseconds: waiting for the fence lock (the
+/// writers in flight finish), the last catch-up until the target is open, releasing the
+/// source (its commit), flipping the catalog.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PauseSteps {
+    pub lock_ms: f64,
+    pub catch_up_ms: f64,
+    pub release_ms: f64,
+    pub flip_ms: f64,
+}
+
+impl PauseSteps {
+    /// The steps from the time elapsed since the lock was asked for at the end of each.
+    fn from_marks(
+        locked: Duration,
+        caught_up: Duration,
+        released: Duration,
+        flipped: Duration,
+    ) -> Self {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Self {
+            lock_ms: ms(locked),
+            catch_up_ms: ms(caught_up.saturating_sub(locked)),
+            release_ms: ms(released.saturating_sub(caught_up)),
+            flip_ms: ms(flipped.saturating_sub(released)),
+        }
+    }
+
+    /// The whole pause.
+    pub fn total_ms(&self) -> f64 {
+        self.lock_ms + self.catch_up_ms + self.release_ms + self.flip_ms
+    }
 }
 
 /// Moves slots between the shards of a topology that follows the catalog.
@@ -138,7 +171,7 @@ impl Mover {
             CatalogWriter::new(catalog)
                 .flip(slot, &record.target, floor, feed_seq, 0.0)
                 .await?;
-            return Ok(report(&record, 0.0));
+            return Ok(report(&record, PauseSteps::default()));
         }
         let mut snapshot = record
             .snapshot
@@ -148,7 +181,7 @@ impl Mover {
                 detail: "no copy snapshot recorded".into(),
             })?;
         for _ in 0..MAX_CATCH_UP_ROUNDS {
-            let (next, changes) = self.catch_up(&record, &snapshot, false).await?;
+            let (next, changes) = self.catch_up(&record, &snapshot).await?;
             snapshot = next;
             CatalogWriter::new(catalog)
                 .record_phase(slot, MovePhase::CatchingUp, Some(&snapshot), None)
@@ -158,8 +191,8 @@ impl Mover {
             }
         }
         record.snapshot = Some(snapshot);
-        let pause_ms = self.fence_and_flip(&record, catalog).await?;
-        Ok(report(&record, pause_ms))
+        let steps = self.fence_and_flip(&record, catalog).await?;
+        Ok(report(&record, steps))
     }
 
     /// Step 1: marks the target incoming and copies the slot's rows in one snapshot.
@@ -168,103 +201,83 @@ impl Mover {
         let slot = record.slot;
         let db = |source| MoveError::Db { slot, source };
         let slot_i = i32::from(slot.get());
-        let mut target = self.topology.primary(&record.target).await?;
+        let target = self.topology.primary(&record.target).await?;
         set_slot_state(&**target, slot_i, "incoming")
             .await
             .map_err(db)?;
-        let mut source = self.topology.primary(&record.source).await?;
-        let (read, snapshot) = snapshot_read(&mut source).await.map_err(db)?;
-        let mut tables = Vec::new();
-        for table in SHARDED_TABLES {
-            let rows = rows_json(&read, table, slot_i, None).await.map_err(db)?;
-            tables.push((table, rows));
-        }
-        let feed = feed_json(&read, slot_i, None).await.map_err(db)?;
-        read.commit().await.map_err(db)?;
+        let data = self.read_source(record, None).await?;
         maybe_pause(PausePoint::Copy).await;
-        let write = mover_write(&mut target).await.map_err(db)?;
-        let mut copied = 0i64;
-        for (table, rows) in &tables {
-            copied += rows.as_array().map_or(0, Vec::len) as i64;
-            replace_rows(&write, table, slot_i, None, rows)
-                .await
-                .map_err(db)?;
-        }
-        append_feed_copies(&write, &feed).await.map_err(db)?;
-        write.commit().await.map_err(db)?;
-        Ok((snapshot, copied))
+        let write = HandTransaction::begin(target, "", MOVER_WRITES)
+            .await
+            .map_err(db)?;
+        write_slot(write.client(), slot_i, &data, None)
+            .await
+            .map_err(db)?;
+        write.commit_between("", "").await.map_err(db)?;
+        Ok((data.snapshot.clone(), data.rows()))
     }
 
-    /// Step 2: applies to the target every change not visible in `since`; with `open`,
-    /// also opens the slot there (the fenced last round). Returns the new snapshot and
-    /// how many changes it applied.
+    /// Step 2: applies to the target every change not visible in `since`. Returns the
+    /// new snapshot and how many changes it applied.
     async fn catch_up(
         &self,
         record: &MoveRecord,
         since: &str,
-        open: bool,
     ) -> Result<(String, usize), MoveError> {
         let slot = record.slot;
         let db = |source| MoveError::Db { slot, source };
-        let slot_i = i32::from(slot.get());
-        let mut source = self.topology.primary(&record.source).await?;
-        let (read, snapshot) = snapshot_read(&mut source).await.map_err(db)?;
-        let feed = feed_json(&read, slot_i, Some(since)).await.map_err(db)?;
-        let entries = feed.as_array().cloned().unwrap_or_default();
-        let mut keys: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-        for entry in &entries {
-            let entity = entry["entity"].as_str().unwrap_or_default();
-            let Some(table) = table_of_entity(entity) else {
-                continue;
-            };
-            if let Some(id) = entry["entity_id"].as_str() {
-                keys.entry(table.name).or_default().push(id.to_owned());
-            }
-        }
-        let mut changed = Vec::new();
-        for table in SHARDED_TABLES {
-            if let Some(ids) = keys.get(table.name) {
-                let rows = rows_json(&read, table, slot_i, Some(ids))
-                    .await
-                    .map_err(db)?;
-                changed.push((table, ids, rows));
-            }
-        }
-        read.commit().await.map_err(db)?;
-        let mut target = self.topology.primary(&record.target).await?;
-        let write = mover_write(&mut target).await.map_err(db)?;
-        for (table, ids, rows) in &changed {
-            replace_rows(&write, table, slot_i, Some(ids), rows)
+        let data = self.read_source(record, Some(since)).await?;
+        if data.changes() > 0 {
+            let target = self.topology.primary(&record.target).await?;
+            let write = HandTransaction::begin(target, "", MOVER_WRITES)
                 .await
                 .map_err(db)?;
+            write_slot(write.client(), i32::from(slot.get()), &data, None)
+                .await
+                .map_err(db)?;
+            write.commit_between("", "").await.map_err(db)?;
         }
-        append_feed_copies(&write, &feed).await.map_err(db)?;
-        if open {
-            set_slot_state(&*write, slot_i, "owned").await.map_err(db)?;
-        }
-        write.commit().await.map_err(db)?;
-        Ok((snapshot, entries.len()))
+        Ok((data.snapshot.clone(), data.changes()))
     }
 
-    /// Step 3: fences the slot on the source, catches up completely, opens the slot on
-    /// the target, marks it moved on the source and flips the catalog. Returns how long
-    /// writes to the slot were held, in milliseconds.
+    /// Reads the slot on the source in one repeatable-read snapshot (see [`read_slot`]).
+    async fn read_source(
+        &self,
+        record: &MoveRecord,
+        since: Option<&str>,
+    ) -> Result<SlotData, MoveError> {
+        let slot = record.slot;
+        let db = |source| MoveError::Db { slot, source };
+        let source = self.topology.primary(&record.source).await?;
+        let read = HandTransaction::begin(source, "ISOLATION LEVEL REPEATABLE READ READ ONLY", "")
+            .await
+            .map_err(db)?;
+        let data = read_slot(read.client(), i32::from(slot.get()), since)
+            .await
+            .map_err(db)?;
+        read.commit_between("", "").await.map_err(db)?;
+        Ok(data)
+    }
+
+    /// Step 3: fences the slot on the source, catches up completely (inside the fence:
+    /// no writer of the slot is left, so the fence's own transaction reads it), opens
+    /// the slot on the target, marks it moved on the source and flips the catalog.
+    /// Returns how long writes to the slot were held, step by step.
     async fn fence_and_flip(
         &self,
         record: &MoveRecord,
         catalog: &mut tokio_postgres::Client,
-    ) -> Result<f64, MoveError> {
+    ) -> Result<PauseSteps, MoveError> {
         let slot = record.slot;
         let db = |source| MoveError::Db { slot, source };
         let slot_i = i32::from(slot.get());
         let since = record.snapshot.clone().unwrap_or_default();
-        let mut fence_conn: Object = self.topology.primary(&record.source).await?;
-        let fence = fence_conn.transaction().await.map_err(db)?;
+        let source = self.topology.primary(&record.source).await?;
         // A writer stuck for long would hold the fence open: give up and retry later.
-        fence
-            .batch_execute("SET LOCAL lock_timeout = '5s'")
+        let fence = HandTransaction::begin(source, "", "SET LOCAL lock_timeout = '5s'")
             .await
             .map_err(db)?;
+        let target = self.topology.primary(&record.target).await?;
         // Recorded before the fence is taken, so the pause holds no catalog write but
         // the flip; a resumed move finds the source's state and carries on either way.
         CatalogWriter::new(catalog)
@@ -273,53 +286,70 @@ impl Mover {
         // Writers queue behind the lock from the moment it is asked for.
         let fenced_at = Instant::now();
         fence
-            .execute(
-                "SELECT pg_advisory_xact_lock($1, $2)",
-                &[&FENCE_LOCK_SPACE, &slot_i],
-            )
+            .client()
+            .batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock({FENCE_LOCK_SPACE}, {slot_i})"
+            ))
             .await
             .map_err(db)?;
+        let locked = fenced_at.elapsed();
         maybe_pause(PausePoint::Fence).await;
-        self.catch_up(record, &since, true).await?;
-        let (floor, feed_seq) = self.target_position(record).await?;
+        let data = read_slot(fence.client(), slot_i, Some(&since))
+            .await
+            .map_err(db)?;
+        let write = HandTransaction::begin(target, "", MOVER_WRITES)
+            .await
+            .map_err(db)?;
+        write_slot(write.client(), slot_i, &data, Some("owned"))
+            .await
+            .map_err(db)?;
+        let position = write
+            .commit_between("", TARGET_POSITION)
+            .await
+            .map_err(db)?;
+        let (floor, feed_seq) = parse_position(slot, &position)?;
+        let caught_up = fenced_at.elapsed();
         fence
-            .execute(
-                "UPDATE shard_slots SET state = 'moved', changed_at = now() WHERE slot = $1",
-                &[&slot_i],
+            .commit_between(
+                &format!(
+                    "UPDATE shard_slots SET state = 'moved', changed_at = now() WHERE slot = {slot_i}"
+                ),
+                "",
             )
             .await
             .map_err(db)?;
-        fence.commit().await.map_err(db)?;
-        let pause_ms = fenced_at.elapsed().as_secs_f64() * 1000.0;
+        let released = fenced_at.elapsed();
+        let so_far = released.as_secs_f64() * 1000.0;
         CatalogWriter::new(catalog)
-            .flip(slot, &record.target, floor, feed_seq, pause_ms)
+            .flip(slot, &record.target, floor, feed_seq, so_far)
             .await?;
         // The writers that waited learn the flip by reloading; record the whole pause.
-        let pause_ms = fenced_at.elapsed().as_secs_f64() * 1000.0;
-        metrics::histogram!("strata_rebalance_pause_seconds").record(pause_ms / 1000.0);
-        Ok(pause_ms)
+        let flipped = fenced_at.elapsed();
+        let steps = PauseSteps::from_marks(locked, caught_up, released, flipped);
+        metrics::histogram!("strata_rebalance_pause_seconds").record(flipped.as_secs_f64());
+        Ok(steps)
     }
 
     /// The target's WAL position and last feed sequence now.
     async fn target_position(&self, record: &MoveRecord) -> Result<(Lsn, i64), MoveError> {
         let slot = record.slot;
         let target = self.topology.primary(&record.target).await?;
-        let row = target
-            .query_one(
-                "SELECT pg_current_wal_insert_lsn()::text, coalesce((SELECT max(seq) FROM change_feed), 0)",
-                &[],
-            )
+        let rows = target
+            .simple_query(TARGET_POSITION)
             .await
             .map_err(|source| MoveError::Db { slot, source })?;
-        let floor: String = row.get(0);
-        let floor =
-            floor
-                .parse()
-                .map_err(|e: crate::lsn::LsnParseError| MoveError::Inconsistent {
-                    slot,
-                    detail: e.to_string(),
-                })?;
-        Ok((floor, row.get(1)))
+        let row: Vec<Option<String>> = rows
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                    (0..row.len())
+                        .map(|i| row.get(i).map(str::to_owned))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default();
+        parse_position(slot, &row)
     }
 
     /// The slot's fence state on the move's source.
@@ -402,13 +432,14 @@ async fn delete_slot_rows(
     Ok(deleted)
 }
 
-fn report(record: &MoveRecord, pause_ms: f64) -> MoveReport {
+fn report(record: &MoveRecord, steps: PauseSteps) -> MoveReport {
     MoveReport {
         slot: record.slot,
         source: record.source.clone(),
         target: record.target.clone(),
         rows_copied: record.rows_copied,
-        pause_ms,
+        pause_ms: steps.total_ms(),
+        pause_steps: steps,
     }
 }
 
@@ -427,104 +458,35 @@ async fn set_slot_state(
     Ok(())
 }
 
-/// A repeatable-read, read-only transaction on the source and its snapshot.
-async fn snapshot_read(
-    conn: &mut Object,
-) -> Result<(deadpool_postgres::Transaction<'_>, String), tokio_postgres::Error> {
-    let read = conn
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let snapshot: String = read
-        .query_one("SELECT pg_current_snapshot()::text", &[])
-        .await?
-        .get(0);
-    Ok((read, snapshot))
-}
-
 /// A transaction on the target that passes the fence (the mover's own writes).
 async fn mover_write(
-    conn: &mut Object,
+    conn: &mut deadpool_postgres::Object,
 ) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
     let write = conn.transaction().await?;
     write.batch_execute("SET LOCAL strata.mover = 'on'").await?;
     Ok(write)
 }
 
-/// The slot's rows of a table (only those with these keys, when given) as a JSON array.
-async fn rows_json(
-    read: &deadpool_postgres::Transaction<'_>,
-    table: &ShardedTable,
-    slot: i32,
-    keys: Option<&Vec<String>>,
-) -> Result<Value, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) FROM {} t \
-         WHERE slot = $1 AND ($2::text[] IS NULL OR {} = ANY($2))",
-        table.name, table.key
-    );
-    Ok(read.query_one(&sql, &[&slot, &keys]).await?.get(0))
-}
+/// The settings of the mover's own writes: they pass the fence (see migration V4).
+const MOVER_WRITES: &str = "SET LOCAL strata.mover = 'on'";
 
-/// The slot's feed entries (only those not visible in `since`, when given), in order.
-async fn feed_json(
-    read: &deadpool_postgres::Transaction<'_>,
-    slot: i32,
-    since: Option<&str>,
-) -> Result<Value, tokio_postgres::Error> {
-    let sql = "SELECT coalesce(jsonb_agg(to_jsonb(f) ORDER BY seq), '[]'::jsonb) FROM change_feed f \
-               WHERE slot = $1 AND ($2::text IS NULL OR (xid >= pg_snapshot_xmin($2::text::pg_snapshot) \
-               AND NOT pg_visible_in_snapshot(xid, $2::text::pg_snapshot)))";
-    Ok(read.query_one(sql, &[&slot, &since]).await?.get(0))
-}
+/// The target's WAL position and last feed sequence, after the catch-up committed: the
+/// slot's read floor, and where the feed stood at the flip.
+const TARGET_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::text, \
+                               coalesce((SELECT max(seq) FROM change_feed), 0)::text";
 
-/// Replaces the target's rows of the slot (only those with these keys, when given) with
-/// `rows`.
-async fn replace_rows(
-    write: &deadpool_postgres::Transaction<'_>,
-    table: &ShardedTable,
-    slot: i32,
-    keys: Option<&Vec<String>>,
-    rows: &Value,
-) -> Result<(), tokio_postgres::Error> {
-    write
-        .execute(
-            &format!(
-                "DELETE FROM {} WHERE slot = $1 AND ($2::text[] IS NULL OR {} = ANY($2))",
-                table.name, table.key
-            ),
-            &[&slot, &keys],
-        )
-        .await?;
-    write
-        .execute(
-            &format!(
-                "INSERT INTO {0} SELECT * FROM jsonb_populate_recordset(NULL::{0}, $1)",
-                table.name
-            ),
-            &[rows],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Appends copies of source feed entries to the target's feed (new sequence numbers;
-/// consumers drop what they already hold by version).
-async fn append_feed_copies(
-    tx: &deadpool_postgres::Transaction<'_>,
-    entries: &Value,
-) -> Result<(), tokio_postgres::Error> {
-    if entries.as_array().is_none_or(Vec::is_empty) {
-        return Ok(());
-    }
-    tx.execute(
-        "INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload, committed_at) \
-         SELECT route_hash, slot, entity, entity_id, version, op, payload, committed_at \
-         FROM jsonb_populate_recordset(NULL::change_feed, $1) ORDER BY seq",
-        &[entries],
-    )
-    .await?;
-    Ok(())
+fn parse_position(slot: Slot, row: &[Option<String>]) -> Result<(Lsn, i64), MoveError> {
+    let inconsistent = |detail: String| MoveError::Inconsistent { slot, detail };
+    let [Some(floor), Some(seq)] = row else {
+        return Err(inconsistent(format!(
+            "the target's position is unreadable: {row:?}"
+        )));
+    };
+    let floor = floor
+        .parse()
+        .map_err(|e: crate::lsn::LsnParseError| inconsistent(e.to_string()))?;
+    let seq = seq
+        .parse()
+        .map_err(|e: std::num::ParseIntError| inconsistent(e.to_string()))?;
+    Ok((floor, seq))
 }
