@@ -199,7 +199,7 @@ async fn search_holds_every_post_once(cluster: &Cluster, ledger: &Ledger) {
     let accounts = ledger.accounts.lock().unwrap().clone();
     let posts = ledger.posts.lock().unwrap().clone();
     let api = nodes(cluster)[1].clone();
-    for (id, post) in posts.iter().take(40) {
+    for (id, post) in &posts {
         let token = accounts[post.owner].access.clone();
         eventually(
             &format!("post {id} to be found once at its latest version"),
