@@ -67,6 +67,12 @@ pub struct ShardConfig {
     /// router discovers which one is primary; the order carries no meaning for routing
     /// (the local cluster starts the first one as primary).
     pub hosts: Vec<HostAddr>,
+    /// Synchronous replication: the primary acknowledges a commit only once a replica
+    /// has it (`synchronous_standby_names`), so losing the primary loses no
+    /// acknowledged write; commits wait while no replica is connected. The local
+    /// cluster applies it to the shard's first host. Default off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub synchronous: bool,
 }
 
 fn default_weight() -> u32 {

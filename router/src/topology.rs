@@ -393,6 +393,11 @@ impl Topology {
         if let [only] = primaries[..] {
             history.record(now, only);
         }
+        // With no primary answering, a replica's lag cannot be measured: the dead
+        // primary's last position may include WAL it never sent. Its replicas hold all
+        // that anyone can read now, so they keep serving (a token that needs more still
+        // finds no host).
+        let primary_alive = !primaries.is_empty();
         for (host, result) in shard.hosts.iter().zip(results) {
             let mut seen = host.seen.lock().expect("host lock");
             match result {
@@ -403,7 +408,7 @@ impl Topology {
                         HostRole::Primary
                     };
                     seen.lsn = Some(lsn);
-                    seen.lag = if in_recovery {
+                    seen.lag = if in_recovery && primary_alive {
                         history.lag_of(lsn, now)
                     } else {
                         Duration::ZERO

@@ -30,6 +30,8 @@ pub struct PgInstance {
     pub(crate) tools: Tools,
     pub(crate) database: String,
     pub(crate) fsync: bool,
+    /// The shard replicates synchronously (see [`PgInstance::require_standby`]).
+    pub(crate) synchronous: bool,
 }
 
 impl PgInstance {
@@ -271,6 +273,22 @@ impl PgInstance {
     /// True while the postmaster runs.
     pub fn is_running(&self) -> bool {
         self.postmaster_pid().is_some()
+    }
+
+    /// On a synchronous shard's first primary, once its replicas run: commits wait for a
+    /// replica from now on (`synchronous_standby_names`, kept in this server's
+    /// `postgresql.auto.conf`, so a promoted replica does not inherit it). Applied after
+    /// the replicas exist, since commits would otherwise wait for ever during set-up.
+    pub fn require_standby(&self) -> Result<(), SandboxError> {
+        if !self.synchronous || self.index != 0 {
+            return Ok(());
+        }
+        self.psql(
+            "postgres",
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        )?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(())
     }
 
     /// Runs SQL as the superuser on `database` and returns psql's unaligned output.

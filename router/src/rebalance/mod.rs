@@ -116,6 +116,7 @@ impl ClusterAdmin {
                 id: id.clone(),
                 weight,
                 hosts: hosts.to_vec(),
+                synchronous: false,
             }],
             ..self.map.clone()
         };
