@@ -68,7 +68,11 @@ pub struct UpArgs {
     /// Redis Cluster masters (at least 3).
     #[arg(long, default_value_t = 3)]
     redis_masters: u16,
-    /// Port of the first Redis master; the others follow.
+    /// Replicas per Redis master: with one, losing a Redis process is a failover of a
+    /// few seconds instead of an outage of its slots.
+    #[arg(long, default_value_t = 1)]
+    redis_replicas: u16,
+    /// Port of the first Redis server; the others (masters, then replicas) follow.
     #[arg(long, default_value_t = 7001)]
     redis_port: u16,
     /// Load balancer (HAProxy) port.
@@ -108,12 +112,20 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(p) => p.spec.shard_map.clone(),
         None => ShardMap::load(&args.shard_map)?,
     };
+    // An existing cluster keeps its Redis servers (their roles live in their nodes.conf).
+    let (redis_ports, redis_replicas) = match &previous {
+        Some(p) => (p.spec.redis_ports.clone(), p.spec.redis_replicas),
+        None => {
+            let servers = args.redis_masters * (1 + args.redis_replicas);
+            let ports = (0..servers).map(|i| args.redis_port + i).collect();
+            (ports, usize::from(args.redis_replicas))
+        }
+    };
     let spec = ClusterSpec {
         data_dir,
         shard_map,
-        redis_ports: (0..args.redis_masters)
-            .map(|i| args.redis_port + i)
-            .collect(),
+        redis_ports,
+        redis_replicas,
         node_ports: (0..args.nodes).map(|i| args.node_port + i).collect(),
         lb_port: Some(args.lb_port),
         router: RouterSettings::default(),

@@ -1,6 +1,9 @@
 //! `/healthz` (the process is alive) and `/readyz` (it can serve: every shard has a
-//! reachable primary, the Redis Cluster reports itself healthy, and the search index has
-//! caught up with the change feeds). Not-ready answers 503 problem+json naming every
+//! reachable primary, the Redis Cluster answers, and the search index has caught up with
+//! the change feeds). Redis slots without a live master (a failover in progress) are
+//! reported in the body but do not make the node unready: every node shares the same
+//! Redis, so taking them all out of the load balancer would turn a partial outage into a
+//! total one. Not-ready answers 503 problem+json naming every
 //! reason, so an operator sees at once what is down.
 
 use std::time::Duration;
@@ -37,6 +40,9 @@ pub struct Ready {
     pub status: &'static str,
     pub shards: usize,
     pub redis_probe_ms: f64,
+    /// Redis Cluster slots served by a live master (16384 when all are; fewer while a
+    /// master fails over: the users on those slots wait, the others are served).
+    pub redis_slots_ok: u32,
 }
 
 /// `GET /readyz`: 200 when every shard has a primary and Redis answers; else 503 with
@@ -57,10 +63,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
         reasons.push(e.to_string());
     }
     match redis {
-        Ok(took) if reasons.is_empty() => Ok(Json(Ready {
+        Ok(health) if reasons.is_empty() => Ok(Json(Ready {
             status: "ready",
             shards: shards.len(),
-            redis_probe_ms: took.as_secs_f64() * 1000.0,
+            redis_probe_ms: health.took.as_secs_f64() * 1000.0,
+            redis_slots_ok: health.slots_ok,
         })),
         _ => Err(ApiError::Unavailable {
             detail: format!("not ready: {}", reasons.join("; ")),

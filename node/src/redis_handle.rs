@@ -1,11 +1,24 @@
 //! The node's Redis Cluster connection: one multiplexed cluster connection, opened on
 //! first use and shared by every request. Opening lazily lets a node start while Redis
 //! is still coming up; `/readyz` reports it until it answers.
+//!
+//! **Failover.** Every master has a replica. When a master dies, its replica takes its
+//! slots after `cluster-node-timeout` and an election (about 3 s locally). Meanwhile a
+//! command to those slots fails to connect; the client refreshes the slot map and
+//! retries with short waits ([`RETRY`]) long enough to ride out a failover, so a request
+//! is slower, not failed. Keys of other masters are served throughout
+//! (`cluster-require-full-coverage no`).
+//!
+//! **Revocations survive a failover.** A replica is promoted with whatever it has
+//! received: a session deleted on the master a moment before it died would come back.
+//! Every revocation therefore waits (`WAIT`, [`Replication`]) until the key's replica
+//! has it before the logout is acknowledged.
 
 use std::time::{Duration, Instant};
 
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use tokio::sync::Mutex;
 
 /// Why Redis could not be used.
@@ -33,8 +46,14 @@ impl RedisHandle {
     /// A client for the given seeds; nothing is connected yet.
     pub fn new(seeds: &[String]) -> Result<Self, RedisError> {
         let client = ClusterClient::builder(seeds.to_vec())
-            .connection_timeout(Duration::from_secs(1))
-            .response_timeout(Duration::from_secs(1))
+            .connection_timeout(Duration::from_millis(500))
+            // Bounds a whole command, retries included: long enough to ride out a
+            // failover, short enough that a hung server fails the request.
+            .response_timeout(COMMAND_DEADLINE)
+            .retries(RETRY.retries)
+            .min_retry_wait(RETRY.min_wait_ms)
+            .max_retry_wait(RETRY.max_wait_ms)
+            .retry_wait_formula(RETRY.factor_ms, 2)
             .build()
             .map_err(|e| RedisError::Seeds(e.to_string()))?;
         Ok(Self {
@@ -57,18 +76,32 @@ impl RedisHandle {
         Ok(conn)
     }
 
-    /// Asks the cluster whether it is healthy (`CLUSTER INFO` reports `cluster_state:ok`)
-    /// and records how long that took. A plain PING is not enough: surviving masters
-    /// answer it while the slots of a failed master are unserved.
-    pub async fn probe(&self, deadline: Duration) -> Result<Duration, RedisError> {
+    /// Asks the cluster how it is (`CLUSTER INFO` on any server that answers) and records
+    /// how long that took. Errors when no server answers in time or the cluster says it
+    /// is down as a whole; slots without a master (a failover in progress, a master lost
+    /// with no replica) are reported, not an error: the other slots still serve.
+    pub async fn probe(&self, deadline: Duration) -> Result<RedisHealth, RedisError> {
         let start = Instant::now();
         let attempt = async {
             let mut conn = self.connection().await?;
-            redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async::<String>(&mut conn)
-                .await
-                .map_err(|e| RedisError::Unreachable(e.to_string()))
+            let mut last = None;
+            // A random server may be the one that just died: ask another.
+            for _ in 0..3 {
+                let asked = conn
+                    .route_command(
+                        redis::cmd("CLUSTER").arg("INFO").clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                    )
+                    .await
+                    .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into));
+                match asked {
+                    Ok(info) => return Ok(info),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(RedisError::Unreachable(
+                last.map(|e| e.to_string()).unwrap_or_default(),
+            ))
         };
         let info = tokio::time::timeout(deadline, attempt)
             .await
@@ -77,10 +110,98 @@ impl RedisHandle {
         metrics::histogram!("strata_redis_command_duration_seconds", "command" => "cluster_info")
             .record(took.as_secs_f64());
         match cluster_state(&info) {
-            "ok" => Ok(took),
+            "ok" => Ok(RedisHealth {
+                took,
+                slots_ok: info_field(&info, "cluster_slots_ok").unwrap_or(0),
+            }),
             other => Err(RedisError::ClusterDown(other.to_owned())),
         }
     }
+
+    /// Waits until the replica of `key`'s master has every write made so far on that
+    /// master's connection (`WAIT 1`), for at most [`REPLICATION_WAIT`].
+    pub async fn replicated(&self, key: &str) -> Replication {
+        let Ok(mut conn) = self.connection().await else {
+            return Replication::Unconfirmed;
+        };
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+            key,
+            SlotAddr::Master,
+        )));
+        let wait = redis::cmd("WAIT")
+            .arg(1)
+            .arg(REPLICATION_WAIT.as_millis() as u64)
+            .clone();
+        let acked = conn
+            .route_command(wait, route)
+            .await
+            .ok()
+            .and_then(|v| redis::from_redis_value::<i64>(v).ok());
+        if acked.is_some_and(|n| n >= 1) {
+            Replication::Confirmed
+        } else {
+            metrics::counter!("strata_redis_unreplicated_revocations_total").increment(1);
+            tracing::warn!(
+                key,
+                "a revocation was not confirmed by a Redis replica in time"
+            );
+            Replication::Unconfirmed
+        }
+    }
+}
+
+/// Whether a write reached the key's replica (see [`RedisHandle::replicated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    Confirmed,
+    /// No replica confirmed in time (none is up, or it lags): the write is on the master
+    /// only, and would be lost if the master died before its replica caught up.
+    Unconfirmed,
+}
+
+/// How long a revocation waits for its replica: a healthy replica answers in a
+/// millisecond; a replica that is down must not hold a logout for long.
+pub const REPLICATION_WAIT: Duration = Duration::from_millis(500);
+
+/// The client's retries of a command that failed to reach its server: long enough in
+/// all (about 5 s on average, 10 s at most) to cover a master's failover (about 3 s
+/// locally: `cluster-node-timeout` 2 s, then the election), short between tries so a
+/// request resumes soon after the replica takes over.
+struct RetryPolicy {
+    retries: u32,
+    min_wait_ms: u64,
+    max_wait_ms: u64,
+    factor_ms: u64,
+}
+
+const RETRY: RetryPolicy = RetryPolicy {
+    retries: 12,
+    min_wait_ms: 100,
+    max_wait_ms: 1000,
+    factor_ms: 100,
+};
+
+/// The longest one command may take, retries through a failover included.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(6);
+
+/// What a Redis probe found.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisHealth {
+    /// How long `CLUSTER INFO` took.
+    pub took: Duration,
+    /// Slots served by a live master (16384 when all are).
+    pub slots_ok: u32,
+}
+
+/// A numeric field of a `CLUSTER INFO` answer.
+fn info_field(info: &str, field: &str) -> Option<u32> {
+    info.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix(field)?
+            .strip_prefix(':')?
+            .parse()
+            .ok()
+    })
 }
 
 /// The `cluster_state` field of a `CLUSTER INFO` answer ("unknown" when absent).
@@ -102,5 +223,13 @@ mod tests {
         );
         assert_eq!(cluster_state("cluster_state:fail\r\n"), "fail");
         assert_eq!(cluster_state(""), "unknown");
+    }
+
+    #[test]
+    fn slot_counts_are_read_from_cluster_info() {
+        let info = "cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:10923\r\n";
+        assert_eq!(info_field(info, "cluster_slots_ok"), Some(10923));
+        assert_eq!(info_field(info, "cluster_slots_assigned"), Some(16384));
+        assert_eq!(info_field(info, "cluster_slots_fail"), None);
     }
 }

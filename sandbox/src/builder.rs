@@ -19,6 +19,7 @@ pub struct ClusterBuilder {
     shards: usize,
     replicas: usize,
     redis_masters: usize,
+    redis_replicas: usize,
     nodes: usize,
     load_balancer: bool,
     router: RouterSettings,
@@ -26,6 +27,7 @@ pub struct ClusterBuilder {
     limits: LimitsConfig,
     max_upload_bytes: u64,
     database: String,
+    synchronous: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -34,6 +36,7 @@ impl Default for ClusterBuilder {
             shards: 2,
             replicas: 1,
             redis_masters: 3,
+            redis_replicas: 1,
             nodes: 2,
             load_balancer: true,
             router: RouterSettings::default(),
@@ -41,13 +44,14 @@ impl Default for ClusterBuilder {
             limits: LimitsConfig::default(),
             max_upload_bytes: FilesConfig::default().max_upload_bytes,
             database: "strata".into(),
+            synchronous: false,
         }
     }
 }
 
 impl Cluster {
     /// A builder for a test cluster: by default 2 shards × (primary + 1 replica), a
-    /// 3-master Redis Cluster, 2 nodes and HAProxy.
+    /// 3-master Redis Cluster with a replica per master, 2 nodes and HAProxy.
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::default()
     }
@@ -67,6 +71,11 @@ impl ClusterBuilder {
     /// Redis Cluster masters (0 for none, else at least 3).
     pub fn redis_masters(mut self, n: usize) -> Self {
         self.redis_masters = n;
+        self
+    }
+    /// Replicas per Redis master.
+    pub fn redis_replicas(mut self, n: usize) -> Self {
+        self.redis_replicas = n;
         self
     }
     /// API nodes.
@@ -101,6 +110,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Synchronous replication on every shard (see `ShardConfig::synchronous`).
+    pub fn synchronous(mut self, on: bool) -> Self {
+        self.synchronous = on;
+        self
+    }
+
     /// The largest upload the nodes accept.
     pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
         self.max_upload_bytes = bytes;
@@ -111,15 +126,17 @@ impl ClusterBuilder {
     pub fn spec(&self) -> Result<ClusterSpec, SandboxError> {
         let pg_count = self.shards * (1 + self.replicas);
         let lb = usize::from(self.load_balancer && self.nodes > 0);
-        let mut ports = free_ports(pg_count + self.redis_masters + self.nodes + lb)?.into_iter();
+        let redis_count = self.redis_masters * (1 + self.redis_replicas);
+        let mut ports = free_ports(pg_count + redis_count + self.nodes + lb)?.into_iter();
         let mut map_text = format!("database = \"{}\"\nuser = \"strata\"\n", self.database);
         for s in 0..self.shards {
             let hosts: Vec<String> = (0..=self.replicas)
                 .map(|_| format!("\"127.0.0.1:{}\"", ports.next().unwrap()))
                 .collect();
             map_text += &format!(
-                "\n[[shard]]\nid = \"s{s}\"\nhosts = [{}]\n",
-                hosts.join(", ")
+                "\n[[shard]]\nid = \"s{s}\"\nhosts = [{}]\nsynchronous = {}\n",
+                hosts.join(", "),
+                self.synchronous
             );
         }
         let shard_map =
@@ -127,7 +144,8 @@ impl ClusterBuilder {
         Ok(ClusterSpec {
             data_dir: fresh_dir(),
             shard_map,
-            redis_ports: ports.by_ref().take(self.redis_masters).collect(),
+            redis_ports: ports.by_ref().take(redis_count).collect(),
+            redis_replicas: self.redis_replicas,
             node_ports: ports.by_ref().take(self.nodes).collect(),
             lb_port: if lb == 1 { ports.next() } else { None },
             router: self.router.clone(),

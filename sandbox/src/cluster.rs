@@ -29,8 +29,12 @@ pub struct ClusterSpec {
     pub data_dir: PathBuf,
     /// Shards and their Postgres hosts; each shard's first host starts as its primary.
     pub shard_map: ShardMap,
-    /// Redis Cluster masters (at least 3), or none for a Postgres-only cluster.
+    /// Every Redis Cluster server (at least 3 masters with their replicas), or none for
+    /// a Postgres-only cluster.
     pub redis_ports: Vec<u16>,
+    /// Replicas per Redis master (a cluster written before replicas existed has none).
+    #[serde(default)]
+    pub redis_replicas: usize,
     /// One API node per port.
     pub node_ports: Vec<u16>,
     /// HAProxy in front of the nodes, when set.
@@ -112,11 +116,13 @@ impl Cluster {
                         tools: tools.clone(),
                         database: spec.shard_map.database.clone(),
                         fsync: spec.fsync,
+                        synchronous: shard.synchronous,
                     })
             })
             .collect();
         let redis = (!spec.redis_ports.is_empty()).then(|| RedisCluster {
             ports: spec.redis_ports.clone(),
+            replicas: spec.redis_replicas,
             dir: spec.data_dir.join("redis"),
             tools: tools.clone(),
         });
@@ -202,6 +208,7 @@ impl Cluster {
             {
                 replica.init_replica(primary)?;
             }
+            primary.require_standby()?;
         }
         migrate(&self.spec.shard_map)?;
         if let Some(redis) = &self.redis {
@@ -404,6 +411,7 @@ impl Cluster {
                 tools: tools.clone(),
                 database: self.spec.shard_map.database.clone(),
                 fsync: self.spec.fsync,
+                synchronous: false,
             })
             .collect();
         instances[0].init_primary()?;
@@ -430,6 +438,7 @@ impl Cluster {
                 id: id.clone(),
                 weight,
                 hosts,
+                synchronous: false,
             });
         self.write_spec_and_map()?;
         self.endpoints().write()?;
@@ -511,10 +520,11 @@ impl Cluster {
         if let Some(redis) = &self.redis {
             for &port in &redis.ports {
                 let running = redis.server_pid(port).is_some();
-                let detail = if running {
-                    "cluster member".into()
-                } else {
-                    "stopped".into()
+                let detail = match redis.role(port).as_deref() {
+                    Some("master") => "cluster master".into(),
+                    Some("slave") => "cluster replica".into(),
+                    _ if running => "cluster member".into(),
+                    _ => "stopped".into(),
                 };
                 out.push(ProcessState {
                     kind: "redis",

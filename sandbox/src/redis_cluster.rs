@@ -1,5 +1,8 @@
-//! A Redis Cluster of N masters on loopback: one `redis-server` per port with
-//! `cluster-enabled yes`, joined once with `redis-cli --cluster create`.
+//! A Redis Cluster of N masters, each with R replicas, on loopback: one `redis-server`
+//! per port with `cluster-enabled yes`, joined once with `redis-cli --cluster create
+//! --cluster-replicas R`. A master that dies is replaced by its replica within a few
+//! seconds (`cluster-node-timeout` plus the election), and the other masters keep
+//! serving their slots meanwhile (`cluster-require-full-coverage no`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,7 +15,10 @@ use crate::tools::Tools;
 /// The Redis servers of the local cluster.
 #[derive(Debug, Clone)]
 pub struct RedisCluster {
+    /// Every server, masters and replicas.
     pub ports: Vec<u16>,
+    /// Replicas per master.
+    pub replicas: usize,
     /// One folder per server: config, nodes.conf, append-only file, pid, log.
     pub dir: PathBuf,
     pub(crate) tools: Tools,
@@ -39,10 +45,12 @@ impl RedisCluster {
     /// Starts every server (reusing their data), forms the cluster if it has never been
     /// formed, and waits for `cluster_state:ok`.
     pub fn start(&self) -> Result<(), SandboxError> {
-        if self.ports.len() < 3 {
-            return Err(SandboxError::Config(
-                "a Redis Cluster needs at least 3 masters".into(),
-            ));
+        if self.ports.len() < 3 * (1 + self.replicas) {
+            return Err(SandboxError::Config(format!(
+                "a Redis Cluster needs at least 3 masters: {} servers cannot hold 3 masters with {} replicas each",
+                self.ports.len(),
+                self.replicas
+            )));
         }
         for &port in &self.ports {
             self.start_server(port)?;
@@ -51,15 +59,104 @@ impl RedisCluster {
             let mut cmd = Command::new(&self.tools.redis_cli);
             cmd.arg("--cluster").arg("create");
             cmd.args(self.ports.iter().map(|p| format!("127.0.0.1:{p}")));
-            cmd.args(["--cluster-replicas", "0", "--cluster-yes"]);
+            cmd.args([
+                "--cluster-replicas",
+                &self.replicas.to_string(),
+                "--cluster-yes",
+            ]);
             run(&mut cmd, "redis-cli --cluster create")?;
         }
         wait_until(
-            "Redis Cluster to report cluster_state:ok",
+            "Redis Cluster to report cluster_state:ok with every replica in sync",
             Duration::from_secs(30),
             &self.dir,
-            || self.ports.iter().all(|&p| self.cluster_ok(p)),
+            || {
+                self.ports
+                    .iter()
+                    .all(|&p| self.cluster_ok(p) && self.replica_linked(p))
+            },
         )
+    }
+
+    /// The servers that are masters now (a failover changes them).
+    pub fn masters(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .copied()
+            .filter(|&p| self.role(p).as_deref() == Some("master"))
+            .collect()
+    }
+
+    /// The master serving `key`'s slot now, as a live server sees the cluster.
+    pub fn master_of(&self, key: &str) -> Option<u16> {
+        let live = *self.ports.iter().find(|&&p| self.server_pid(p).is_some())?;
+        let ask = |args: &[&str]| {
+            Command::new(&self.tools.redis_cli)
+                .args(["-p", &live.to_string()])
+                .args(args)
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let slot: u16 = ask(&["cluster", "keyslot", key])?.trim().parse().ok()?;
+        let nodes = ask(&["cluster", "nodes"])?;
+        nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let serves = fields.iter().skip(8).any(|range| {
+                let mut ends = range.split('-').map(|n| n.parse::<u16>());
+                match (ends.next(), ends.next()) {
+                    (Some(Ok(a)), Some(Ok(b))) => (a..=b).contains(&slot),
+                    (Some(Ok(a)), None) => a == slot,
+                    _ => false,
+                }
+            });
+            let port = fields.get(1)?.split('@').next()?.rsplit(':').next()?;
+            serves.then(|| port.parse().ok()).flatten()
+        })
+    }
+
+    /// True once every live server reports `cluster_state:ok`.
+    pub fn healthy(&self) -> bool {
+        self.ports
+            .iter()
+            .filter(|&&p| self.server_pid(p).is_some())
+            .all(|&p| self.cluster_ok(p))
+    }
+
+    /// `master` or `slave`, as the server on `port` reports itself (`None` when down).
+    pub fn role(&self, port: u16) -> Option<String> {
+        let out = Command::new(&self.tools.redis_cli)
+            .args(["-p", &port.to_string(), "role"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .next()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+    }
+
+    /// True unless the server is a replica whose link to its master is down.
+    fn replica_linked(&self, port: u16) -> bool {
+        Command::new(&self.tools.redis_cli)
+            .args(["-p", &port.to_string(), "info", "replication"])
+            .output()
+            .is_ok_and(|o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                !text.contains("role:slave") || text.contains("master_link_status:up")
+            })
+    }
+
+    /// Kills one server with SIGKILL (a crash: no append-only flush, no goodbye to the
+    /// cluster).
+    pub fn kill_server(&self, port: u16) {
+        if let Some(pid) = self.server_pid(port) {
+            process::stop_pid(pid, libc::SIGKILL, Duration::from_secs(10));
+        }
     }
 
     fn start_server(&self, port: u16) -> Result<(), SandboxError> {
@@ -78,7 +175,8 @@ impl RedisCluster {
         let text = format!(
             "# Written by the Strata sandbox.\nbind 127.0.0.1\nport {port}\nprotected-mode no\n\
              daemonize yes\npidfile {pid}\nlogfile {log}\ndir {dir}\n\
-             cluster-enabled yes\ncluster-port {bus_port}\ncluster-config-file nodes.conf\ncluster-node-timeout 3000\n\
+             cluster-enabled yes\ncluster-port {bus_port}\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\n\
+             cluster-require-full-coverage no\n\
              appendonly yes\nappendfsync everysec\nsave \"\"\n",
             pid = self.pid_file(port).display(),
             log = dir.join("redis.log").display(),
@@ -101,7 +199,10 @@ impl RedisCluster {
     fn formed(&self) -> bool {
         let nodes = std::fs::read_to_string(self.server_dir(self.ports[0]).join("nodes.conf"));
         nodes.is_ok_and(|text| {
-            text.lines().filter(|l| l.contains("master")).count() >= self.ports.len()
+            text.lines()
+                .filter(|l| l.contains("master") || l.contains("slave"))
+                .count()
+                >= self.ports.len()
         })
     }
 

@@ -91,6 +91,7 @@ fn compose_services_depend_only_on_services_that_exist() {
         "pg-s0-primary",
         "pg-s0-replica",
         "redis-1",
+        "redis-6",
         "node-1",
         "node-2",
         "haproxy",
@@ -98,6 +99,44 @@ fn compose_services_depend_only_on_services_that_exist() {
         "grafana",
     ] {
         assert!(services.contains(expected), "compose lacks {expected}");
+    }
+}
+
+/// Every Redis master of the compose cluster gets a replica, and a master's loss stops
+/// only its own slots.
+#[test]
+fn the_compose_redis_cluster_has_a_replica_per_master() {
+    let compose = compose();
+    let words = |service: &str| -> String {
+        compose["services"][service]["command"]
+            .as_sequence()
+            .map(|list| {
+                list.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    let servers: Vec<String> = compose_services()
+        .into_iter()
+        .filter(|s| s.starts_with("redis-") && s != "redis-init")
+        .collect();
+    assert_eq!(servers.len(), 6, "3 masters and 3 replicas: {servers:?}");
+    for server in &servers {
+        assert!(
+            words(server).contains("--cluster-require-full-coverage no"),
+            "{server}: {}",
+            words(server)
+        );
+    }
+    let init = words("redis-init");
+    assert!(init.contains("--cluster-replicas 1"), "{init}");
+    for server in &servers {
+        assert!(
+            init.contains(server.as_str()),
+            "redis-init joins {server}: {init}"
+        );
     }
 }
 

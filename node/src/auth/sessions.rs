@@ -2,7 +2,10 @@
 //! so all of one user's keys share a cluster slot and multi-key updates run atomically
 //! as Lua scripts on one server. A session is a hash (owner, times, client, the hash of
 //! the current refresh secret and of the one before it); the user's set of session ids
-//! makes logout-all and the session list one-slot operations.
+//! makes logout-all and the session list one-slot operations. Every revocation (logout,
+//! logout-all, a reused refresh token) waits for the slot's replica before it returns,
+//! so a Redis failover cannot bring a revoked session back (see
+//! [`RedisHandle::replicated`]).
 
 use std::time::Duration;
 
@@ -220,6 +223,7 @@ impl<'a> SessionStore<'a> {
                 Rotation::Rotated
             }
             "reused" => {
+                self.redis.replicated(&sessions_key(user)).await;
                 self.unmark_active(user, &[session.to_string()]).await;
                 Rotation::Reused
             }
@@ -237,6 +241,7 @@ impl<'a> SessionStore<'a> {
             .invoke_async(&mut conn)
             .await
             .map_err(failed)?;
+        self.redis.replicated(&sessions_key(user)).await;
         self.unmark_active(user, &[session.to_owned()]).await;
         Ok(deleted > 0)
     }
@@ -256,6 +261,7 @@ impl<'a> SessionStore<'a> {
             .invoke_async(&mut conn)
             .await
             .map_err(failed)?;
+        self.redis.replicated(&sessions_key(user)).await;
         self.unmark_active(user, &removed).await;
         Ok(removed.len())
     }

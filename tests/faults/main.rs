@@ -1,0 +1,325 @@
+//! The fault campaign as tests, on a cluster of its own: 2 shards × (primary + replica)
+//! replicating synchronously, a Redis Cluster of 3 masters with a replica each, and 2
+//! nodes behind HAProxy. Steady load runs through the load balancer while one process
+//! is broken; each test asserts the direction of the outcome: the failures stay within
+//! budget, errors stop once the fault is over, and every acknowledged write is still
+//! there. The tests take turns: one fault at a time. `strata-bench faults` runs the same
+//! faults at length and reports the figures.
+
+mod steady;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use strata_router::{Placement, ShardId, route_hash};
+use strata_sandbox::Cluster;
+use strata_tests::api::{Api, Tokens, status_and_json, unique};
+use strata_tests::{SharedCluster, eventually, fast_router_settings, shard};
+
+use steady::{Running, Tally};
+
+static CLUSTER: SharedCluster = SharedCluster::new();
+
+/// One fault at a time: each test holds its turn while it breaks something.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The share of requests a fault may fail (0.1 %).
+const FAILURE_BUDGET: f64 = 0.001;
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get(|| {
+        Cluster::builder()
+            .shards(2)
+            .replicas(1)
+            .synchronous(true)
+            .redis_replicas(1)
+            .nodes(2)
+            .router(fast_router_settings())
+    })
+}
+
+fn balancer() -> Api {
+    let lb = cluster().load_balancer.as_ref();
+    Api::new(lb.expect("the cluster has a load balancer").url())
+}
+
+/// `n` new users, signed up through the load balancer.
+async fn users(n: usize) -> Vec<Tokens> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let name = unique("steady");
+        out.push(balancer().signup_ok(&name, PASSWORD).await);
+    }
+    out
+}
+
+/// A new user whose rows live on `wanted`.
+async fn user_on(wanted: &ShardId) -> Tokens {
+    let placement = Placement::from_map(&cluster().spec.shard_map);
+    for _ in 0..200 {
+        let user = users(1).await.remove(0);
+        if placement.shard_of(route_hash(&user.user_id)) == wanted {
+            return user;
+        }
+    }
+    panic!("no user landed on {wanted} in 200 signups");
+}
+
+/// Runs load for a moment before and after `fault`, returning what it saw.
+async fn under_load<F, Fut>(users: &[Tokens], fault: F) -> std::sync::Arc<Tally>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let load = Running::start(&balancer(), users);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fault().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.stop().await
+}
+
+fn assert_within_budget(what: &str, tally: &Tally) {
+    let (sent, failed) = tally.totals();
+    assert!(sent > 100, "{what}: the load ran ({sent} requests)");
+    assert!(
+        (failed as f64) <= (sent as f64) * FAILURE_BUDGET,
+        "{what}: {failed} of {sent} requests failed; {}; the nodes logged: {:?}",
+        tally.describe(),
+        node_warnings()
+    );
+}
+
+/// The last warnings the nodes logged, to say why requests failed.
+fn node_warnings() -> Vec<String> {
+    let mut out = Vec::new();
+    for node in &cluster().nodes {
+        let log = std::fs::read_to_string(node.log_file()).unwrap_or_default();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("strata"))
+            .collect();
+        out.extend(
+            warnings
+                .iter()
+                .rev()
+                .take(5)
+                .map(|l| l.chars().take(400).collect()),
+        );
+    }
+    out
+}
+
+/// Every acknowledged task reads back for its owner.
+async fn assert_all_acked_present(users: &[Tokens], tally: &Tally) {
+    let acked = tally.acked.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "the load wrote something");
+    for (owner, id) in acked {
+        let response = balancer()
+            .get(&format!("/v1/tasks/{id}"), Some(&users[owner].access))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "acknowledged task {id} reads back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_redis_master_fails_over_under_load_and_no_logout_comes_back() {
+    let _turn = TURN.lock().await;
+    let redis = cluster().redis.as_ref().expect("the cluster has Redis");
+    // A user with two sessions; one is logged out just before its Redis master dies.
+    let name = unique("revoked");
+    let kept = balancer().signup_ok(&name, PASSWORD).await;
+    let (_, second) = status_and_json(balancer().login(&name, PASSWORD).await).await;
+    let revoked = Tokens::from_body(&second);
+    let logout = balancer()
+        .post(
+            "/v1/auth/logout",
+            &serde_json::json!({}),
+            Some(&revoked.access),
+        )
+        .await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let key = format!("{{u:{}}}", kept.user_id);
+    let master = redis
+        .master_of(&key)
+        .expect("a master serves the user's slot");
+
+    let mut load_users = users(6).await;
+    load_users.push(kept.clone());
+    let tally = under_load(&load_users, || async {
+        redis.kill_server(master);
+        eventually(
+            "a replica to take over the dead master's slots",
+            Duration::from_secs(30),
+            || async {
+                match redis.master_of(&key) {
+                    Some(port) if port != master && redis.healthy() => Ok(()),
+                    other => Err(format!("master now {other:?}")),
+                }
+            },
+        )
+        .await;
+    })
+    .await;
+    redis
+        .start()
+        .expect("the killed server rejoins as a replica");
+
+    assert_within_budget("killing a Redis master", &tally);
+    for node in &cluster().nodes {
+        let api = Api::new(node.url());
+        assert_eq!(
+            api.me_status(&revoked.access).await,
+            StatusCode::UNAUTHORIZED,
+            "the logged-out session stays dead after the failover on {}",
+            node.url()
+        );
+        assert_eq!(api.me_status(&kept.access).await, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_killed_primary_loses_no_acknowledged_write_and_its_shard_reads_on() {
+    let _turn = TURN.lock().await;
+    let s0 = shard("s0");
+    let on_s0: Vec<Tokens> = {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            out.push(user_on(&s0).await);
+        }
+        out
+    };
+    let primary = cluster().pg(&s0, 0);
+    let replica = cluster().pg(&s0, 1);
+    let load = Running::start(&balancer(), &on_s0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    primary.kill();
+    // Reads of the shard go on from its replica while it has no primary.
+    eventually(
+        "reads of the shard to be served by its replica",
+        Duration::from_secs(10),
+        || async {
+            let response = balancer()
+                .get("/v1/tasks?limit=5", Some(&on_s0[0].access))
+                .await;
+            match response.status() {
+                StatusCode::OK => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await;
+    for _ in 0..10 {
+        let response = balancer()
+            .get("/v1/tasks?limit=5", Some(&on_s0[1].access))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "reads keep working without a primary"
+        );
+    }
+    replica.promote().expect("promote the replica");
+    eventually(
+        "writes to the shard to resume on the promoted replica",
+        Duration::from_secs(15),
+        || async {
+            let response = balancer()
+                .post(
+                    "/v1/tasks",
+                    &serde_json::json!({"title": "after"}),
+                    Some(&on_s0[2].access),
+                )
+                .await;
+            match response.status() {
+                StatusCode::CREATED => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await;
+    let tally = load.stop().await;
+    assert_all_acked_present(&on_s0, &tally).await;
+    let (sent, _) = tally.totals();
+    assert!(sent > 0, "{}", tally.describe());
+}
+
+#[tokio::test]
+async fn a_node_stopped_with_sigterm_fails_no_request_and_a_killed_one_almost_none() {
+    let _turn = TURN.lock().await;
+    let load_users = users(6).await;
+    let node = &cluster().nodes[1];
+    let stopped = under_load(&load_users, || async {
+        node.stop();
+        node.start().expect("restart the node");
+    })
+    .await;
+    let (sent, failed) = stopped.totals();
+    assert!(sent > 100, "the load ran");
+    assert_eq!(
+        failed,
+        0,
+        "a rolling restart fails nothing: {}",
+        stopped.describe()
+    );
+    assert_all_acked_present(&load_users, &stopped).await;
+
+    let killed = under_load(&load_users, || async {
+        node.kill();
+        node.start().expect("restart the node");
+    })
+    .await;
+    assert_within_budget("killing a node", &killed);
+    assert_all_acked_present(&load_users, &killed).await;
+}
+
+#[tokio::test]
+async fn a_killed_replica_fails_almost_nothing_and_a_frozen_primary_recovers() {
+    let _turn = TURN.lock().await;
+    let s1 = shard("s1");
+    let on_s1 = vec![user_on(&s1).await, user_on(&s1).await, user_on(&s1).await];
+    // Synchronous replication: the shard's writes wait while its replica is down, so
+    // the replica comes back within the load.
+    let replica = cluster().pg(&s1, 1);
+    let tally = under_load(&on_s1, || async {
+        replica.kill();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        replica.start().expect("restart the replica");
+    })
+    .await;
+    assert_within_budget("killing a replica", &tally);
+    assert_all_acked_present(&on_s1, &tally).await;
+
+    let primary = cluster().pg(&s1, 0);
+    let frozen = under_load(&on_s1, || async {
+        primary.pause();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        primary.resume();
+    })
+    .await;
+    assert_all_acked_present(&on_s1, &frozen).await;
+    // Once thawed, the shard serves again.
+    eventually(
+        "writes to the thawed primary",
+        Duration::from_secs(15),
+        || async {
+            let response = balancer()
+                .post(
+                    "/v1/tasks",
+                    &serde_json::json!({"title": "thawed"}),
+                    Some(&on_s1[0].access),
+                )
+                .await;
+            match response.status() {
+                StatusCode::CREATED => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await;
+}
