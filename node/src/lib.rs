@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod background;
+pub mod body_limit;
 pub mod config;
 pub mod consistency;
 pub mod error;

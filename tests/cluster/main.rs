@@ -324,3 +324,38 @@ async fn a_cluster_is_cleaned_up_even_when_its_owner_crashes() {
     )
     .await;
 }
+
+/// A body past the nodes' limits gets their 413 problem through the load balancer (the
+/// JSON limit, and the upload limit), not a dropped connection: a node answers such a
+/// request early and closes while the client is still sending.
+#[tokio::test]
+async fn a_body_past_the_limit_is_a_413_through_the_load_balancer() {
+    let lb = cluster().load_balancer.as_ref().expect("a load balancer");
+    let api = strata_tests::api::Api::new(lb.url());
+    let name = strata_tests::api::unique("big");
+    let user = api.signup_ok(&name, "correct horse battery staple").await;
+    let json = format!("{{\"title\":\"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    let upload = vec![b'x'; cluster().spec.max_upload_bytes as usize + 1024 * 1024];
+    for (path, content_type, body) in [
+        ("/v1/tasks", "application/json", json.into_bytes()),
+        ("/v1/files?name=big.bin", "application/octet-stream", upload),
+    ] {
+        let response = api
+            .http
+            .post(format!("{}{path}", api.base))
+            .bearer_auth(&user.access)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: no answer: {e}"));
+        assert_eq!(response.status().as_u16(), 413, "POST {path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "POST {path}"
+        );
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["status"], 413);
+    }
+}

@@ -47,6 +47,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(map_response(problems_only))
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::body_limit::refuse_declared_oversize,
+        ))
         .layer(from_fn(metrics::record_red))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(
