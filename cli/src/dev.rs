@@ -133,6 +133,8 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         limits: LimitsConfig::default(),
         max_upload_bytes: FilesConfig::default().max_upload_bytes,
         fsync: true,
+        request_timeout_ms: None,
+        upload_idle_timeout_ms: None,
     };
     let started = Instant::now();
     eprintln!(

@@ -248,6 +248,11 @@ pub struct FilesConfig {
     pub local_dir: PathBuf,
     /// Largest upload accepted; larger ones get 413. Default 25 MiB.
     pub max_upload_bytes: u64,
+    /// How long an upload may go without receiving a byte before it is refused (408)
+    /// and its partial bytes removed. Uploads are not bound by `request_timeout_ms`: a
+    /// large file on a slow link takes as long as it takes while it keeps moving.
+    /// Default 30000 ms.
+    pub upload_idle_timeout_ms: u64,
     /// The bucket of the `s3` store.
     pub s3_bucket: String,
     /// An S3-compatible endpoint (MinIO, Ceph, R2); empty for AWS itself.
@@ -286,6 +291,7 @@ impl Default for FilesConfig {
             store: FileStoreKind::Local,
             local_dir: PathBuf::from("strata-objects"),
             max_upload_bytes: 25 * 1024 * 1024,
+            upload_idle_timeout_ms: 30_000,
             s3_bucket: String::new(),
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),

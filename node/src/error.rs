@@ -56,6 +56,9 @@ pub enum ApiError {
     },
     #[error("the request took longer than {0} ms")]
     Timeout(u64),
+    /// The client stopped sending its body.
+    #[error("no bytes of the body arrived for {0} ms")]
+    BodyStalled(u64),
     #[error("internal error: {0}")]
     Internal(String),
     /// An answer the framework gave before any handler ran (a path segment that is not
@@ -85,6 +88,7 @@ impl ApiError {
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            Self::BodyStalled(_) => (StatusCode::REQUEST_TIMEOUT, "body-stalled"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::Rejected { status, .. } => (*status, "rejected"),
         }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -46,8 +46,14 @@ pub async fn with_request_context(
         .and_then(sane_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let deadline = Duration::from_millis(state.config().request_timeout_ms);
+    // An upload is bound by its idle timeout instead (routes/files.rs): a large file
+    // on a slow link must not be cut while it keeps moving.
+    let bounded = !(request.method() == Method::POST && request.uri().path() == "/v1/files");
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let work = async move {
+        if !bounded {
+            return next.run(request).await;
+        }
         match tokio::time::timeout(deadline, next.run(request)).await {
             Ok(response) => response,
             Err(_) => ApiError::Timeout(deadline.as_millis() as u64).into_response(),

@@ -28,6 +28,8 @@ pub struct ClusterBuilder {
     max_upload_bytes: u64,
     database: String,
     synchronous: bool,
+    request_timeout_ms: Option<u64>,
+    upload_idle_timeout_ms: Option<u64>,
 }
 
 impl Default for ClusterBuilder {
@@ -45,6 +47,8 @@ impl Default for ClusterBuilder {
             max_upload_bytes: FilesConfig::default().max_upload_bytes,
             database: "strata".into(),
             synchronous: false,
+            request_timeout_ms: None,
+            upload_idle_timeout_ms: None,
         }
     }
 }
@@ -116,6 +120,18 @@ impl ClusterBuilder {
         self
     }
 
+    /// The nodes' request deadline.
+    pub fn request_timeout_ms(mut self, ms: u64) -> Self {
+        self.request_timeout_ms = Some(ms);
+        self
+    }
+
+    /// How long the nodes let an upload go without a byte.
+    pub fn upload_idle_timeout_ms(mut self, ms: u64) -> Self {
+        self.upload_idle_timeout_ms = Some(ms);
+        self
+    }
+
     /// The largest upload the nodes accept.
     pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
         self.max_upload_bytes = bytes;
@@ -153,6 +169,8 @@ impl ClusterBuilder {
             limits: self.limits.clone(),
             max_upload_bytes: self.max_upload_bytes,
             fsync: false,
+            request_timeout_ms: self.request_timeout_ms,
+            upload_idle_timeout_ms: self.upload_idle_timeout_ms,
         })
     }
 

@@ -51,6 +51,12 @@ pub struct ClusterSpec {
     pub max_upload_bytes: u64,
     /// Postgres `fsync`; off only for throwaway test clusters.
     pub fsync: bool,
+    /// The nodes' `request_timeout_ms`, when not their default.
+    #[serde(default)]
+    pub request_timeout_ms: Option<u64>,
+    /// The nodes' `files.upload_idle_timeout_ms`, when not their default.
+    #[serde(default)]
+    pub upload_idle_timeout_ms: Option<u64>,
 }
 
 fn default_max_upload() -> u64 {
@@ -150,8 +156,14 @@ impl Cluster {
                         files: FilesConfig {
                             local_dir: spec.data_dir.join("objects"),
                             max_upload_bytes: spec.max_upload_bytes,
+                            upload_idle_timeout_ms: spec
+                                .upload_idle_timeout_ms
+                                .unwrap_or(FilesConfig::default().upload_idle_timeout_ms),
                             ..FilesConfig::default()
                         },
+                        request_timeout_ms: spec
+                            .request_timeout_ms
+                            .unwrap_or(NodeConfig::default().request_timeout_ms),
                         search: SearchConfig {
                             index_dir: spec.data_dir.join("nodes").join(&id).join("index"),
                         },

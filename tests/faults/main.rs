@@ -4,7 +4,8 @@
 //! is broken; each test asserts the direction of the outcome: the failures stay within
 //! budget, errors stop once the fault is over, and every acknowledged write is still
 //! there. The tests take turns: one fault at a time. `strata-bench faults` runs the same
-//! faults at length and reports the figures.
+//! faults at length and reports the figures. A slow client is a fault too: uploads that
+//! trickle in and uploads that stall.
 
 mod steady;
 
@@ -37,6 +38,10 @@ fn cluster() -> &'static Cluster {
             .redis_replicas(1)
             .nodes(2)
             .router(fast_router_settings())
+            // Above the Redis client's own deadline (6 s), so a failover slows requests
+            // without cutting them; short enough for the slow-upload test to outlast it.
+            .request_timeout_ms(8_000)
+            .upload_idle_timeout_ms(2_000)
     })
 }
 
@@ -322,4 +327,107 @@ async fn a_killed_replica_fails_almost_nothing_and_a_frozen_primary_recovers() {
         },
     )
     .await;
+}
+
+/// Files left in the object store under a user's prefix (finished objects and the
+/// staging files of unfinished ones).
+fn stored_files(user_id: &str) -> usize {
+    fn count(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() { count(&path) } else { 1 }
+                })
+                .sum()
+        })
+    }
+    count(
+        &cluster()
+            .spec
+            .data_dir
+            .join("objects")
+            .join("files")
+            .join(user_id),
+    )
+}
+
+/// A body that sends `chunks` pieces of 1 KiB, `gap` apart, then (with `stall`) stops
+/// sending without ending.
+fn trickle(chunks: usize, gap: Duration, stall: bool) -> reqwest::Body {
+    let stream = futures::stream::unfold(0usize, move |sent| async move {
+        if sent == chunks {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            return None;
+        }
+        if sent > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        Some((
+            Ok::<_, std::io::Error>(vec![b'a' + (sent % 26) as u8; 1024]),
+            sent + 1,
+        ))
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// An upload slower than the request deadline completes while its bytes keep coming; one
+/// that stops sending is refused after the idle timeout, and leaves no bytes behind.
+#[tokio::test]
+async fn a_slow_upload_completes_and_a_stalled_one_leaves_nothing_behind() {
+    let user = users(1).await.remove(0);
+    let node = Api::new(cluster().nodes[0].url());
+    // 12 KiB over 11 s: longer than the 8 s request deadline, never idle for 2 s.
+    let slow = node
+        .http
+        .post(format!("{}/v1/files?name=slow.txt", node.base))
+        .bearer_auth(&user.access)
+        .header("content-type", "text/plain")
+        .body(trickle(12, Duration::from_secs(1), false))
+        .send()
+        .await
+        .expect("an answer to the slow upload");
+    let (status, file) = status_and_json(slow).await;
+    assert_eq!(status, StatusCode::CREATED, "{file}");
+    assert_eq!(file["size"], 12 * 1024);
+    let id = file["id"].as_str().unwrap();
+    let download = node
+        .get(&format!("/v1/files/{id}/content"), Some(&user.access))
+        .await;
+    assert_eq!(download.status(), StatusCode::OK);
+    assert_eq!(download.bytes().await.unwrap().len(), 12 * 1024);
+    assert_eq!(stored_files(&user.user_id), 1, "the slow upload's object");
+
+    let stalled = node
+        .http
+        .post(format!("{}/v1/files?name=stalled.txt", node.base))
+        .bearer_auth(&user.access)
+        .header("content-type", "text/plain")
+        .body(trickle(3, Duration::from_millis(200), true))
+        .send()
+        .await;
+    if let Ok(response) = stalled {
+        let (status, problem) = status_and_json(response).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{problem}");
+    }
+    eventually(
+        "the stalled upload's bytes to be removed",
+        Duration::from_secs(10),
+        || async {
+            match stored_files(&user.user_id) {
+                1 => Ok(()),
+                n => Err(format!("{n} files stored")),
+            }
+        },
+    )
+    .await;
+    let (_, listed) = status_and_json(node.get("/v1/files", Some(&user.access)).await).await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
 }

@@ -2,6 +2,9 @@
 //! never held whole in memory), metadata on the owner's shard, downloads streamed back
 //! with `ETag` and `Content-Length`. Files are private to their owner.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -10,10 +13,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::accounts::store::StoreError;
 use crate::auth::extract::Authenticated;
 use crate::consistency::ReadConsistency;
 use crate::error::Problem;
@@ -133,9 +137,10 @@ pub(crate) async fn upload(
             .map_err(|e| {
                 ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
             })?;
-        while let Some(field) = form
-            .next_field()
+        let idle = Duration::from_millis(state.config().files.upload_idle_timeout_ms);
+        while let Some(field) = tokio::time::timeout(idle, form.next_field())
             .await
+            .map_err(|_| ApiError::BodyStalled(idle.as_millis() as u64))?
             .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?
         {
             if field.name() != Some("file") {
@@ -239,24 +244,27 @@ async fn store_upload<E: std::fmt::Display>(
     let id = ItemId::generate(&auth.user);
     let key = ObjectPath::from(format!("files/{}/{id}", auth.user));
     let store = state.objects();
-    let mut writer = WriteMultipart::new(store.put_multipart(&key).await.map_err(unavailable)?);
+    let writer = WriteMultipart::new(store.put_multipart(&key).await.map_err(unavailable)?);
+    let mut pending = PendingObject {
+        store: Arc::clone(store),
+        key: key.clone(),
+        writer: Some(writer),
+        kept: false,
+    };
+    let idle = Duration::from_millis(state.config().files.upload_idle_timeout_ms);
     let (mut hasher, mut size) = (Sha256::new(), 0u64);
     // The first bytes, kept while the file is small enough to be searched by content.
     let mut head: Option<Vec<u8>> = Some(Vec::new());
     let mut stream = std::pin::pin!(stream);
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                let _ = writer.abort().await;
-                return Err(ApiError::BadRequest(format!(
-                    "the upload was interrupted: {e}"
-                )));
-            }
-        };
+    loop {
+        let next = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| ApiError::BodyStalled(idle.as_millis() as u64))?;
+        let Some(chunk) = next else { break };
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("the upload was interrupted: {e}")))?;
         size += chunk.len() as u64;
         if size > upload.limit {
-            let _ = writer.abort().await;
             return Err(ApiError::PayloadTooLarge {
                 limit: upload.limit as usize,
             });
@@ -268,13 +276,14 @@ async fn store_upload<E: std::fmt::Display>(
                 kept.extend_from_slice(&chunk);
                 kept
             });
-        if let Err(e) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
-            let _ = writer.abort().await;
-            return Err(unavailable(e));
-        }
+        let writer = pending.writer();
+        writer
+            .wait_for_capacity(UPLOAD_CONCURRENCY)
+            .await
+            .map_err(unavailable)?;
         writer.put(chunk);
     }
-    writer.finish().await.map_err(unavailable)?;
+    pending.finish().await.map_err(unavailable)?;
     let text = head.and_then(|bytes| searchable_text(&upload.content_type, bytes));
     let file = NewFile {
         id,
@@ -290,14 +299,16 @@ async fn store_upload<E: std::fmt::Display>(
         .await
     {
         Ok(committed) => {
+            pending.keep();
             metrics::counter!("strata_file_upload_bytes_total").increment(size);
             let response = (StatusCode::CREATED, Json(committed.value)).into_response();
             Ok(state.stamp(response, caller, &committed.token))
         }
         Err(e) => {
-            // The metadata did not land: the bytes must not stay behind.
-            if let Err(cleanup) = store.delete(&key).await {
-                tracing::error!(key = %key, error = %cleanup, "could not remove the bytes of a failed upload");
+            // The metadata did not land, and `pending` removes the bytes as it goes;
+            // unless the commit's fate is unknown: then the bytes stay, in case it did.
+            if matches!(e, StoreError::CommitUncertain(_)) {
+                pending.keep();
             }
             Err(e.into())
         }
@@ -455,6 +466,66 @@ pub(crate) async fn list(
         items,
         next_cursor: next.map(|c| state.cursors().encode(&c)),
     }))
+}
+
+/// An upload's bytes until its metadata has committed. Dropped without [`keep`] (an
+/// error, a stalled client, a client gone, the node stopping), it removes them: a
+/// multipart upload in progress is aborted, a finished object deleted. The removal is
+/// spawned, since a drop cannot wait.
+///
+/// [`keep`]: PendingObject::keep
+struct PendingObject {
+    store: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+    writer: Option<WriteMultipart>,
+    kept: bool,
+}
+
+impl PendingObject {
+    fn writer(&mut self) -> &mut WriteMultipart {
+        self.writer
+            .as_mut()
+            .expect("the writer is there until the upload finishes")
+    }
+
+    /// Completes the object; from now on a drop deletes it.
+    async fn finish(&mut self) -> Result<(), object_store::Error> {
+        let writer = self.writer.take().expect("an upload finishes once");
+        writer.finish().await.map(|_| ())
+    }
+
+    /// The metadata committed: the bytes stay.
+    fn keep(&mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for PendingObject {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let (store, key, writer) = (
+            Arc::clone(&self.store),
+            self.key.clone(),
+            self.writer.take(),
+        );
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let removed = match writer {
+                Some(writer) => writer.abort().await,
+                None => store.delete(&key).await,
+            };
+            match removed {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::error!(key = %key, error = %e, "could not remove the bytes of an unfinished upload");
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]
