@@ -1,4 +1,4 @@
-//! `strata user grant-admin <username>`: give a user the admin role.
+//! `strata user grant-admin|revoke-admin <username>`: give or take a user's admin role.
 
 use std::path::PathBuf;
 
@@ -19,14 +19,29 @@ pub enum UserCommand {
         #[arg(long, default_value = "shard-map.toml", env = "STRATA_SHARD_MAP")]
         shard_map: PathBuf,
     },
+    /// Take the `admin` role from a user (takes effect at once: admin actions check the
+    /// account, not only the token).
+    RevokeAdmin {
+        /// The user's username.
+        username: String,
+        /// The shard map.
+        #[arg(long, default_value = "shard-map.toml", env = "STRATA_SHARD_MAP")]
+        shard_map: PathBuf,
+    },
 }
 
 /// Runs one `user` subcommand.
 pub fn run(cmd: UserCommand) -> anyhow::Result<()> {
-    let UserCommand::GrantAdmin {
-        username,
-        shard_map,
-    } = cmd;
+    let (username, shard_map, grant) = match cmd {
+        UserCommand::GrantAdmin {
+            username,
+            shard_map,
+        } => (username, shard_map, true),
+        UserCommand::RevokeAdmin {
+            username,
+            shard_map,
+        } => (username, shard_map, false),
+    };
     let username = Username::parse(&username).context("not a valid username")?;
     let map = ShardMap::load(&shard_map)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -41,10 +56,20 @@ pub fn run(cmd: UserCommand) -> anyhow::Result<()> {
         else {
             bail!("no user named {}", username.as_str());
         };
-        if !store.grant_role(&user, "admin").await? {
+        let changed = if grant {
+            store.grant_role(&user, "admin").await?
+        } else {
+            store.revoke_role(&user, "admin").await?
+        };
+        if !changed {
             bail!("user {} vanished", username.as_str());
         }
-        println!("{} ({user}) is now an admin", username.as_str());
+        let now = if grant {
+            "now an admin"
+        } else {
+            "no longer an admin"
+        };
+        println!("{} ({user}) is {now}", username.as_str());
         Ok(())
     })
 }

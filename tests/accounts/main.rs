@@ -600,7 +600,8 @@ async fn browser_mode_uses_cookies_and_unsafe_requests_need_the_csrf_header() {
 }
 
 #[tokio::test]
-async fn admin_endpoints_answer_403_until_the_user_is_granted_admin() {
+async fn admin_endpoints_answer_403_until_the_user_is_granted_admin_and_at_once_after_it_is_revoked()
+ {
     let name = unique("operator");
     let user = node(0).signup_ok(&name, PASSWORD).await;
     let (status, problem) =
@@ -633,6 +634,28 @@ async fn admin_endpoints_answer_403_until_the_user_is_granted_admin() {
     .await;
     assert_eq!(status, StatusCode::OK, "{shards}");
     assert_eq!(shards["shards"].as_array().unwrap().len(), 2);
+
+    // Taking the role away works at once, with the token that still names it.
+    let strata = strata_sandbox::nodes::binary("strata").unwrap();
+    let output = std::process::Command::new(strata)
+        .args(["user", "revoke-admin", &name, "--shard-map"])
+        .arg(cluster().shard_map_path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for i in 0..2 {
+        let (status, problem) = status_and_json(
+            node(i)
+                .get("/v1/admin/shards", Some(&refreshed.access))
+                .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "node {i}: {problem}");
+    }
 }
 
 #[tokio::test]
@@ -658,4 +681,57 @@ async fn logins_and_hashing_are_counted_in_metrics() {
 /// The signup body for a fresh user.
 fn signup_body(name: &str) -> Value {
     json!({"username": name, "email": format!("{name}@example.com"), "password": PASSWORD})
+}
+
+/// Logins with the old password racing a password change (checked against the old hash
+/// just before the change, their session made just after it ended the others) never
+/// leave a live session behind.
+#[tokio::test]
+async fn no_login_racing_a_password_change_keeps_a_live_session() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let name = unique("racer");
+    let owner = node(0).signup_ok(&name, PASSWORD).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let racers: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, name) = (Arc::clone(&stop), name.clone());
+            tokio::spawn(async move {
+                let mut sessions = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) =
+                        status_and_json(node(i % 2).login(&name, PASSWORD).await).await;
+                    if status == StatusCode::OK {
+                        sessions.push(Tokens::from_body(&body).access);
+                    }
+                }
+                sessions
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let change = json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"});
+    let response = node(0)
+        .put("/v1/me/password", &change, Some(&owner.access))
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    stop.store(true, Ordering::Relaxed);
+    let mut sessions = Vec::new();
+    for racer in racers {
+        sessions.extend(racer.await.unwrap());
+    }
+    assert!(!sessions.is_empty(), "some logins ran before the change");
+    let mut alive = 0;
+    for access in &sessions {
+        if node(1).me_status(access).await != StatusCode::UNAUTHORIZED {
+            alive += 1;
+        }
+    }
+    assert_eq!(
+        alive,
+        0,
+        "{alive} of {} sessions made with the old password outlived the change",
+        sessions.len()
+    );
 }

@@ -441,6 +441,19 @@ impl<'a> AccountStore<'a> {
         Ok(())
     }
 
+    /// Removes a role from a user (no-op if absent). Returns false when there is no such
+    /// user.
+    pub async fn revoke_role(&self, id: &UserId, role: &str) -> Result<bool, StoreError> {
+        let updated = execute_logged(
+            self.topology,
+            user_change(id),
+            "UPDATE users SET roles = array_remove(roles, $2), version = version + 1 WHERE id = $1",
+            &[&id.as_str(), &role],
+        )
+        .await?;
+        Ok(updated == 1)
+    }
+
     /// Adds a role to a user (no-op if present). Returns false when there is no such user.
     pub async fn grant_role(&self, id: &UserId, role: &str) -> Result<bool, StoreError> {
         let updated = execute_logged(

@@ -11,6 +11,7 @@ use axum::http::{Method, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::accounts::store::AccountStore;
 use crate::auth::cookies::{self, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER};
 use crate::auth::ids::{SessionId, UserId};
 use crate::auth::sessions::SessionStore;
@@ -31,6 +32,22 @@ impl Authenticated {
     /// Refuses callers without the role (403).
     pub fn require_role(&self, role: &str) -> Result<(), ApiError> {
         if self.roles.iter().any(|r| r == role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+
+    /// Refuses callers whose token lacks the role, or whose account no longer has it: an
+    /// access token carries the roles of its issue, so a role removed since would
+    /// otherwise last until the token expires. One read of the user's row (on their
+    /// shard's primary), paid only by role-gated requests.
+    pub async fn require_current_role(&self, state: &AppState, role: &str) -> Result<(), ApiError> {
+        self.require_role(role)?;
+        let user = AccountStore::new(state.topology())
+            .user_for_auth(&self.user)
+            .await?;
+        if user.is_some_and(|u| u.roles.iter().any(|r| r == role)) {
             Ok(())
         } else {
             Err(ApiError::Forbidden)

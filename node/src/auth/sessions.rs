@@ -31,6 +31,14 @@ fn sessions_key(user: &UserId) -> String {
     format!("strata:{{u:{user}}}:sessions")
 }
 
+/// The user's credentials generation: bumped by every password change, in the same
+/// script that ends the other sessions. A login reads it before it reads the password
+/// hash and creates its session only if it is unchanged, so a login that checked the old
+/// password just before a change cannot outlive the change.
+fn credentials_key(user: &UserId) -> String {
+    format!("strata:{{u:{user}}}:credentials")
+}
+
 /// What a new session records.
 #[derive(Debug, Clone)]
 pub struct NewSession<'a> {
@@ -41,6 +49,9 @@ pub struct NewSession<'a> {
     pub csrf_hash: Option<String>,
     pub user_agent: &'a str,
     pub ip: String,
+    /// The credentials generation the password was checked under (see
+    /// [`SessionStore::credentials`]); `None` for a brand-new account.
+    pub credentials: Option<u64>,
 }
 
 /// A live session as the owner sees it in the session list.
@@ -79,6 +90,7 @@ pub struct SessionStore<'a> {
 }
 
 const CREATE: &str = r"
+if ARGV[9] ~= '' and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[9] then return 0 end
 redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'created_at', ARGV[2], 'last_seen_at', ARGV[2],
   'ua', ARGV[3], 'ip', ARGV[4], 'rh', ARGV[5], 'csrf', ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[7])
@@ -126,6 +138,7 @@ for _, id in ipairs(ids) do
     table.insert(removed, id)
   end
 end
+if ARGV[3] == '1' then redis.call('INCR', KEYS[2]) end
 return removed";
 
 fn failed(e: redis::RedisError) -> RedisError {
@@ -138,13 +151,27 @@ impl<'a> SessionStore<'a> {
         Self { redis, ttl }
     }
 
-    /// Records a new session.
-    pub async fn create(&self, new: NewSession<'_>) -> Result<(), RedisError> {
+    /// The user's credentials generation now (0 before any password change).
+    pub async fn credentials(&self, user: &UserId) -> Result<u64, RedisError> {
+        let mut conn = self.redis.connection().await?;
+        let generation: Option<u64> = redis::cmd("GET")
+            .arg(credentials_key(user))
+            .query_async(&mut conn)
+            .await
+            .map_err(failed)?;
+        Ok(generation.unwrap_or(0))
+    }
+
+    /// Records a new session, unless the password changed since it was checked
+    /// (`new.credentials` no longer current): then nothing is recorded and the answer is
+    /// false.
+    pub async fn create(&self, new: NewSession<'_>) -> Result<bool, RedisError> {
         let mut conn = self.redis.connection().await?;
         let now = unix_now();
-        Script::new(CREATE)
+        let created: i64 = Script::new(CREATE)
             .key(session_key(new.user, new.session.as_str()))
             .key(sessions_key(new.user))
+            .key(credentials_key(new.user))
             .arg(new.user.as_str())
             .arg(now)
             .arg(truncate(new.user_agent, 256))
@@ -153,11 +180,15 @@ impl<'a> SessionStore<'a> {
             .arg(new.csrf_hash.as_deref().unwrap_or(""))
             .arg(self.ttl.as_secs())
             .arg(new.session.as_str())
-            .invoke_async::<i64>(&mut conn)
+            .arg(new.credentials.map(|g| g.to_string()).unwrap_or_default())
+            .invoke_async(&mut conn)
             .await
             .map_err(failed)?;
+        if created == 0 {
+            return Ok(false);
+        }
         self.mark_active(new.user, new.session).await;
-        Ok(())
+        Ok(true)
     }
 
     /// Whether the session still exists (every authenticated request asks), refreshing
@@ -246,18 +277,23 @@ impl<'a> SessionStore<'a> {
         Ok(deleted > 0)
     }
 
-    /// Ends every session of the user except `keep`. Returns how many ended.
+    /// Ends every session of the user except `keep`. Returns how many ended. With
+    /// `credentials_changed` (a password change) it also bumps the credentials
+    /// generation, so logins checked against the old password make no session.
     pub async fn delete_all(
         &self,
         user: &UserId,
         keep: Option<&SessionId>,
+        credentials_changed: bool,
     ) -> Result<usize, RedisError> {
         let mut conn = self.redis.connection().await?;
         let prefix = format!("strata:{{u:{user}}}:session:");
         let removed: Vec<String> = Script::new(DELETE_ALL)
             .key(sessions_key(user))
+            .key(credentials_key(user))
             .arg(prefix)
             .arg(keep.map(SessionId::as_str).unwrap_or(""))
+            .arg(if credentials_changed { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(failed)?;

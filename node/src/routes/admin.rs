@@ -31,7 +31,7 @@ pub(crate) async fn shards(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<Shards>, ApiError> {
-    auth.require_role("admin")?;
+    auth.require_current_role(&state, "admin").await?;
     Ok(Json(Shards {
         shards: state.topology().status(),
     }))
@@ -44,7 +44,7 @@ pub(crate) async fn rebalance(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<strata_router::rebalance::ClusterStatus>, ApiError> {
-    auth.require_role("admin")?;
+    auth.require_current_role(&state, "admin").await?;
     let topology = state.topology();
     let catalog = topology.catalog().ok_or_else(|| ApiError::Unavailable {
         detail: "this node follows no catalog".into(),
@@ -67,7 +67,7 @@ pub(crate) async fn rebuild_search(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<StatusCode, ApiError> {
-    auth.require_role("admin")?;
+    auth.require_current_role(&state, "admin").await?;
     state.search().request_rebuild();
     Ok(StatusCode::ACCEPTED)
 }

@@ -175,6 +175,7 @@ pub(crate) async fn signup(
         ClientInfo::new(&headers, ip),
         request.cookie,
         StatusCode::CREATED,
+        None,
     )
     .await
 }
@@ -217,12 +218,18 @@ pub(crate) async fn login(
         return Err(e);
     }
     let store = AccountStore::new(state.topology());
-    let user = match &name {
+    let sessions = SessionStore::new(state.redis(), state.session_ttl());
+    // The credentials generation is read before the password hash: a change that
+    // lands after this read (its hash or its bump) refuses the session below.
+    let (user, credentials) = match &name {
         Some(name) => match store.user_id_for_login(name).await? {
-            Some(id) => store.user_for_auth(&id).await?,
-            None => None,
+            Some(id) => {
+                let credentials = sessions.credentials(&id).await?;
+                (store.user_for_auth(&id).await?, Some(credentials))
+            }
+            None => (None, None),
         },
-        None => None,
+        None => (None, None),
     };
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
     let matched = state.hasher().verify(request.password, stored_hash).await?;
@@ -231,15 +238,22 @@ pub(crate) async fn login(
         count_failure(&state, "login-fail", &failures, limits.login_per_name).await?;
         return Err(ApiError::InvalidCredentials);
     };
-    metrics::counter!("strata_logins_total", "outcome" => "success").increment(1);
-    start_session(
+    let issued = start_session(
         &state,
         &user,
         ClientInfo::new(&headers, ip),
         request.cookie,
         StatusCode::OK,
+        credentials,
     )
-    .await
+    .await;
+    if matches!(issued, Err(ApiError::InvalidCredentials)) {
+        // The password changed while this one was being checked.
+        metrics::counter!("strata_logins_total", "outcome" => "superseded").increment(1);
+    } else {
+        metrics::counter!("strata_logins_total", "outcome" => "success").increment(1);
+    }
+    issued
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "accounts", request_body(content = RefreshRequest, description = "Optional in browser mode (the cookie carries it)"), responses((status = 200, description = "A new token pair; the old refresh token is spent", body = TokenPair), (status = 401, description = "Refresh token invalid, expired or replayed", body = Problem, content_type = "application/problem+json")))]
@@ -341,7 +355,7 @@ pub(crate) async fn logout_all(
     auth: Authenticated,
 ) -> Result<Response, ApiError> {
     SessionStore::new(state.redis(), state.session_ttl())
-        .delete_all(&auth.user, None)
+        .delete_all(&auth.user, None, false)
         .await?;
     Ok(ended(&state, auth.via_cookie))
 }

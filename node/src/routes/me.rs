@@ -86,7 +86,7 @@ pub(crate) async fn change_password(
     let new_hash = state.hasher().hash(change.new_password).await?;
     store.set_password_hash(&auth.user, &new_hash).await?;
     let ended = SessionStore::new(state.redis(), state.session_ttl())
-        .delete_all(&auth.user, Some(&auth.session))
+        .delete_all(&auth.user, Some(&auth.session), true)
         .await?;
     tracing::info!(user_id = %auth.user, other_sessions_ended = ended, "password changed");
     Ok(StatusCode::NO_CONTENT)

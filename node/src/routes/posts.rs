@@ -304,7 +304,8 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = ItemId::parse(&id).ok_or_else(|| ApiError::NotFound("post".into()))?;
-    let is_admin = auth.roles.iter().any(|r| r == "admin");
+    let is_admin =
+        id.owner() != &auth.user && auth.require_current_role(&state, "admin").await.is_ok();
     if id.owner() != &auth.user && !is_admin {
         visible_post(&state, &auth, &id, &caller).await?;
         return Err(ApiError::Forbidden);

@@ -58,13 +58,14 @@ pub async fn start_session(
     client: ClientInfo,
     browser_mode: bool,
     status: StatusCode,
+    credentials: Option<u64>,
 ) -> Result<Response, ApiError> {
     let session = SessionId::generate();
     let refresh = RefreshToken::generate(&user.id, &session);
     let csrf = browser_mode.then(|| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
     });
-    SessionStore::new(state.redis(), state.session_ttl())
+    let created = SessionStore::new(state.redis(), state.session_ttl())
         .create(NewSession {
             user: &user.id,
             session: &session,
@@ -74,8 +75,14 @@ pub async fn start_session(
                 .map(|c| hex::encode(Sha256::digest(c.as_bytes()))),
             user_agent: &client.user_agent,
             ip: client.ip,
+            credentials,
         })
         .await?;
+    if !created {
+        // The password changed after it was checked: the login is refused as if the
+        // password were wrong (it is, now).
+        return Err(ApiError::InvalidCredentials);
+    }
     let access = state.tokens().issue(&user.id, &session, &user.roles);
     let pair = TokenPair {
         access_token: access,
