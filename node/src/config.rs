@@ -223,6 +223,9 @@ pub struct LimitsConfig {
     pub signup_per_ip: u64,
     /// Refreshes per client IP per window. Default 600.
     pub refresh_per_ip: u64,
+    /// Searches per user per window. Default 6000 (100 a second: a client polling for
+    /// freshness stays under it, a script walking the index does not).
+    pub search_per_user: u64,
 }
 
 impl Default for LimitsConfig {
@@ -233,6 +236,7 @@ impl Default for LimitsConfig {
             login_per_name: 10,
             signup_per_ip: 60,
             refresh_per_ip: 600,
+            search_per_user: 6000,
         }
     }
 }

@@ -14,8 +14,18 @@ static CLUSTER: SharedCluster = SharedCluster::new();
 const PASSWORD: &str = "correct horse battery staple";
 
 /// Three nodes: the restart test kills and restarts the third, which no other test uses.
+/// Searches a user may make per minute on this cluster (a test waiting for a document
+/// polls about 10 a second).
+const SEARCHES_PER_MINUTE: u64 = 400;
+
 fn cluster() -> &'static Cluster {
-    CLUSTER.get(|| Cluster::builder().nodes(3))
+    CLUSTER.get(|| {
+        let limits = strata_node::config::LimitsConfig {
+            search_per_user: SEARCHES_PER_MINUTE,
+            ..strata_node::config::LimitsConfig::default()
+        };
+        Cluster::builder().nodes(3).limits(limits)
+    })
 }
 
 fn node(i: usize) -> Api {
@@ -542,4 +552,44 @@ async fn an_admin_rebuilds_a_nodes_index_from_the_feeds_and_nothing_is_lost() {
     )
     .await;
     until_found(&node(0), &admin_token, &word, &id, true).await;
+}
+
+/// The work of one query is bounded: more than 16 words is a 422 naming `q` (each word
+/// may be expanded against the term dictionary), and a caller's searches are limited per
+/// window (429 past the limit; this cluster allows [`SEARCHES_PER_MINUTE`]).
+#[tokio::test]
+async fn a_query_of_too_many_words_is_refused_and_searches_are_rate_limited() {
+    let someone = user("greedy").await;
+    let words: Vec<String> = (0..17).map(|i| format!("w{i}")).collect();
+    let (status, problem) = search(&node(0), &someone.access, &words.join(" ")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "q", "{problem}");
+    let (status, _) = search(&node(0), &someone.access, &words[..16].join(" ")).await;
+    assert_eq!(status, StatusCode::OK, "16 words are fine");
+
+    let api = node(1);
+    let mut statuses = Vec::new();
+    for _ in 0..(SEARCHES_PER_MINUTE as usize / 50 + 1) {
+        let batch = (0..50).map(|_| search(&api, &someone.access, "anything"));
+        statuses.extend(
+            futures::future::join_all(batch)
+                .await
+                .into_iter()
+                .map(|(s, _)| s),
+        );
+    }
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        limited > 0,
+        "more searches in a minute than the limit meet it"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
 }

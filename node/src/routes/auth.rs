@@ -64,7 +64,7 @@ pub struct RefreshRequest {
 }
 
 /// Counts an attempt against a shared limit; 429 with `Retry-After` past it.
-async fn limit(
+pub(crate) async fn limit(
     state: &AppState,
     scope: &str,
     subject: &str,

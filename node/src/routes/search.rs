@@ -13,7 +13,7 @@ use crate::error::{ApiError, FieldError};
 use crate::items::cursor::page_size;
 use crate::query::ApiQuery;
 use crate::routes::views::Page;
-use crate::search::query::{Hit, Scope, search};
+use crate::search::query::{Hit, Scope, SearchError, search};
 use crate::state::AppState;
 
 /// Longest query accepted, in characters.
@@ -50,6 +50,9 @@ pub(crate) async fn handle(
     auth: Authenticated,
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Json<Page<Hit>>, ApiError> {
+    // Each query walks the index: a caller gets a bounded number per window.
+    let per_window = state.config().limits.search_per_user;
+    super::auth::limit(&state, "search", auth.user.as_str(), per_window).await?;
     let q = params.q.unwrap_or_default();
     if q.trim().is_empty() {
         return Err(invalid("q", "is required"));
@@ -84,7 +87,10 @@ pub(crate) async fn handle(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("search task: {e}")))?
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .map_err(|e| match e {
+        SearchError::Terms(e) => invalid("q", &e.to_string()),
+        SearchError::Index(e) => ApiError::Internal(e.to_string()),
+    })?;
     metrics::histogram!("strata_search_query_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     let next = (hits.len() > limit).then(|| {

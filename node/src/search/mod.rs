@@ -5,3 +5,4 @@ pub mod highlight;
 pub mod index;
 pub mod query;
 pub mod tailer;
+pub mod terms;

@@ -3,12 +3,23 @@
 //! enforced inside the query itself: a private document matches only for its owner.
 
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{TantivyDocument, Term};
 
 use crate::search::highlight;
 use crate::search::index::{IndexError, SearchIndex};
+use crate::search::terms::{TermsError, text_query};
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The query asks for too much work (the caller's mistake).
+    #[error(transparent)]
+    Terms(#[from] TermsError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
 
 /// Which documents a caller asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,18 +60,17 @@ pub fn search(
     scope: Scope,
     offset: usize,
     limit: usize,
-) -> Result<Vec<Hit>, IndexError> {
+) -> Result<Vec<Hit>, SearchError> {
     let f = index.fields;
-    let mut parser = QueryParser::for_index(&index.index, vec![f.title, f.body, f.tags]);
-    parser.set_conjunction_by_default();
-    parser.set_field_boost(f.title, 2.0);
-    for field in [f.title, f.body, f.tags] {
-        // Prefix matching and one typo per word, on every field.
-        parser.set_field_fuzzy(field, true, 1, true);
-    }
-    // Lenient: unbalanced quotes, stray operators and the like are read as well as
-    // possible instead of failing the request.
-    let (user_query, _) = parser.parse_query_lenient(text);
+    let mut analyzer = index
+        .index
+        .tokenizer_for_field(f.body)
+        .map_err(IndexError::from)?;
+    // Stray operators and unbalanced quotes are read as well as possible; text with no
+    // word at all finds nothing.
+    let Some(user_query) = text_query(&mut analyzer, [f.title, f.body, f.tags], text)? else {
+        return Ok(Vec::new());
+    };
 
     let kinds: Vec<&str> = match kind {
         Some(k) => vec![k],
@@ -88,17 +98,18 @@ pub fn search(
         (Occur::Must, visible),
     ]);
     let searcher = index.reader.searcher();
-    let top = searcher.search(
-        &query,
-        &TopDocs::with_limit(limit)
-            .and_offset(offset)
-            .order_by_score(),
-    )?;
-    let mut analyzer = index.index.tokenizer_for_field(f.body)?;
+    let top = searcher
+        .search(
+            &query,
+            &TopDocs::with_limit(limit)
+                .and_offset(offset)
+                .order_by_score(),
+        )
+        .map_err(IndexError::from)?;
     let words = highlight::query_words(&mut analyzer, text);
     let mut hits = Vec::with_capacity(top.len());
     for (score, address) in top {
-        let doc: TantivyDocument = searcher.doc(address)?;
+        let doc: TantivyDocument = searcher.doc(address).map_err(IndexError::from)?;
         let text_of = |field| {
             doc.get_first(field)
                 .and_then(|v| v.as_str())
