@@ -9,6 +9,7 @@ use strata_bench::compare;
 use strata_bench::pgbench;
 use strata_bench::report::Report;
 use strata_bench::scenarios::data_paths::DataPaths;
+use strata_bench::scenarios::faults::FaultsBench;
 use strata_bench::scenarios::login_storm::LoginStorm;
 use strata_bench::scenarios::mix::Mix;
 use strata_bench::scenarios::rebalance::RebalanceBench;
@@ -114,6 +115,15 @@ enum Command {
         /// Seeded users (20 posts and 20 tasks each).
         #[arg(long, default_value_t = 200)]
         users: usize,
+    },
+    /// Breaks one process of the local cluster at a time under steady load through the
+    /// load balancer: replica, Redis master, node (kill and SIGTERM), a frozen primary,
+    /// and last a killed primary whose replica is promoted (see bench/README.md). Leaves
+    /// that shard without a replica: recreate the cluster afterwards.
+    Faults {
+        /// Load workers, one user each.
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
     },
     /// Floods logins and measures what it costs other requests (see bench/README.md).
     LoginStorm {
@@ -270,6 +280,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: cli.seed,
             };
             scenario.run(&target, &http).await?
+        }
+        Command::Faults { workers } => {
+            anyhow::ensure!(workers > 0, "--workers must be positive");
+            let data_dir = cli
+                .cluster
+                .parent()
+                .ok_or_else(|| anyhow::anyhow!("the cluster file has no directory"))?;
+            let scenario = FaultsBench {
+                workers,
+                settle: duration,
+            };
+            scenario.run(data_dir, &http).await?
         }
         Command::LoginStorm {
             url,

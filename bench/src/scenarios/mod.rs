@@ -1,6 +1,7 @@
 //! The named scenarios. Each documents what it measures in `bench/README.md`.
 
 pub mod data_paths;
+pub mod faults;
 pub mod login_storm;
 pub mod mix;
 pub mod rebalance;
