@@ -36,6 +36,9 @@ impl LoadBalancer {
     /// (a shard primary, Redis) is down; without the backups HAProxy would then refuse all
     /// traffic, including the reads replicas can still serve. With them it "fails open"
     /// to every node only when no node is ready, like Envoy's panic threshold.
+    ///
+    /// A read whose node dies before answering goes again to another node; a write is
+    /// repeated only when it never reached a node (the dead node may have committed it).
     pub fn config_text(&self) -> String {
         let checked = self
             .node_ports
@@ -53,8 +56,9 @@ impl LoadBalancer {
             "# Written by the Strata sandbox.\n\
              global\n    maxconn 4096\n\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
-             \x20   option http-server-close\n    option forwardfor\n    retries 2\n    option redispatch\n\n\
-             frontend strata\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\n\
+             \x20   option http-server-close\n    option forwardfor\n    retries 2\n    option redispatch\n\
+             \x20   retry-on conn-failure empty-response response-timeout\n\n\
+             frontend strata\n    bind 127.0.0.1:{port}\n    http-request disable-l7-retry if !METH_GET\n    default_backend nodes\n\n\
              backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
              \x20   http-check expect status 200\n    option allbackups\n    default-server inter 1s fall 2 rise 1\n{servers}",
             port = self.port,

@@ -42,8 +42,10 @@ struct Watch {
     recorder: Recorder,
     /// When the fault struck, and when each failure happened.
     failures: Mutex<Vec<Instant>>,
-    /// Acknowledged tasks: the owner's index and the task id.
-    acked: Mutex<Vec<(usize, String)>>,
+    /// Acknowledged tasks: the owner's index, the task id and when it was acknowledged.
+    acked: Mutex<Vec<(usize, String, Instant)>>,
+    /// The first few requests that got no answer, and why.
+    unanswered: Mutex<Vec<String>>,
 }
 
 impl Watch {
@@ -52,7 +54,21 @@ impl Watch {
             recorder: Recorder::new(),
             failures: Mutex::new(Vec::new()),
             acked: Mutex::new(Vec::new()),
+            unanswered: Mutex::new(Vec::new()),
         })
+    }
+
+    fn no_answer(&self, endpoint: &str, error: &reqwest::Error) {
+        let mut unanswered = self.unanswered.lock().unwrap();
+        if unanswered.len() < 5 {
+            let mut cause = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(inner) = source {
+                cause = format!("{cause}: {inner}");
+                source = inner.source();
+            }
+            unanswered.push(format!("{endpoint}: {cause}"));
+        }
     }
 
     fn record(&self, endpoint: &'static str, status: Option<u16>, took: Duration) {
@@ -187,18 +203,24 @@ impl FaultsBench {
                 Ok(())
             })
             .await?;
-        // Writes to the shard resumed: the first acknowledged write after the promotion.
         let promoted_at = (*promoted_at.lock().unwrap()).context("the replica was promoted")?;
-        let acked: Vec<(usize, String)> = watch
+        let acked: Vec<(usize, String, Instant)> = watch
             .acked
             .lock()
             .unwrap()
             .iter()
-            .filter(|(owner, _)| on_first.contains(owner))
+            .filter(|(owner, _, _)| on_first.contains(owner))
             .cloned()
             .collect();
+        // Writes to the shard resumed at its first acknowledged write after the promotion.
+        let resumed = acked
+            .iter()
+            .map(|(_, _, at)| *at)
+            .filter(|at| *at > promoted_at)
+            .min()
+            .map(|at| at.duration_since(promoted_at).as_secs_f64());
         let mut lost = Vec::new();
-        for (owner, id) in &acked {
+        for (owner, id, _) in &acked {
             let status = http
                 .get(format!("{lb}/v1/tasks/{id}"))
                 .bearer_auth(&users[*owner].token)
@@ -209,7 +231,6 @@ impl FaultsBench {
                 lost.push(id.clone());
             }
         }
-        let resumed = first_write_after(http, &lb, &users, &on_first, promoted_at).await;
         let name = "kill -9 a primary, then pg_ctl promote its replica";
         let extra = json!({
             "shard": first.as_str(),
@@ -281,13 +302,15 @@ async fn worker(
             ("GET /v1/tasks", "/v1/tasks?limit=5"),
         ] {
             let started = Instant::now();
-            let status = http
+            let answer = http
                 .get(format!("{lb}{path}"))
                 .bearer_auth(&user.token)
                 .send()
-                .await
-                .ok()
-                .map(|r| r.status().as_u16());
+                .await;
+            if let Err(e) = &answer {
+                watch.no_answer(endpoint, e);
+            }
+            let status = answer.ok().map(|r| r.status().as_u16());
             watch.record(endpoint, status, started.elapsed());
         }
         let started = Instant::now();
@@ -297,6 +320,9 @@ async fn worker(
             .json(&json!({"title": format!("fault load {index}-{n}")}))
             .send()
             .await;
+        if let Err(e) = &created {
+            watch.no_answer("POST /v1/tasks", e);
+        }
         let status = created.as_ref().ok().map(|r| r.status().as_u16());
         watch.record("POST /v1/tasks", status, started.elapsed());
         let body = match (status, created) {
@@ -304,7 +330,11 @@ async fn worker(
             _ => None,
         };
         if let Some(id) = body.and_then(|b| b["id"].as_str().map(str::to_owned)) {
-            watch.acked.lock().unwrap().push((index, id));
+            watch
+                .acked
+                .lock()
+                .unwrap()
+                .push((index, id, Instant::now()));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -338,6 +368,7 @@ fn summary(
         "p99_ms": endpoints.iter().map(|e| e.p99_ms).fold(0.0f64, f64::max),
         "seconds_from_fault_to_last_error": errors_for,
         "fault_seconds": healed.duration_since(struck).as_secs_f64(),
+        "unanswered_samples": *watch.unanswered.lock().unwrap(),
     });
     if let (Some(Value::Object(more)), Some(map)) = (extra, figures.as_object_mut()) {
         map.extend(more);
@@ -351,33 +382,6 @@ fn phase(name: &str, watch: &Watch, elapsed: Duration) -> Phase {
         load: "closed loop through the load balancer: me, task list, task create".into(),
         duration_secs: elapsed.as_secs_f64(),
         endpoints: watch.recorder.summarize(elapsed),
-    }
-}
-
-/// Seconds from `since` until a task is created for one of `owners`.
-async fn first_write_after(
-    http: &Client,
-    lb: &str,
-    users: &[User],
-    owners: &[usize],
-    since: Instant,
-) -> Option<f64> {
-    let owner = *owners.first()?;
-    loop {
-        let created = http
-            .post(format!("{lb}/v1/tasks"))
-            .bearer_auth(&users[owner].token)
-            .json(&json!({"title": "after the promotion"}))
-            .send()
-            .await
-            .ok()?;
-        if created.status().as_u16() == 201 {
-            return Some(since.elapsed().as_secs_f64());
-        }
-        if since.elapsed() > Duration::from_secs(60) {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
