@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Strata's local cluster and tests need on a Debian machine, and nothing
 # that is already there: PostgreSQL 15 server and client, Redis (server and redis-cli),
-# HAProxy. Without root (or sudo) it prints the exact command to run instead.
+# HAProxy; and schemathesis from PyPI. Without root (or sudo) it prints the exact command to run instead.
 set -euo pipefail
 
 PG_BIN="${STRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -15,6 +15,15 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 if ! command -v cargo >/dev/null; then
   echo "error: cargo is not installed; install Rust from https://rustup.rs and run again" >&2
   exit 1
+fi
+
+# schemathesis (PyPI) checks the API against its OpenAPI description in the tests.
+SCHEMATHESIS_VERSION=4.32.5
+if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "installing: schemathesis $SCHEMATHESIS_VERSION (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+    || { echo "error: could not install schemathesis; run: python3 -m pip install schemathesis==$SCHEMATHESIS_VERSION" >&2; exit 1; }
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

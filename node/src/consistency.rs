@@ -195,6 +195,26 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadConsistency {
     }
 }
 
+/// Middleware: a consistency header that is not a token this API wrote is a 400 on
+/// every route, whether or not the route reads it, so a client learns at once that it
+/// sends a broken token (and the API answers as its description says).
+pub async fn refuse_malformed_tokens(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(value) = request.headers().get(CONSISTENCY_HEADER) {
+        let parsed = value
+            .to_str()
+            .map_err(|_| TokenFormatError)
+            .and_then(ConsistencyToken::parse);
+        if let Err(e) = parsed {
+            return crate::error::ApiError::BadRequest(e.to_string()).into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// Stamps a write's answer with the caller's token merged with the write's, as the
 /// header and as a cookie, so the next read anywhere sees the write.
 pub fn stamp(

@@ -359,3 +359,50 @@ async fn a_body_past_the_limit_is_a_413_through_the_load_balancer() {
         assert_eq!(problem["status"], 413);
     }
 }
+
+/// The API answers as its OpenAPI description says. schemathesis (installed by
+/// `scripts/install-deps.sh`) generates requests from `/openapi.json` and runs every
+/// check but `positive_data_acceptance`: no server error, no status, content type,
+/// header or body outside the description, no request the description calls invalid
+/// accepted. (Accepting every schema-valid request cannot hold: cursors are signed
+/// values a generator cannot forge, and passwords are checked against a list of
+/// well-known ones.) Logout and password changes are left out: they would end the
+/// session the run uses. Its requests come from an address of their own, so its signups
+/// do not spend the other tests' rate limits.
+#[tokio::test]
+async fn schemathesis_finds_no_answer_outside_the_openapi_description() {
+    let base = cluster().nodes[0].url();
+    let api = strata_tests::api::Api::new(&base);
+    let name = strata_tests::api::unique("fuzz");
+    let user = api.signup_ok(&name, "correct horse battery staple").await;
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("schemathesis")
+            .args(["run", &format!("{base}/openapi.json")])
+            .args([
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+            ])
+            .args(["--max-examples", "25", "--no-color"])
+            .args(["-H", &format!("Authorization: Bearer {}", user.access)])
+            .args(["-H", "X-Forwarded-For: 10.99.0.1"])
+            .args(["--exclude-path", "/v1/auth/logout"])
+            .args(["--exclude-path", "/v1/auth/logout-all"])
+            .args(["--exclude-path", "/v1/me/password"])
+            .args(["--exclude-path-regex", "^/v1/me/sessions/"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("schemathesis runs (scripts/install-deps.sh installs it)")
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found answers outside the description:\n{}\n{}",
+        report,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("API Operations"), "{report}");
+}

@@ -39,8 +39,13 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
+    /// 3 to 32 of `a-z`, `0-9` and `_` (letters are lower-cased).
+    #[schema(pattern = "^[A-Za-z0-9_]{3,32}$")]
     pub username: String,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    /// 8 to 128 characters, not a well-known password, not the username.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
     #[serde(default)]
     pub cookie: bool,
@@ -50,7 +55,10 @@ pub struct SignupRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    /// A username or an email address.
+    #[schema(min_length = 1, max_length = 320)]
     pub login: String,
+    #[schema(max_length = 1024)]
     pub password: String,
     #[serde(default)]
     pub cookie: bool,

@@ -53,6 +53,14 @@ pub fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadParams {
+    /// The file's name: 1 to 255 characters, no control characters or path separators
+    /// (with a multipart body, the `file` part's file name when absent).
+    #[param(
+        required = true,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f/\\\\]+$"
+    )]
     pub name: Option<String>,
 }
 

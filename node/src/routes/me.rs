@@ -43,7 +43,10 @@ pub(crate) async fn me(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
+    #[schema(max_length = 1024)]
     pub current_password: String,
+    /// 8 to 128 characters, not a well-known password, not the username.
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
 }
 

@@ -46,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(from_fn(crate::consistency::refuse_malformed_tokens))
         .layer(map_response(problems_only))
         .layer(from_fn_with_state(
             state.clone(),

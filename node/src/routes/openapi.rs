@@ -50,7 +50,7 @@ use crate::state::AppState;
         super::files::list,
         super::search::handle,
     ),
-    modifiers(&BearerToken),
+    modifiers(&BearerToken, &CommonAnswers),
     tags(
         (name = "accounts", description = "Signup, login, tokens, sessions"),
         (name = "posts", description = "Posts, public or private"),
@@ -79,6 +79,141 @@ impl Modify for BearerToken {
                         .build(),
                 ),
             );
+    }
+}
+
+/// The answers every operation of a kind can give, added where a handler's annotation
+/// leaves them out, so clients and fuzzers can trust the document: 400 (a malformed
+/// path, query or body), 401 (operations that need a token), 413 and 415 (operations with
+/// a body), 422 (operations with a body or query parameters), 429 (rate-limited
+/// operations), 503 (anything that reaches the data tier); and the
+/// `x-strata-consistency` request header on every `/v1` operation.
+struct CommonAnswers;
+
+/// A consistency token as writes return it: `shard@lsn` entries and the catalog epoch
+/// (`eN`), comma-separated.
+const CONSISTENCY_PATTERN: &str =
+    "^(?:(?:e[0-9]{1,19}|[a-z0-9_-]{1,32}@[0-9A-F]{1,8}/[0-9A-F]{1,8})(?:,|$)){0,16}$";
+
+/// Operations whose callers are rate limited (429).
+const RATE_LIMITED: &[&str] = &[
+    "/v1/auth/signup",
+    "/v1/auth/login",
+    "/v1/auth/refresh",
+    "/v1/me/password",
+    "/v1/search",
+];
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        let consistency = ParameterBuilder::new()
+            .name("x-strata-consistency")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "A consistency token from an earlier answer: the read sees that write",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(CONSISTENCY_PATTERN)),
+            ))
+            .build();
+        for (path, item) in &mut openapi.paths.paths {
+            let operations: [&mut Option<Operation>; 5] = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                // An upload may be empty (a file of no bytes).
+                if let (true, Some(utoipa::openapi::RefOr::T(body))) =
+                    (path == "/v1/files", operation.request_body.as_mut())
+                {
+                    body.required = Some(Required::False);
+                }
+                // Ids in paths: an item id (64 hex digits) or a user id (32).
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let utoipa::openapi::RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    let pattern = match (parameter.parameter_in.clone(), parameter.name.as_str()) {
+                        (ParameterIn::Path, "id") => "^[0-9a-f]{64}$",
+                        (ParameterIn::Path, "user_id") => "^[0-9a-f]{32}$",
+                        _ => continue,
+                    };
+                    parameter.schema = Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(pattern))
+                            .into(),
+                    );
+                }
+                let has_body = operation.request_body.is_some();
+                let has_query = operation.parameters.iter().flatten().any(|p| {
+                    matches!(p, utoipa::openapi::RefOr::T(p) if p.parameter_in == ParameterIn::Query)
+                });
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let data_tier = path.starts_with("/v1/");
+                let mut add = |code: &str, description: &str| {
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| problem(description).into());
+                };
+                add(
+                    "400",
+                    "Malformed request: path, query or body cannot be read",
+                );
+                if secured {
+                    add("401", "No valid access token, or its session has ended");
+                }
+                if path.contains('{') {
+                    add("404", "Nothing the caller may see has this id");
+                }
+                if has_body {
+                    add("413", "The body is larger than the limit");
+                    add("415", "The body is not of a supported media type");
+                }
+                if has_body || has_query {
+                    add("422", "A field or parameter is invalid (each is named)");
+                }
+                if RATE_LIMITED.contains(&path.as_str()) {
+                    add(
+                        "429",
+                        "Too many attempts; Retry-After says when to try again",
+                    );
+                }
+                if data_tier {
+                    add(
+                        "503",
+                        "A shard or Redis is unavailable; Retry-After says when to try again",
+                    );
+                    operation
+                        .parameters
+                        .get_or_insert_with(Vec::new)
+                        .push(consistency.clone().into());
+                }
+            }
+        }
     }
 }
 
@@ -132,6 +267,30 @@ mod tests {
             .iter()
             .filter_map(|p| p["name"].as_str())
             .collect();
-        assert_eq!(names, ["q", "type", "scope", "limit", "cursor"]);
+        assert_eq!(
+            names,
+            [
+                "q",
+                "type",
+                "scope",
+                "limit",
+                "cursor",
+                "x-strata-consistency"
+            ]
+        );
+        assert_eq!(search["parameters"][0]["required"], true, "q is required");
+        for code in ["400", "401", "422", "429", "503"] {
+            assert!(
+                search["responses"].get(code).is_some(),
+                "search documents {code}"
+            );
+        }
+        let upload = &document["paths"]["/v1/files"]["post"];
+        for code in ["401", "413", "415", "422", "503"] {
+            assert!(
+                upload["responses"].get(code).is_some(),
+                "upload documents {code}"
+            );
+        }
     }
 }

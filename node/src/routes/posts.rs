@@ -45,9 +45,17 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePost {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\u000c\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub title: String,
+    /// At most 64 KiB of UTF-8.
+    #[schema(max_length = 65536, pattern = "^[^\\u0000]*$")]
     pub body: String,
     #[serde(default)]
+    #[schema(max_items = 16, value_type = Vec<Tag>)]
     pub tags: Vec<String>,
     #[serde(default = "private")]
     pub visibility: Visibility,
@@ -57,12 +65,25 @@ fn private() -> Visibility {
     Visibility::Private
 }
 
+/// A tag: 1 to 32 characters, no control characters.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, min_length = 1, max_length = 32, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+pub struct Tag(#[allow(dead_code)] String);
+
 /// `PATCH /v1/posts/{id}` body: any of the create fields.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePost {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\u000c\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub title: Option<String>,
+    /// At most 64 KiB of UTF-8.
+    #[schema(max_length = 65536, pattern = "^[^\\u0000]*$")]
     pub body: Option<String>,
+    #[schema(max_items = 16, value_type = Option<Vec<Tag>>)]
     pub tags: Option<Vec<String>>,
     pub visibility: Option<Visibility>,
 }
@@ -119,7 +140,7 @@ fn cache_key(id: &ItemId) -> String {
     format!("strata:post:{{{id}}}:cached")
 }
 
-#[utoipa::path(post, path = "/v1/posts", tag = "posts", security(("bearer" = [])), request_body = CreatePost, responses((status = 201, description = "Created; X-Consistency-Token names the write", body = Post), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The shard is unavailable", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/posts", tag = "posts", security(("bearer" = [])), request_body = CreatePost, responses((status = 201, description = "Created; the x-strata-consistency header names the write", body = Post), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The shard is unavailable", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -327,7 +348,10 @@ pub(crate) async fn remove(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
+    /// An opaque `next_cursor` this API returned.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 

@@ -29,11 +29,25 @@ pub fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
+    /// The words to find (at most 16), quoted phrases, the last word matched as a prefix.
+    #[param(
+        required = true,
+        min_length = 1,
+        max_length = 1000,
+        pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\u000c\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub q: Option<String>,
+    /// `post`, `task` or `file`; every type when absent.
     #[serde(rename = "type")]
+    #[param(pattern = "^(post|task|file)$")]
     pub kind: Option<String>,
+    /// `mine`, `public` or `all` (the default).
+    #[param(pattern = "^(mine|public|all)$")]
     pub scope: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
+    /// An opaque `next_cursor` this API returned.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -59,6 +73,9 @@ pub(crate) async fn handle(
     }
     if q.chars().count() > QUERY_MAX_CHARS {
         return Err(invalid("q", "must be at most 1000 characters"));
+    }
+    if q.contains('\0') {
+        return Err(invalid("q", "must not contain NUL characters"));
     }
     let kind: Option<&'static str> = match params.kind.as_deref() {
         None => None,

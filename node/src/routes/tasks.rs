@@ -34,10 +34,18 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\u000c\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub title: String,
+    /// At most 16 KiB of UTF-8.
     #[serde(default)]
+    #[schema(max_length = 16384, pattern = "^[^\\u0000]*$")]
     pub notes: Option<String>,
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub due_at: Option<String>,
 }
 
@@ -45,9 +53,17 @@ pub struct CreateTask {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTask {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\u000c\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub title: Option<String>,
+    /// At most 16 KiB of UTF-8.
+    #[schema(max_length = 16384, pattern = "^[^\\u0000]*$")]
     pub notes: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime, nullable)]
     pub due_at: Option<Option<String>>,
     pub done: Option<bool>,
 }
@@ -202,8 +218,13 @@ pub(crate) async fn remove(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TaskListParams {
+    /// `open`, `done` or `all` (the default).
+    #[param(pattern = "^(open|done|all)$")]
     pub status: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
+    /// An opaque `next_cursor` this API returned.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
