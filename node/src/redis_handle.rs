@@ -150,6 +150,34 @@ impl RedisHandle {
     }
 }
 
+/// Runs a read (or an idempotent write) again while it fails fast, for up to
+/// [`FAILOVER_PATIENCE`]. The client's own retries can run out in the middle of a
+/// failover (a slot map refreshed just before the replica took over, a redirect to a
+/// server still starting); a failure that took the whole command deadline is not tried
+/// again, so a Redis that is really down still fails the request in bounded time.
+pub async fn retry_idempotent<T, F, Fut>(mut operation: F) -> Result<T, RedisError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RedisError>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match operation().await {
+            Err(e) if started.elapsed() + pause < FAILOVER_PATIENCE => {
+                metrics::counter!("strata_redis_retries_total").increment(1);
+                tracing::debug!(error = %e, "a Redis read failed during what may be a failover; asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How long [`retry_idempotent`] keeps asking.
+const FAILOVER_PATIENCE: Duration = Duration::from_secs(4);
+
 /// Whether a write reached the key's replica (see [`RedisHandle::replicated`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replication {

@@ -13,7 +13,7 @@ use redis::Script;
 
 use crate::auth::ids::{SessionId, UserId};
 use crate::auth::tokens::unix_now;
-use crate::redis_handle::{RedisError, RedisHandle};
+use crate::redis_handle::{RedisError, RedisHandle, retry_idempotent};
 
 /// How stale `last_seen_at` may get before a request refreshes it (one write a minute
 /// per session, not one per request).
@@ -153,6 +153,10 @@ impl<'a> SessionStore<'a> {
 
     /// The user's credentials generation now (0 before any password change).
     pub async fn credentials(&self, user: &UserId) -> Result<u64, RedisError> {
+        retry_idempotent(|| self.credentials_once(user)).await
+    }
+
+    async fn credentials_once(&self, user: &UserId) -> Result<u64, RedisError> {
         let mut conn = self.redis.connection().await?;
         let generation: Option<u64> = redis::cmd("GET")
             .arg(credentials_key(user))
@@ -192,8 +196,17 @@ impl<'a> SessionStore<'a> {
     }
 
     /// Whether the session still exists (every authenticated request asks), refreshing
-    /// its last-seen time at most once a minute.
+    /// its last-seen time at most once a minute. Asked again through a failover (see
+    /// [`retry_idempotent`]): it changes nothing but the last-seen time.
     pub async fn check(
+        &self,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Option<LiveSession>, RedisError> {
+        retry_idempotent(|| self.check_once(user, session)).await
+    }
+
+    async fn check_once(
         &self,
         user: &UserId,
         session: &SessionId,
