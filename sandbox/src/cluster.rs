@@ -482,7 +482,10 @@ impl Cluster {
             .unwrap_or(55390);
         let base = (highest / 10 + 1) * 10;
         let block: Vec<u16> = (0..count as u16).map(|i| base + i).collect();
-        if block.iter().all(|p| !process::port_open(*p)) && base.checked_add(10).is_some() {
+        // The next block of ten (the local cluster's layout) when it can be bound now,
+        // else free ports out of the kernel's ephemeral range.
+        let bindable = |p: &u16| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok();
+        if base.checked_add(10).is_some() && block.iter().all(bindable) {
             Ok(block)
         } else {
             process::free_ports(count)

@@ -89,15 +89,44 @@ pub fn wait_until(
 /// Free loopback TCP ports, distinct from each other. All are held open until every one
 /// is chosen, so the kernel cannot hand the same port out twice.
 pub fn free_ports(count: usize) -> Result<Vec<u16>, SandboxError> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(SandboxError::io("reserve free ports"))?;
+    // Below the kernel's ephemeral range: a port there that is free now stays free, while
+    // one inside it can be taken a moment later by any outgoing connection, and a server
+    // restarted on it (a replica brought back, a shard added under load) could not bind.
+    let (low, high) = (10_000u16, ephemeral_floor().max(12_000));
+    let span = u32::from(high - low);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let start = seed % span;
+    let mut listeners = Vec::with_capacity(count);
+    for step in 0..span {
+        if listeners.len() == count {
+            break;
+        }
+        let port = low + ((start + step) % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    if listeners.len() < count {
+        return Err(SandboxError::Config(format!(
+            "no {count} free loopback ports between {low} and {high}"
+        )));
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()
         .map_err(SandboxError::io("read reserved ports"))
+}
+
+/// The lowest port the kernel hands to outgoing connections (32768 unless configured).
+fn ephemeral_floor() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// True when something accepts TCP connections on the loopback port.

@@ -72,16 +72,21 @@ async fn user_on(wanted: &ShardId) -> Tokens {
     panic!("no user landed on {wanted} in 200 signups");
 }
 
-/// Runs load for a moment before and after `fault`, returning what it saw.
+/// Steady load before and after each fault. The budget is a share of steady load, and a
+/// fault fails a few requests in flight at once, so the load runs long enough around it
+/// for the share to mean something.
+const STEADY: Duration = Duration::from_secs(4);
+
+/// Runs load for [`STEADY`] before and after `fault`, returning what it saw.
 async fn under_load<F, Fut>(users: &[Tokens], fault: F) -> std::sync::Arc<Tally>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let load = Running::start(&balancer(), users);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(STEADY).await;
     fault().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(STEADY).await;
     load.stop().await
 }
 
