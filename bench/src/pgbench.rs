@@ -144,11 +144,12 @@ pub fn run(job: &PgbenchJob<'_>, work_dir: &Path) -> anyhow::Result<PgbenchRun> 
     })
 }
 
-/// The pgbench script equivalent to `POST /v1/tasks`: the item and its feed row.
+/// The pgbench script equivalent to `POST /v1/tasks`: the item and its feed row, in a
+/// slot the primary owns (`-D slot=N`; the slot fence refuses any other).
 pub const INSERT_TASK_SCRIPT: &str = r"\set r random(1, 2000000000)
 BEGIN;
-INSERT INTO tasks (id, owner_id, route_hash, slot, title, notes) VALUES ('pgbench_' || :client_id || '_' || :r || '_' || txid_current(), 'pgbench-owner', 0, 0, 'bench task', '');
-INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) VALUES (0, 0, 'pgbench', 'pgbench_' || :client_id || '_' || :r, 1, 'upsert', '{}');
+INSERT INTO tasks (id, owner_id, route_hash, slot, title, notes) VALUES ('pgbench_' || :client_id || '_' || :r || '_' || txid_current(), 'pgbench-owner', 0, :slot, 'bench task', '');
+INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) VALUES (0, :slot, 'pgbench', 'pgbench_' || :client_id || '_' || :r, 1, 'upsert', '{}');
 END;
 ";
 
@@ -271,11 +272,18 @@ pub fn insert_task(
     let script = work_dir.join("insert-task.sql");
     std::fs::write(&script, INSERT_TASK_SCRIPT)?;
     let script = script.canonicalize()?.to_string_lossy().into_owned();
+    let slot = psql(
+        primary,
+        "strata",
+        "SELECT slot FROM shard_slots WHERE state = 'owned' ORDER BY slot LIMIT 1",
+    )?;
+    let slot = format!("slot={}", slot.trim());
+    anyhow::ensure!(slot.len() > "slot=".len(), "{primary} owns no slot");
     let job = PgbenchJob {
         addr: primary,
         database: "strata",
         user: "strata",
-        script_args: &["-f", &script],
+        script_args: &["-D", &slot, "-f", &script],
         script_name: "insert-task",
         clients,
         duration,

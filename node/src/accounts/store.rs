@@ -212,7 +212,7 @@ impl<'a> AccountStore<'a> {
             let (conn, _) = primary_for(self.topology, hash).await?;
             let Some(row) = conn
                 .query_opt(
-                    "SELECT user_id, state, expires_at < now() FROM login_names WHERE name = $1",
+                    &conn.prepare_cached("SELECT user_id, state, expires_at < now() FROM login_names WHERE name = $1").await?,
                     &[&name.as_str()],
                 )
                 .await?
@@ -275,7 +275,9 @@ impl<'a> AccountStore<'a> {
         let (conn, _) = primary_for(self.topology, hash).await?;
         let outcome: String = conn
             .query_one(
-                "SELECT outcome FROM signup_outcomes WHERE user_id = $1",
+                &conn
+                    .prepare_cached("SELECT outcome FROM signup_outcomes WHERE user_id = $1")
+                    .await?,
                 &[&user.as_str()],
             )
             .await?
@@ -303,8 +305,8 @@ impl<'a> AccountStore<'a> {
             let tx = conn.transaction().await?;
             let decided = tx
                 .execute(
-                    "INSERT INTO signup_outcomes (user_id, outcome, route_hash, slot) \
-                     VALUES ($1, 'created', $2, $3)",
+                    &tx.prepare_cached("INSERT INTO signup_outcomes (user_id, outcome, route_hash, slot) \
+                     VALUES ($1, 'created', $2, $3)").await?,
                     &[&user.as_str(), &hash.as_i64(), &slot],
                 )
                 .await;
@@ -315,7 +317,7 @@ impl<'a> AccountStore<'a> {
                 return Err(e.into());
             }
             tx.execute(
-                "INSERT INTO users (id, route_hash, slot, username, email, password_hash) VALUES ($1, $2, $3, $4, $5, $6)",
+                &tx.prepare_cached("INSERT INTO users (id, route_hash, slot, username, email, password_hash) VALUES ($1, $2, $3, $4, $5, $6)").await?,
                 &[&user.as_str(), &hash.as_i64(), &slot, &username.as_str(), &email.as_str(), &password_hash],
             )
             .await?;
@@ -362,7 +364,7 @@ impl<'a> AccountStore<'a> {
             let conn = self.topology.primary(&shard).await?;
             let rows = conn
                 .query(
-                    "SELECT name, user_id FROM login_names WHERE state = 'claimed' AND expires_at < now() LIMIT 100",
+                    &conn.prepare_cached("SELECT name, user_id FROM login_names WHERE state = 'claimed' AND expires_at < now() LIMIT 100").await?,
                     &[],
                 )
                 .await?;
@@ -395,7 +397,11 @@ impl<'a> AccountStore<'a> {
         let (conn, _) = primary_for(self.topology, route_hash(name.as_str())).await?;
         let row = conn
             .query_opt(
-                "SELECT user_id FROM login_names WHERE name = $1 AND state = 'confirmed'",
+                &conn
+                    .prepare_cached(
+                        "SELECT user_id FROM login_names WHERE name = $1 AND state = 'confirmed'",
+                    )
+                    .await?,
                 &[&name.as_str()],
             )
             .await?;
@@ -407,7 +413,9 @@ impl<'a> AccountStore<'a> {
         let (conn, _) = primary_for(self.topology, id.route_hash()).await?;
         let row = conn
             .query_opt(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+                &conn
+                    .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                    .await?,
                 &[&id.as_str()],
             )
             .await?;
@@ -419,7 +427,10 @@ impl<'a> AccountStore<'a> {
     pub async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let conn = reader_for(self.topology, id.route_hash(), &ConsistencyToken::default()).await?;
-        if let Some(row) = conn.query_opt(&sql, &[&id.as_str()]).await? {
+        if let Some(row) = conn
+            .query_opt(&conn.prepare_cached(&sql).await?, &[&id.as_str()])
+            .await?
+        {
             return Ok(user_from_row(&row));
         }
         self.user_for_auth(id).await

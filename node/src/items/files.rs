@@ -90,10 +90,10 @@ impl<'a> FileStore<'a> {
         let tx = conn.transaction().await?;
         let row = tx
             .query_one(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "INSERT INTO files (id, owner_id, route_hash, slot, name, content_type, size, sha256, object_key) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-                ),
+                )).await?,
                 &[
                     &file.id.as_str(),
                     &owner.as_str(),
@@ -126,7 +126,11 @@ impl<'a> FileStore<'a> {
         let conn = owner_reader(self.topology, id.owner(), token).await?;
         let row = conn
             .query_opt(
-                &format!("SELECT {COLUMNS} FROM files WHERE id = $1 AND owner_id = $2"),
+                &conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM files WHERE id = $1 AND owner_id = $2"
+                    ))
+                    .await?,
                 &[&id.as_str(), &owner.as_str()],
             )
             .await?;
@@ -152,7 +156,10 @@ impl<'a> FileStore<'a> {
         let tx = conn.transaction().await?;
         let row = tx
             .query_opt(
-                &format!("DELETE FROM files WHERE id = $1 AND owner_id = $2 RETURNING {COLUMNS}"),
+                &tx.prepare_cached(&format!(
+                    "DELETE FROM files WHERE id = $1 AND owner_id = $2 RETURNING {COLUMNS}"
+                ))
+                .await?,
                 &[&id.as_str(), &owner.as_str()],
             )
             .await?;
@@ -174,10 +181,10 @@ impl<'a> FileStore<'a> {
         let (before_at, before_id) = page_start(after);
         let rows = conn
             .query(
-                &format!(
+                &conn.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM files WHERE owner_id = $1 AND (created_at, id) < ($2, $3) \
                      ORDER BY created_at DESC, id DESC LIMIT $4"
-                ),
+                )).await?,
                 &[&owner.as_str(), &before_at, &before_id, &(limit + 1)],
             )
             .await?;

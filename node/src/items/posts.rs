@@ -120,10 +120,10 @@ impl<'a> PostStore<'a> {
         let tx = conn.transaction().await?;
         let row = tx
             .query_one(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "INSERT INTO posts (id, owner_id, route_hash, slot, title, body, tags, visibility) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
-                ),
+                )).await?,
                 &[
                     &id.as_str(),
                     &author.as_str(),
@@ -160,7 +160,9 @@ impl<'a> PostStore<'a> {
         let conn = owner_reader(self.topology, id.owner(), token).await?;
         let row = conn
             .query_opt(
-                &format!("SELECT {COLUMNS} FROM posts WHERE id = $1"),
+                &conn
+                    .prepare_cached(&format!("SELECT {COLUMNS} FROM posts WHERE id = $1"))
+                    .await?,
                 &[&id.as_str()],
             )
             .await?;
@@ -186,12 +188,13 @@ impl<'a> PostStore<'a> {
         let tx = conn.transaction().await?;
         let row = tx
             .query_opt(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "UPDATE posts SET title = coalesce($2, title), body = coalesce($3, body), \
                      tags = coalesce($4, tags), visibility = coalesce($5, visibility), \
                      updated_at = now(), version = version + 1 \
                      WHERE id = $1 AND owner_id = $6 RETURNING {COLUMNS}"
-                ),
+                ))
+                .await?,
                 &[
                     &id.as_str(),
                     &changes.title,
@@ -228,7 +231,8 @@ impl<'a> PostStore<'a> {
         let tx = conn.transaction().await?;
         let row = tx
             .query_opt(
-                "DELETE FROM posts WHERE id = $1 RETURNING version",
+                &tx.prepare_cached("DELETE FROM posts WHERE id = $1 RETURNING version")
+                    .await?,
                 &[&id.as_str()],
             )
             .await?;
@@ -261,10 +265,10 @@ impl<'a> PostStore<'a> {
         let (before_at, before_id) = page_start(after);
         let rows = conn
             .query(
-                &format!(
+                &conn.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM posts WHERE owner_id = $1 AND ($2 OR visibility = 'public') \
                      AND (created_at, id) < ($3, $4) ORDER BY created_at DESC, id DESC LIMIT $5"
-                ),
+                )).await?,
                 &[&author.as_str(), &include_private, &before_at, &before_id, &(limit + 1)],
             )
             .await?;

@@ -106,10 +106,11 @@ impl<'a> TaskStore<'a> {
         let tx = conn.transaction().await?;
         let row = tx
             .query_one(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "INSERT INTO tasks (id, owner_id, route_hash, slot, title, notes, due_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
-                ),
+                ))
+                .await?,
                 &[
                     &id.as_str(),
                     &owner.as_str(),
@@ -145,7 +146,11 @@ impl<'a> TaskStore<'a> {
         let conn = owner_reader(self.topology, id.owner(), token).await?;
         let row = conn
             .query_opt(
-                &format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND owner_id = $2"),
+                &conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM tasks WHERE id = $1 AND owner_id = $2"
+                    ))
+                    .await?,
                 &[&id.as_str(), &owner.as_str()],
             )
             .await?;
@@ -178,12 +183,13 @@ impl<'a> TaskStore<'a> {
         let due = changes.due_at.flatten();
         let row = tx
             .query_opt(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "UPDATE tasks SET title = coalesce($3, title), notes = coalesce($4, notes), \
                      due_at = CASE WHEN $5 THEN $6 ELSE due_at END, done = coalesce($7, done), \
                      updated_at = now(), version = version + 1 \
                      WHERE id = $1 AND owner_id = $2 RETURNING {COLUMNS}"
-                ),
+                ))
+                .await?,
                 &[
                     &id.as_str(),
                     &owner.as_str(),
@@ -229,7 +235,10 @@ impl<'a> TaskStore<'a> {
         let tx = conn.transaction().await?;
         let row = tx
             .query_opt(
-                "DELETE FROM tasks WHERE id = $1 AND owner_id = $2 RETURNING version",
+                &tx.prepare_cached(
+                    "DELETE FROM tasks WHERE id = $1 AND owner_id = $2 RETURNING version",
+                )
+                .await?,
                 &[&id.as_str(), &owner.as_str()],
             )
             .await?;
@@ -266,10 +275,10 @@ impl<'a> TaskStore<'a> {
         };
         let rows = conn
             .query(
-                &format!(
+                &conn.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM tasks WHERE owner_id = $1 AND ($2::boolean IS NULL OR done = $2) \
                      AND (created_at, id) < ($3, $4) ORDER BY created_at DESC, id DESC LIMIT $5"
-                ),
+                )).await?,
                 &[&owner.as_str(), &done, &before_at, &before_id, &(limit + 1)],
             )
             .await?;

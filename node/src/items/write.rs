@@ -183,8 +183,11 @@ pub async fn append_feed(
         FeedOp::Delete => "delete",
     };
     tx.execute(
-        "INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) \
+        &tx.prepare_cached(
+            "INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?,
         &[
             &hash.as_i64(),
             &i32::from(hash.slot().get()),
@@ -236,7 +239,7 @@ pub async fn execute_logged(
     retry_write(topology, || async {
         let (mut conn, _) = primary_for(topology, change.hash).await?;
         let tx = conn.transaction().await?;
-        let touched = tx.execute(sql, params).await?;
+        let touched = tx.execute(&tx.prepare_cached(sql).await?, params).await?;
         if touched > 0 {
             append_feed(
                 &tx,
@@ -257,8 +260,12 @@ pub async fn execute_logged(
 
 /// After a commit on `conn`, a WAL position at or past that commit.
 async fn commit_position(conn: &Object) -> Result<Lsn, String> {
+    let statement = conn
+        .prepare_cached("SELECT pg_current_wal_insert_lsn()::text")
+        .await
+        .map_err(|e| e.to_string())?;
     let lsn: String = conn
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .query_one(&statement, &[])
         .await
         .map_err(|e| e.to_string())?
         .get(0);
