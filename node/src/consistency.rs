@@ -180,13 +180,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadConsistency {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        let raw = parts
-            .headers
-            .get(CONSISTENCY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| crate::auth::cookies::read(&parts.headers, CONSISTENCY_HEADER));
-        match raw {
+        // A header was parsed once by `refuse_malformed_tokens`; only the cookie is left.
+        if let Some(token) = parts.extensions.get::<ConsistencyToken>() {
+            return Ok(Self(token.clone()));
+        }
+        match crate::auth::cookies::read(&parts.headers, CONSISTENCY_HEADER) {
             None => Ok(Self::default()),
             Some(raw) => ConsistencyToken::parse(&raw)
                 .map(Self)
@@ -195,11 +193,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadConsistency {
     }
 }
 
-/// Middleware: a consistency header that is not a token this API wrote is a 400 on
-/// every route, whether or not the route reads it, so a client learns at once that it
-/// sends a broken token (and the API answers as its description says).
+/// Middleware: parses the consistency header once, for [`ReadConsistency`]. One that is
+/// not a token this API wrote is a 400 on every route, whether or not the route reads
+/// it, so a client learns at once that it sends a broken token (and the API answers as
+/// its description says).
 pub async fn refuse_malformed_tokens(
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -208,8 +207,11 @@ pub async fn refuse_malformed_tokens(
             .to_str()
             .map_err(|_| TokenFormatError)
             .and_then(ConsistencyToken::parse);
-        if let Err(e) = parsed {
-            return crate::error::ApiError::BadRequest(e.to_string()).into_response();
+        match parsed {
+            Ok(token) => {
+                request.extensions_mut().insert(token);
+            }
+            Err(e) => return crate::error::ApiError::BadRequest(e.to_string()).into_response(),
         }
     }
     next.run(request).await

@@ -599,6 +599,21 @@ async fn browser_mode_uses_cookies_and_unsafe_requests_need_the_csrf_header() {
     assert_eq!(ok.status(), StatusCode::NO_CONTENT);
 }
 
+/// Runs `strata user <command> <name>` against this cluster; it must succeed.
+fn strata_user(command: &str, name: &str) {
+    let strata = strata_sandbox::nodes::binary("strata").unwrap();
+    let output = std::process::Command::new(strata)
+        .args(["user", command, name, "--shard-map"])
+        .arg(cluster().shard_map_path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "strata user {command}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[tokio::test]
 async fn admin_endpoints_answer_403_until_the_user_is_granted_admin_and_at_once_after_it_is_revoked()
  {
@@ -612,17 +627,7 @@ async fn admin_endpoints_answer_403_until_the_user_is_granted_admin_and_at_once_
         StatusCode::UNAUTHORIZED
     );
 
-    let strata = strata_sandbox::nodes::binary("strata").unwrap();
-    let output = std::process::Command::new(strata)
-        .args(["user", "grant-admin", &name, "--shard-map"])
-        .arg(cluster().shard_map_path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    strata_user("grant-admin", &name);
 
     let (_, body) = status_and_json(node(0).refresh(&user.refresh).await).await;
     let refreshed = Tokens::from_body(&body);
@@ -636,17 +641,7 @@ async fn admin_endpoints_answer_403_until_the_user_is_granted_admin_and_at_once_
     assert_eq!(shards["shards"].as_array().unwrap().len(), 2);
 
     // Taking the role away works at once, with the token that still names it.
-    let strata = strata_sandbox::nodes::binary("strata").unwrap();
-    let output = std::process::Command::new(strata)
-        .args(["user", "revoke-admin", &name, "--shard-map"])
-        .arg(cluster().shard_map_path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    strata_user("revoke-admin", &name);
     for i in 0..2 {
         let (status, problem) = status_and_json(
             node(i)

@@ -72,6 +72,37 @@ async fn user_on(wanted: &ShardId) -> Tokens {
     panic!("no user landed on {wanted} in 200 signups");
 }
 
+/// `n` new users whose rows live on `shard`.
+async fn users_on(shard: &ShardId, n: usize) -> Vec<Tokens> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(user_on(shard).await);
+    }
+    out
+}
+
+/// Waits until `user` can create a task again (their shard takes writes).
+async fn writes_resume(where_: &str, user: &Tokens) {
+    eventually(
+        &format!("writes to resume {where_}"),
+        Duration::from_secs(15),
+        || async {
+            let response = balancer()
+                .post(
+                    "/v1/tasks",
+                    &serde_json::json!({"title": "resumed"}),
+                    Some(&user.access),
+                )
+                .await;
+            match response.status() {
+                StatusCode::CREATED => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await;
+}
+
 /// Steady load before and after each fault. The budget is a share of steady load, and a
 /// fault fails a few requests in flight at once, so the load runs long enough around it
 /// for the share to mean something.
@@ -197,13 +228,7 @@ async fn a_killed_redis_master_fails_over_under_load_and_no_logout_comes_back() 
 async fn a_killed_primary_loses_no_acknowledged_write_and_its_shard_reads_on() {
     let _turn = TURN.lock().await;
     let s0 = shard("s0");
-    let on_s0: Vec<Tokens> = {
-        let mut out = Vec::new();
-        for _ in 0..3 {
-            out.push(user_on(&s0).await);
-        }
-        out
-    };
+    let on_s0 = users_on(&s0, 3).await;
     let primary = cluster().pg(&s0, 0);
     let replica = cluster().pg(&s0, 1);
     let load = Running::start(&balancer(), &on_s0);
@@ -235,24 +260,7 @@ async fn a_killed_primary_loses_no_acknowledged_write_and_its_shard_reads_on() {
         );
     }
     replica.promote().expect("promote the replica");
-    eventually(
-        "writes to the shard to resume on the promoted replica",
-        Duration::from_secs(15),
-        || async {
-            let response = balancer()
-                .post(
-                    "/v1/tasks",
-                    &serde_json::json!({"title": "after"}),
-                    Some(&on_s0[2].access),
-                )
-                .await;
-            match response.status() {
-                StatusCode::CREATED => Ok(()),
-                other => Err(other.to_string()),
-            }
-        },
-    )
-    .await;
+    writes_resume("on the promoted replica", &on_s0[2]).await;
     let tally = load.stop().await;
     assert_all_acked_present(&on_s0, &tally).await;
     let (sent, _) = tally.totals();
@@ -292,7 +300,7 @@ async fn a_node_stopped_with_sigterm_fails_no_request_and_a_killed_one_almost_no
 async fn a_killed_replica_fails_almost_nothing_and_a_frozen_primary_recovers() {
     let _turn = TURN.lock().await;
     let s1 = shard("s1");
-    let on_s1 = vec![user_on(&s1).await, user_on(&s1).await, user_on(&s1).await];
+    let on_s1 = users_on(&s1, 3).await;
     // Synchronous replication: the shard's writes wait while its replica is down, so
     // the replica comes back within the load.
     let replica = cluster().pg(&s1, 1);
@@ -314,24 +322,7 @@ async fn a_killed_replica_fails_almost_nothing_and_a_frozen_primary_recovers() {
     .await;
     assert_all_acked_present(&on_s1, &frozen).await;
     // Once thawed, the shard serves again.
-    eventually(
-        "writes to the thawed primary",
-        Duration::from_secs(15),
-        || async {
-            let response = balancer()
-                .post(
-                    "/v1/tasks",
-                    &serde_json::json!({"title": "thawed"}),
-                    Some(&on_s1[0].access),
-                )
-                .await;
-            match response.status() {
-                StatusCode::CREATED => Ok(()),
-                other => Err(other.to_string()),
-            }
-        },
-    )
-    .await;
+    writes_resume("on the thawed primary", &on_s1[0]).await;
 }
 
 /// Files left in the object store under a user's prefix (finished objects and the

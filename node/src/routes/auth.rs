@@ -110,9 +110,11 @@ pub(crate) async fn count_failure(
     subject: &str,
     per_window: u64,
 ) -> Result<(), ApiError> {
-    let window = Duration::from_secs(state.config().limits.window_secs);
-    rate_limit::hit(state.redis(), scope, subject, per_window, window).await?;
-    Ok(())
+    // Counted either way; whether it was the last allowed is for the next attempt's check.
+    match limit(state, scope, subject, per_window).await {
+        Ok(()) | Err(ApiError::RateLimited { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "accounts", request_body = SignupRequest, responses((status = 201, description = "Signed up and logged in", body = TokenPair), (status = 409, description = "Username or email taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json")))]

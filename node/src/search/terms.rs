@@ -12,6 +12,8 @@ use tantivy::query::{
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::TextAnalyzer;
 
+use crate::search::highlight::query_words;
+
 /// The most words (phrase words included) one query may have.
 pub const MAX_WORDS: usize = 16;
 
@@ -43,21 +45,12 @@ enum Part {
 fn parts(analyzer: &mut TextAnalyzer, text: &str) -> Vec<Part> {
     let mut out = Vec::new();
     for (i, piece) in text.split('"').enumerate() {
-        let words = tokens(analyzer, piece);
+        let words = query_words(analyzer, piece);
         if i % 2 == 1 && words.len() > 1 {
             out.push(Part::Phrase(words));
         } else {
             out.extend(words.into_iter().map(Part::Word));
         }
-    }
-    out
-}
-
-fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
-    let mut stream = analyzer.token_stream(text);
-    let mut out = Vec::new();
-    while stream.advance() {
-        out.push(stream.token().text.clone());
     }
     out
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::catalog::{Catalog, CatalogError, CatalogWriter, MovePhase, MoveRecord};
 use crate::ids::{ShardId, Slot};
 use crate::lsn::Lsn;
-use crate::rebalance::slot_io::{HandTransaction, SlotData, read_slot, write_slot};
+use crate::rebalance::slot_io::{HandTransaction, SlotData, first_row, read_slot, write_slot};
 use crate::rebalance::tables::SHARDED_TABLES;
 use crate::topology::{RouterError, Topology};
 
@@ -338,18 +338,7 @@ impl Mover {
             .simple_query(TARGET_POSITION)
             .await
             .map_err(|source| MoveError::Db { slot, source })?;
-        let row: Vec<Option<String>> = rows
-            .into_iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                    (0..row.len())
-                        .map(|i| row.get(i).map(str::to_owned))
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .unwrap_or_default();
-        parse_position(slot, &row)
+        parse_position(slot, &first_row(rows))
     }
 
     /// The slot's fence state on the move's source.

@@ -57,16 +57,23 @@ impl HandTransaction {
         );
         let messages = self.client().simple_query(&sql).await?;
         self.conn.take();
-        let row = messages.into_iter().find_map(|m| match m {
+        Ok(first_row(messages))
+    }
+}
+
+/// The first row a simple query returned, as text columns (empty when it returned none).
+pub fn first_row(messages: Vec<SimpleQueryMessage>) -> Vec<Option<String>> {
+    messages
+        .into_iter()
+        .find_map(|m| match m {
             SimpleQueryMessage::Row(row) => Some(
                 (0..row.len())
                     .map(|i| row.get(i).map(str::to_owned))
                     .collect(),
             ),
             _ => None,
-        });
-        Ok(row.unwrap_or_default())
-    }
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for HandTransaction {
