@@ -4,23 +4,30 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::task::JoinHandle;
 
+use crate::auth::session_cache::{self, SessionCache};
+
 use crate::accounts::store::AccountStore;
-use crate::auth::sessions::SessionStore;
 use crate::state::AppState;
 
 /// How often the active-sessions gauge is refreshed.
 const SESSION_GAUGE_PERIOD: Duration = Duration::from_secs(15);
 
 /// Stops the jobs when dropped.
-pub struct BackgroundJobs(Vec<JoinHandle<()>>);
+pub struct BackgroundJobs {
+    tasks: Vec<JoinHandle<()>>,
+    session_cache: Arc<SessionCache>,
+}
 
 impl Drop for BackgroundJobs {
     fn drop(&mut self) {
-        for job in &self.0 {
+        for job in &self.tasks {
             job.abort();
         }
+        self.session_cache.stop();
     }
 }
 
@@ -48,7 +55,7 @@ pub fn start(state: &AppState) -> BackgroundJobs {
         every(SESSION_GAUGE_PERIOD, move || {
             let state = state.clone();
             async move {
-                let store = SessionStore::new(state.redis(), state.session_ttl());
+                let store = state.sessions();
                 if let Ok(active) = store.count_active().await {
                     metrics::gauge!("strata_active_sessions").set(active as f64);
                 }
@@ -59,7 +66,37 @@ pub fn start(state: &AppState) -> BackgroundJobs {
         state.shared_topology(),
         std::sync::Arc::clone(state.search()),
     ));
-    BackgroundJobs(vec![claims, sessions, feeds])
+    let session_cache = Arc::clone(state.session_cache());
+    let heartbeat = if session_cache.enabled() {
+        session_cache::listen(Arc::clone(&session_cache), state.config().redis.seeds.clone());
+        let state = state.clone();
+        every(session_cache::HEARTBEAT, move || {
+            let state = state.clone();
+            async move { publish_heartbeat(&state).await }
+        })
+    } else {
+        tokio::spawn(async {})
+    };
+    BackgroundJobs {
+        tasks: vec![claims, sessions, feeds, heartbeat],
+        session_cache,
+    }
+}
+
+/// Tells every node's revocation listener the channel works (see
+/// [`session_cache::LIVENESS`]).
+async fn publish_heartbeat(state: &AppState) {
+    let Ok(mut conn) = state.redis().connection().await else {
+        return;
+    };
+    let sent: Result<i64, _> = redis::cmd("SPUBLISH")
+        .arg(session_cache::REVOCATIONS_CHANNEL)
+        .arg(session_cache::HEARTBEAT_MESSAGE)
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "session revocation heartbeat not sent");
+    }
 }
 
 fn every<F, Fut>(period: Duration, mut job: F) -> JoinHandle<()>

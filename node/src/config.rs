@@ -139,6 +139,10 @@ pub struct AuthConfig {
     pub hash_queue: usize,
     /// Mark cookies `Secure`. Default true.
     pub secure_cookies: bool,
+    /// How long a session check is trusted from this node's cache while it hears every
+    /// revocation (see docs/architecture.md, "Sessions"); 0 checks Redis on every
+    /// request. Default 2000 ms.
+    pub session_cache_ms: u64,
 }
 
 impl AuthConfig {
@@ -195,6 +199,7 @@ impl Default for AuthConfig {
             issuer: "strata".into(),
             audience: "strata-api".into(),
             access_ttl_secs: 900,
+            session_cache_ms: 2_000,
             refresh_ttl_secs: 30 * 24 * 3600,
             refresh_grace_ms: 10_000,
             signing_key_id: String::new(),

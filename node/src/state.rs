@@ -11,12 +11,17 @@ use strata_router::Topology;
 use strata_router::topology::PollerGuard;
 
 use crate::auth::passwords::PasswordHasher;
+use crate::auth::session_cache::SessionCache;
+use crate::auth::sessions::SessionStore;
 use crate::auth::tokens::TokenIssuer;
 use crate::config::NodeConfig;
 use crate::consistency::ConsistencyToken;
 use crate::items::cursor::CursorSigner;
 use crate::redis_handle::RedisHandle;
 use crate::search::index::SearchIndex;
+
+/// Sessions one node's cache holds at most (about 150 bytes each).
+const SESSION_CACHE_CAPACITY: usize = 100_000;
 
 /// Shared handler state.
 #[derive(Clone)]
@@ -34,6 +39,7 @@ struct Inner {
     metrics: PrometheusHandle,
     objects: Arc<dyn ObjectStore>,
     search: Arc<SearchIndex>,
+    sessions: Arc<SessionCache>,
     /// Keeps the host poller and the catalog follower running while the state lives.
     _pollers: [PollerGuard; 2],
 }
@@ -52,7 +58,12 @@ impl AppState {
         let tokens = TokenIssuer::new(&config.auth);
         let cursors = CursorSigner::from_secret(config.auth.signing_secret().as_bytes());
         let hasher = PasswordHasher::start(config.auth.hash_threads, config.auth.hash_queue);
+        let sessions = Arc::new(SessionCache::new(
+            Duration::from_millis(config.auth.session_cache_ms),
+            SESSION_CACHE_CAPACITY,
+        ));
         let inner = Inner {
+            sessions,
             config,
             tokens,
             cursors,
@@ -140,5 +151,15 @@ impl AppState {
     /// How long a session lives after its last refresh.
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.inner.config.auth.refresh_ttl_secs)
+    }
+
+    /// The session store (Redis, with this node's cache of recent checks).
+    pub fn sessions(&self) -> SessionStore<'_> {
+        SessionStore::new(&self.inner.redis, self.session_ttl(), &self.inner.sessions)
+    }
+
+    /// This node's cache of recent session checks, for its listener and heartbeat.
+    pub fn session_cache(&self) -> &Arc<SessionCache> {
+        &self.inner.sessions
     }
 }

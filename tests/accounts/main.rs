@@ -106,6 +106,105 @@ async fn a_user_signed_up_on_one_node_logs_in_on_the_other_and_logout_ends_it_ev
     );
 }
 
+/// Session checks node 1 answered from its cache (see `auth.session_cache_ms`).
+async fn session_cache_hits() -> u64 {
+    let text = node(1).get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(r#"strata_cache_requests_total{cache="session",result="hit"}"#))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Node 1 serves each session twice (the second time from its cache of recent checks)
+/// just before node 0 revokes it: every kind of revocation is refused by node 1 on the
+/// very next request, round after round.
+#[tokio::test]
+async fn a_session_another_node_served_a_moment_ago_is_refused_there_at_once_after_it_ends() {
+    const ROUNDS: usize = 8;
+    let hits_before = session_cache_hits().await;
+    for round in 0..ROUNDS {
+        let name = unique("cached");
+        let first = node(0).signup_ok(&name, PASSWORD).await;
+        let mut sessions = vec![first];
+        for _ in 0..2 {
+            let (status, body) = status_and_json(node(0).login(&name, PASSWORD).await).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            sessions.push(Tokens::from_body(&body));
+        }
+        let serve_on_b = |tokens: &[&Tokens]| {
+            let access: Vec<String> = tokens.iter().map(|t| t.access.clone()).collect();
+            async move {
+                for access in access {
+                    for _ in 0..2 {
+                        assert_eq!(node(1).me_status(&access).await, StatusCode::OK);
+                    }
+                }
+            }
+        };
+        let [logged_out, changed_away, changer] = &sessions[..] else {
+            unreachable!()
+        };
+        serve_on_b(&[logged_out, changed_away, changer]).await;
+
+        let response = node(0)
+            .post("/v1/auth/logout", &json!({}), Some(&logged_out.access))
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            node(1).me_status(&logged_out.access).await,
+            StatusCode::UNAUTHORIZED,
+            "round {round}: logout"
+        );
+
+        let new_password = format!("another passphrase {round}");
+        let change = json!({"current_password": PASSWORD, "new_password": new_password});
+        let response = node(0)
+            .put("/v1/me/password", &change, Some(&changer.access))
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            node(1).me_status(&changed_away.access).await,
+            StatusCode::UNAUTHORIZED,
+            "round {round}: password change"
+        );
+
+        serve_on_b(&[changer]).await;
+        let response = node(0)
+            .post("/v1/auth/logout-all", &json!({}), Some(&changer.access))
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            node(1).me_status(&changer.access).await,
+            StatusCode::UNAUTHORIZED,
+            "round {round}: logout-all"
+        );
+    }
+
+    // A spent refresh token presented again revokes its session on every node at once.
+    let name = unique("cached");
+    let first = node(0).signup_ok(&name, PASSWORD).await;
+    let (_, body) = status_and_json(node(0).refresh(&first.refresh).await).await;
+    let rotated = Tokens::from_body(&body);
+    tokio::time::sleep(REFRESH_GRACE * 2).await;
+    assert_eq!(node(1).me_status(&rotated.access).await, StatusCode::OK);
+    assert_eq!(node(1).me_status(&rotated.access).await, StatusCode::OK);
+    assert_eq!(
+        node(0).refresh(&first.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        node(1).me_status(&rotated.access).await,
+        StatusCode::UNAUTHORIZED,
+        "reuse"
+    );
+
+    assert!(
+        session_cache_hits().await >= hits_before + (ROUNDS * 3) as u64,
+        "node 1 answered the repeated checks from its cache, so the refusals were not \
+         just Redis answering"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_signups_of_one_username_across_nodes_create_exactly_one_user() {
     let name = unique("contested");

@@ -568,3 +568,48 @@ async fn crafted_cursors_are_refused_and_never_a_server_error() {
         assert_eq!(problem["errors"][0]["field"], "cursor", "{problem}");
     }
 }
+
+/// A new post or task is answered with the row as the database keeps it (the node
+/// builds the row, so its times must be what Postgres stores): the create's answer, a
+/// read on the other node and the list agree field for field, for a due date given
+/// with an offset and nanoseconds.
+#[tokio::test]
+async fn a_created_item_reads_back_exactly_as_its_create_answered() {
+    let owner = user("exact").await;
+    for (path, body) in [
+        (
+            "/v1/tasks",
+            json!({"title": "exact", "notes": "n", "due_at": "2031-02-03T04:05:06.123456789+02:00"}),
+        ),
+        (
+            "/v1/posts",
+            json!({"title": "exact", "body": "b", "tags": ["x"], "visibility": "private"}),
+        ),
+    ] {
+        let created = node(0)
+            .http
+            .post(format!("{}{path}", node(0).base))
+            .bearer_auth(&owner.access)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let token = created.headers()["x-strata-consistency"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let (status, created) = status_and_json(created).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let read = node(1)
+            .http
+            .get(format!("{}{path}/{}", node(1).base, created["id"].as_str().unwrap()))
+            .bearer_auth(&owner.access)
+            .header("x-strata-consistency", token)
+            .send()
+            .await
+            .unwrap();
+        let (status, read) = status_and_json(read).await;
+        assert_eq!(status, StatusCode::OK, "{read}");
+        assert_eq!(read, created, "{path}");
+    }
+}

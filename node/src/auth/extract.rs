@@ -14,7 +14,6 @@ use subtle::ConstantTimeEq;
 use crate::accounts::store::AccountStore;
 use crate::auth::cookies::{self, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER};
 use crate::auth::ids::{SessionId, UserId};
-use crate::auth::sessions::SessionStore;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -82,7 +81,7 @@ impl FromRequestParts<AppState> for Authenticated {
         })?;
         let user = UserId::parse(&claims.sub).ok_or(ApiError::Unauthenticated)?;
         let session = SessionId::parse(&claims.sid).ok_or(ApiError::Unauthenticated)?;
-        let store = SessionStore::new(state.redis(), state.session_ttl());
+        let store = state.sessions();
         let live = store
             .check(&user, &session)
             .await?

@@ -12,6 +12,7 @@ use std::time::Duration;
 use redis::Script;
 
 use crate::auth::ids::{SessionId, UserId};
+use crate::auth::session_cache::{REVOCATIONS_CHANNEL, SessionCache};
 use crate::auth::tokens::unix_now;
 use crate::redis_handle::{RedisError, RedisHandle, retry_idempotent};
 
@@ -87,6 +88,7 @@ pub enum Rotation {
 pub struct SessionStore<'a> {
     redis: &'a RedisHandle,
     ttl: Duration,
+    cache: &'a SessionCache,
 }
 
 const CREATE: &str = r"
@@ -146,9 +148,10 @@ fn failed(e: redis::RedisError) -> RedisError {
 }
 
 impl<'a> SessionStore<'a> {
-    /// A store whose sessions live `ttl` after their last refresh.
-    pub fn new(redis: &'a RedisHandle, ttl: Duration) -> Self {
-        Self { redis, ttl }
+    /// A store whose sessions live `ttl` after their last refresh, with the node's
+    /// cache of recent checks.
+    pub fn new(redis: &'a RedisHandle, ttl: Duration, cache: &'a SessionCache) -> Self {
+        Self { redis, ttl, cache }
     }
 
     /// The user's credentials generation now (0 before any password change).
@@ -198,12 +201,30 @@ impl<'a> SessionStore<'a> {
     /// Whether the session still exists (every authenticated request asks), refreshing
     /// its last-seen time at most once a minute. Asked again through a failover (see
     /// [`retry_idempotent`]): it changes nothing but the last-seen time.
+    ///
+    /// A check this node made a moment ago answers without Redis while the node hears
+    /// every revocation (see [`crate::auth::session_cache`]).
     pub async fn check(
         &self,
         user: &UserId,
         session: &SessionId,
     ) -> Result<Option<LiveSession>, RedisError> {
-        retry_idempotent(|| self.check_once(user, session)).await
+        if let Some(live) = self.cache.get(user.as_str(), session.as_str()) {
+            metrics::counter!("strata_cache_requests_total", "cache" => "session", "result" => "hit")
+                .increment(1);
+            return Ok(Some(live));
+        }
+        if self.cache.enabled() {
+            metrics::counter!("strata_cache_requests_total", "cache" => "session", "result" => "miss")
+                .increment(1);
+        }
+        let generation = self.cache.generation();
+        let live = retry_idempotent(|| self.check_once(user, session)).await?;
+        if let Some(live) = &live {
+            self.cache
+                .insert(user.as_str(), session.as_str(), live, generation);
+        }
+        Ok(live)
     }
 
     async fn check_once(
@@ -268,7 +289,7 @@ impl<'a> SessionStore<'a> {
             }
             "reused" => {
                 self.redis.replicated(&sessions_key(user)).await;
-                self.unmark_active(user, &[session.to_string()]).await;
+                self.revoked(user, &[session.to_string()]).await?;
                 Rotation::Reused
             }
             _ => Rotation::Missing,
@@ -286,7 +307,7 @@ impl<'a> SessionStore<'a> {
             .await
             .map_err(failed)?;
         self.redis.replicated(&sessions_key(user)).await;
-        self.unmark_active(user, &[session.to_owned()]).await;
+        self.revoked(user, &[session.to_owned()]).await?;
         Ok(deleted > 0)
     }
 
@@ -311,7 +332,7 @@ impl<'a> SessionStore<'a> {
             .await
             .map_err(failed)?;
         self.redis.replicated(&sessions_key(user)).await;
-        self.unmark_active(user, &removed).await;
+        self.revoked(user, &removed).await?;
         Ok(removed.len())
     }
 
@@ -379,6 +400,29 @@ impl<'a> SessionStore<'a> {
                 .query_async(&mut conn)
                 .await;
         }
+    }
+
+    /// Tells every node's cache that `sessions` ended (before the revocation is
+    /// acknowledged), and takes them off the active-sessions gauge. A revocation that
+    /// cannot be published fails (503): the session is gone from Redis, but a node
+    /// could still trust its cached check for up to `auth.session_cache_ms`.
+    async fn revoked(&self, user: &UserId, sessions: &[String]) -> Result<(), RedisError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let message = sessions.join(" ");
+        retry_idempotent(|| async {
+            let mut conn = self.redis.connection().await?;
+            redis::cmd("SPUBLISH")
+                .arg(REVOCATIONS_CHANNEL)
+                .arg(&message)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(failed)
+        })
+        .await?;
+        self.unmark_active(user, sessions).await;
+        Ok(())
     }
 
     async fn unmark_active(&self, user: &UserId, sessions: &[String]) {

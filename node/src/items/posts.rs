@@ -12,7 +12,8 @@ use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
 use crate::items::write::{
-    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_write,
+    Committed, FeedOp, NewItemFeed, as_stored, commit_with_feed, insert_with_feed, owner_primary,
+    owner_reader, retry_write,
 };
 
 /// Who may read a post.
@@ -106,48 +107,44 @@ impl<'a> PostStore<'a> {
         author: &UserId,
         post: NewPost,
     ) -> Result<Committed<Post>, StoreError> {
-        retry_write(self.topology, || self.create_once(author, post.clone())).await
-    }
-
-    /// One attempt of [`Self::create`].
-    async fn create_once(
-        &self,
-        author: &UserId,
-        post: NewPost,
-    ) -> Result<Committed<Post>, StoreError> {
-        let (mut conn, shard, hash) = owner_primary(self.topology, author).await?;
-        let id = ItemId::generate(author);
-        let tx = conn.transaction().await?;
-        let row = tx
-            .query_one(
-                &tx.prepare_cached(&format!(
-                    "INSERT INTO posts (id, owner_id, route_hash, slot, title, body, tags, visibility) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
-                )).await?,
-                &[
-                    &id.as_str(),
-                    &author.as_str(),
-                    &hash.as_i64(),
-                    &i32::from(hash.slot().get()),
-                    &post.title,
-                    &post.body,
-                    &post.tags,
-                    &post.visibility.as_str(),
-                ],
-            )
-            .await?;
-        let created = from_row(&row);
-        commit_with_feed(
-            tx,
+        let hash = author.route_hash();
+        let now = as_stored(OffsetDateTime::now_utc());
+        let created = Post {
+            id: ItemId::generate(author).as_str().to_owned(),
+            author_id: author.as_str().to_owned(),
+            title: post.title,
+            body: post.body,
+            tags: post.tags,
+            visibility: post.visibility,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let feed = NewItemFeed {
+            entity: "post",
+            entity_id: &created.id,
+            payload: serde_json::to_value(&created).expect("posts serialize"),
+        };
+        let (shard, lsn) = insert_with_feed(
+            self.topology,
             hash,
-            "post",
-            &created.id,
-            created.version,
-            FeedOp::Upsert,
-            Some(serde_json::to_value(&created).expect("posts serialize")),
+            "INSERT INTO posts (id, owner_id, route_hash, slot, title, body, tags, visibility, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            &[
+                &created.id,
+                &created.author_id,
+                &hash.as_i64(),
+                &i32::from(hash.slot().get()),
+                &created.title,
+                &created.body,
+                &created.tags,
+                &created.visibility.as_str(),
+                &now,
+            ],
+            &feed,
         )
         .await?;
-        Ok(Committed::after_commit(&conn, shard, created).await)
+        Ok(Committed::new(shard, lsn, created))
     }
 
     /// A post by id, read from a replica that has replayed `token`'s position for the

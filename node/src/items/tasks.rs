@@ -11,7 +11,8 @@ use crate::consistency::ConsistencyToken;
 use crate::items::cursor::{Cursor, page_start, split_page};
 use crate::items::ids::ItemId;
 use crate::items::write::{
-    Committed, FeedOp, commit_with_feed, owner_primary, owner_reader, retry_write,
+    Committed, FeedOp, NewItemFeed, as_stored, commit_with_feed, insert_with_feed, owner_primary,
+    owner_reader, retry_write,
 };
 
 /// `Task`.
@@ -87,53 +88,43 @@ impl<'a> TaskStore<'a> {
         notes: &str,
         due_at: Option<OffsetDateTime>,
     ) -> Result<Committed<Task>, StoreError> {
-        retry_write(self.topology, || {
-            self.create_once(owner, title, notes, due_at)
-        })
-        .await
-    }
-
-    /// One attempt of [`Self::create`].
-    async fn create_once(
-        &self,
-        owner: &UserId,
-        title: &str,
-        notes: &str,
-        due_at: Option<OffsetDateTime>,
-    ) -> Result<Committed<Task>, StoreError> {
-        let (mut conn, shard, hash) = owner_primary(self.topology, owner).await?;
-        let id = ItemId::generate(owner);
-        let tx = conn.transaction().await?;
-        let row = tx
-            .query_one(
-                &tx.prepare_cached(&format!(
-                    "INSERT INTO tasks (id, owner_id, route_hash, slot, title, notes, due_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
-                ))
-                .await?,
-                &[
-                    &id.as_str(),
-                    &owner.as_str(),
-                    &hash.as_i64(),
-                    &i32::from(hash.slot().get()),
-                    &title,
-                    &notes,
-                    &due_at,
-                ],
-            )
-            .await?;
-        let task = from_row(&row);
-        commit_with_feed(
-            tx,
+        let hash = owner.route_hash();
+        let now = as_stored(OffsetDateTime::now_utc());
+        let task = Task {
+            id: ItemId::generate(owner).as_str().to_owned(),
+            owner_id: owner.as_str().to_owned(),
+            title: title.to_owned(),
+            notes: notes.to_owned(),
+            due_at: due_at.map(as_stored),
+            done: false,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let feed = NewItemFeed {
+            entity: "task",
+            entity_id: &task.id,
+            payload: serde_json::to_value(&task).expect("tasks serialize"),
+        };
+        let (shard, lsn) = insert_with_feed(
+            self.topology,
             hash,
-            "task",
-            &task.id,
-            task.version,
-            FeedOp::Upsert,
-            feed_payload(&task),
+            "INSERT INTO tasks (id, owner_id, route_hash, slot, title, notes, due_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+            &[
+                &task.id,
+                &task.owner_id,
+                &hash.as_i64(),
+                &i32::from(hash.slot().get()),
+                &task.title,
+                &task.notes,
+                &task.due_at,
+                &now,
+            ],
+            &feed,
         )
         .await?;
-        Ok(Committed::after_commit(&conn, shard, task).await)
+        Ok(Committed::new(shard, lsn, task))
     }
 
     /// The owner's task by id.

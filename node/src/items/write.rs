@@ -28,6 +28,14 @@ pub struct Committed<T> {
 }
 
 impl<T> Committed<T> {
+    /// `value`, committed on `shard` at (or before) `lsn`.
+    pub fn new(shard: ShardId, lsn: Lsn, value: T) -> Self {
+        Self {
+            value,
+            token: ConsistencyToken::single(shard, lsn),
+        }
+    }
+
     /// `value`, with the token of the commit just made on `conn` (a connection to
     /// `shard`'s primary). The write is committed whatever happens here: when the WAL
     /// position cannot be read, the token asks for the primary itself instead (no
@@ -217,6 +225,124 @@ pub async fn commit_with_feed(
     commit(tx).await
 }
 
+/// `at` as Postgres stores a `timestamptz` and reads it back (UTC, whole microseconds),
+/// so a row built by the node equals the row a later read returns.
+pub fn as_stored(at: time::OffsetDateTime) -> time::OffsetDateTime {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .expect("whole microseconds are a valid nanosecond")
+}
+
+/// The feed entry of a new item, known before its row is written (the row's values are
+/// all chosen by the node, so its payload is too).
+#[derive(Debug, Clone)]
+pub struct NewItemFeed<'a> {
+    pub entity: &'a str,
+    pub entity_id: &'a str,
+    pub payload: serde_json::Value,
+}
+
+const FEED_INSERT: &str = "INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) \
+     VALUES ($1, $2, $3, $4, 1, 'upsert', $5)";
+
+/// Inserts a new item row (`insert_sql`, one statement) and its feed entry in one
+/// transaction on the primary of `hash`'s shard, in two round trips: `BEGIN`, the row
+/// and the feed entry are sent pipelined, then `COMMIT` together with the query of the
+/// commit's WAL position. Retried like every write ([`retry_write`]): the fence or a dead
+/// connection before the commit was sent runs it again; a connection lost with the
+/// commit on its way is [`StoreError::CommitUncertain`].
+pub async fn insert_with_feed(
+    topology: &Topology,
+    hash: RouteHash,
+    insert_sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    feed: &NewItemFeed<'_>,
+) -> Result<(ShardId, Lsn), StoreError> {
+    retry_write(topology, || async {
+        let (conn, shard) = primary_for(topology, hash).await?;
+        let insert = conn.prepare_cached(insert_sql).await?;
+        let log = conn.prepare_cached(FEED_INSERT).await?;
+        let position = conn.prepare_cached(COMMIT_POSITION).await?;
+        let open = OpenTransaction { conn: Some(conn) };
+        let client = open.client();
+        let (route_hash, slot) = (hash.as_i64(), i32::from(hash.slot().get()));
+        let feed_params: [&(dyn ToSql + Sync); 5] = [
+            &route_hash,
+            &slot,
+            &feed.entity,
+            &feed.entity_id,
+            &feed.payload,
+        ];
+        let (begun, inserted, logged) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.execute(&insert, params),
+            client.execute(&log, &feed_params),
+        );
+        if let Err(e) = begun.and(inserted).and(logged) {
+            open.roll_back().await;
+            return Err(StoreError::from(e));
+        }
+        let (committed, lsn) = tokio::join!(
+            client.batch_execute("COMMIT"),
+            client.query_one(&position, &[])
+        );
+        let conn = open.closed();
+        committed.map_err(|e| match StoreError::from(e) {
+            StoreError::ConnectionLost(e) => StoreError::CommitUncertain(e),
+            other => other,
+        })?;
+        let lsn = lsn
+            .map_err(|e| e.to_string())
+            .and_then(|row| parse_position(row.get(0)))
+            .unwrap_or_else(|e| {
+                tracing::warn!(shard = %shard, error = %e, "committed, but the WAL position is unreadable; the token points reads at the primary");
+                Lsn(u64::MAX)
+            });
+        drop(conn);
+        Ok((shard, lsn))
+    })
+    .await
+}
+
+/// A pooled connection inside a transaction opened by hand. Dropped before
+/// [`Self::closed`] (an error, a cancelled request), it is discarded, not pooled: the
+/// server rolls back when the session ends, and no later borrower finds itself inside
+/// someone else's transaction.
+struct OpenTransaction {
+    conn: Option<Object>,
+}
+
+impl OpenTransaction {
+    fn client(&self) -> &Object {
+        self.conn
+            .as_ref()
+            .expect("an open transaction has its connection")
+    }
+
+    /// The connection, once its transaction is over (committed or rolled back).
+    fn closed(mut self) -> Object {
+        self.conn
+            .take()
+            .expect("an open transaction has its connection")
+    }
+
+    /// Rolls back after a failed statement; the connection goes back to the pool only
+    /// when the rollback went through.
+    async fn roll_back(self) {
+        if self.client().batch_execute("ROLLBACK").await.is_ok() {
+            drop(self.closed());
+        }
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
 /// A change to a non-item row (a user, a login name, a signup outcome), as the feed
 /// records it: no payload (nothing searchable, and no secrets in the feed).
 #[derive(Debug, Clone, Copy)]
@@ -258,17 +384,23 @@ pub async fn execute_logged(
     .await
 }
 
+/// A WAL position at or past every commit made before it on the same connection.
+const COMMIT_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::text";
+
 /// After a commit on `conn`, a WAL position at or past that commit.
 async fn commit_position(conn: &Object) -> Result<Lsn, String> {
     let statement = conn
-        .prepare_cached("SELECT pg_current_wal_insert_lsn()::text")
+        .prepare_cached(COMMIT_POSITION)
         .await
         .map_err(|e| e.to_string())?;
-    let lsn: String = conn
+    let row = conn
         .query_one(&statement, &[])
         .await
-        .map_err(|e| e.to_string())?
-        .get(0);
+        .map_err(|e| e.to_string())?;
+    parse_position(row.get(0))
+}
+
+fn parse_position(lsn: &str) -> Result<Lsn, String> {
     lsn.parse()
         .map_err(|_| format!("unreadable WAL position {lsn:?}"))
 }

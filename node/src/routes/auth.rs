@@ -17,7 +17,7 @@ use crate::auth::cookies::{self, REFRESH_COOKIE};
 use crate::auth::extract::{Authenticated, ClientIp};
 use crate::auth::ids::UserId;
 use crate::auth::rate_limit::{self, Decision};
-use crate::auth::sessions::{Rotation, SessionStore};
+use crate::auth::sessions::Rotation;
 use crate::auth::tokens::RefreshToken;
 use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
@@ -228,7 +228,7 @@ pub(crate) async fn login(
         return Err(e);
     }
     let store = AccountStore::new(state.topology());
-    let sessions = SessionStore::new(state.redis(), state.session_ttl());
+    let sessions = state.sessions();
     // The credentials generation is read before the password hash: a change that
     // lands after this read (its hash or its bump) refuses the session below.
     let (user, credentials) = match &name {
@@ -293,7 +293,7 @@ pub(crate) async fn refresh(
     let presented = RefreshToken::parse(&raw).ok_or(ApiError::Unauthenticated)?;
     let next = RefreshToken::generate(&presented.user, &presented.session);
     let grace = Duration::from_millis(state.config().auth.refresh_grace_ms);
-    let sessions = SessionStore::new(state.redis(), state.session_ttl());
+    let sessions = state.sessions();
     let rotation = sessions
         .rotate(
             &presented.user,
@@ -353,7 +353,7 @@ pub(crate) async fn logout(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Response, ApiError> {
-    SessionStore::new(state.redis(), state.session_ttl())
+    state.sessions()
         .delete(&auth.user, auth.session.as_str())
         .await?;
     Ok(ended(&state, auth.via_cookie))
@@ -364,7 +364,7 @@ pub(crate) async fn logout_all(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Response, ApiError> {
-    SessionStore::new(state.redis(), state.session_ttl())
+    state.sessions()
         .delete_all(&auth.user, None, false)
         .await?;
     Ok(ended(&state, auth.via_cookie))

@@ -11,7 +11,6 @@ use crate::accounts::password_policy::check_new_password;
 use crate::accounts::store::AccountStore;
 use crate::auth::extract::Authenticated;
 use crate::auth::ids::SessionId;
-use crate::auth::sessions::SessionStore;
 use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
 use crate::json::ApiJson;
@@ -88,7 +87,7 @@ pub(crate) async fn change_password(
     }
     let new_hash = state.hasher().hash(change.new_password).await?;
     store.set_password_hash(&auth.user, &new_hash).await?;
-    let ended = SessionStore::new(state.redis(), state.session_ttl())
+    let ended = state.sessions()
         .delete_all(&auth.user, Some(&auth.session), true)
         .await?;
     tracing::info!(user_id = %auth.user, other_sessions_ended = ended, "password changed");
@@ -113,7 +112,7 @@ pub(crate) async fn sessions(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<Page<SessionEntry>>, ApiError> {
-    let views = SessionStore::new(state.redis(), state.session_ttl())
+    let views = state.sessions()
         .list(&auth.user)
         .await?;
     let at = |secs: u64| {
@@ -143,7 +142,7 @@ pub(crate) async fn end_session(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let session = SessionId::parse(&id).ok_or_else(|| ApiError::NotFound("session".into()))?;
-    let existed = SessionStore::new(state.redis(), state.session_ttl())
+    let existed = state.sessions()
         .delete(&auth.user, session.as_str())
         .await?;
     if existed {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::accounts::store::User;
 use crate::auth::cookies;
 use crate::auth::ids::SessionId;
-use crate::auth::sessions::{NewSession, SessionStore};
+use crate::auth::sessions::NewSession;
 use crate::auth::tokens::RefreshToken;
 use crate::error::ApiError;
 use crate::routes::views::UserView;
@@ -65,7 +65,7 @@ pub async fn start_session(
     let csrf = browser_mode.then(|| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
     });
-    let created = SessionStore::new(state.redis(), state.session_ttl())
+    let created = state.sessions()
         .create(NewSession {
             user: &user.id,
             session: &session,
