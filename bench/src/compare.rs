@@ -66,6 +66,32 @@ pub fn markdown(changes: &[Change], threshold: f64) -> String {
     md
 }
 
+/// The same-run ratios both reports have (matched by name), old beside new, as a
+/// Markdown table (empty when they share none).
+pub fn ratios_markdown(old: &Report, new: &Report) -> String {
+    let rows: Vec<String> = new
+        .ratios
+        .iter()
+        .filter_map(|n| {
+            let o = old.ratios.iter().find(|o| o.name == n.name)?;
+            let goal = n.target.map_or(String::new(), |g| {
+                format!("{g} ({})", if g.met_by(n.value) { "met" } else { "missed" })
+            });
+            Some(format!(
+                "| {} | {:.3} | {:.3} | {goal} |\n",
+                n.name, o.value, n.value
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n| ratio | old | new | target (new) |\n|---|---:|---:|---|\n{}",
+        rows.concat()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //!   closed-loop (N connections) load models.
 //! - [`pgbench`] — same-run baselines against the cluster's own Postgres hosts.
 //! - [`recorder`] — per-endpoint HdrHistograms and status counts.
+//! - [`reference`] — the bare reference server `data-paths` compares the node with.
 //! - [`chart`] — the report's SVG (latency percentiles, throughput over time).
 //! - [`compare`] — the change between two reports, flagging regressions.
 //! - [`report`] — JSON and Markdown reports with run metadata and same-run ratios.
@@ -16,6 +17,7 @@ pub mod corpus;
 pub mod load;
 pub mod pgbench;
 pub mod recorder;
+pub mod reference;
 pub mod report;
 pub mod scenarios;
 pub mod target;

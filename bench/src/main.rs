@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use strata_bench::compare;
 use strata_bench::pgbench;
+use strata_bench::reference;
 use strata_bench::report::Report;
 use strata_bench::scenarios::data_paths::DataPaths;
 use strata_bench::scenarios::faults::FaultsBench;
@@ -89,6 +90,10 @@ enum Command {
         /// Connections of the closed-loop (maximum rate) phases, and pgbench clients.
         #[arg(long, default_value_t = 16)]
         connections: usize,
+        /// Shard counts to compare on clusters of their own (comma-separated; `none`
+        /// skips it).
+        #[arg(long, default_value = "2,16", value_parser = parse_shard_counts)]
+        shard_counts: ShardCounts,
     },
     /// Indexes a generated corpus and compares search with Postgres full-text search
     /// (see bench/README.md).
@@ -125,6 +130,24 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         workers: usize,
     },
+    /// The bare reference server `data-paths` starts and compares against (see
+    /// `bench/src/reference.rs`); not a scenario.
+    #[command(hide = true)]
+    ReferenceServer {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// `host:port` of the Postgres replica to read.
+        #[arg(long)]
+        replica: String,
+        /// Redis Cluster seed (repeatable).
+        #[arg(long = "redis", required = true)]
+        redis_seeds: Vec<String>,
+        /// `token=user id` session to store (repeatable).
+        #[arg(long = "session")]
+        sessions: Vec<String>,
+        #[arg(long, default_value_t = 16)]
+        pool_size: usize,
+    },
     /// Floods logins and measures what it costs other requests (see bench/README.md).
     LoginStorm {
         /// Node base URLs instead of the cluster file (repeatable).
@@ -140,6 +163,24 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         connections: usize,
     },
+}
+
+/// Shard counts of `data-paths --shard-counts`.
+#[derive(Debug, Clone)]
+struct ShardCounts(Vec<usize>);
+
+fn parse_shard_counts(raw: &str) -> Result<ShardCounts, String> {
+    if raw == "none" {
+        return Ok(ShardCounts(Vec::new()));
+    }
+    let counts = raw
+        .split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => Ok(n),
+            _ => Err(format!("{n:?} is not a shard count from 1 to 64")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ShardCounts(counts))
 }
 
 #[tokio::main]
@@ -160,17 +201,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let report: Report = match cli.command {
+        Command::ReferenceServer {
+            listen,
+            replica,
+            redis_seeds,
+            sessions,
+            pool_size,
+        } => {
+            let sessions = sessions
+                .iter()
+                .map(|s| {
+                    s.split_once('=')
+                        .map(|(t, u)| (t.to_owned(), u.to_owned()))
+                        .ok_or_else(|| anyhow::anyhow!("--session must be token=user"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            return reference::serve(reference::ReferenceConfig {
+                listen,
+                replica,
+                redis_seeds,
+                sessions,
+                pool_size,
+            })
+            .await;
+        }
         Command::Compare {
             old,
             new,
             threshold,
         } => {
-            let changes = compare::compare(
-                &Report::read(&old)?,
-                &Report::read(&new)?,
-                threshold / 100.0,
-            );
+            let (old, new) = (Report::read(&old)?, Report::read(&new)?);
+            let changes = compare::compare(&old, &new, threshold / 100.0);
             print!("{}", compare::markdown(&changes, threshold / 100.0));
+            print!("{}", compare::ratios_markdown(&old, &new));
             let regressions = changes.iter().filter(|c| c.regression).count();
             anyhow::ensure!(
                 regressions == 0,
@@ -227,7 +290,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let target = Target::from_cluster_file(&cli.cluster)?;
             baseline(&target, connections, duration, &cli.out.join("work"))?
         }
-        Command::DataPaths { posts, connections } => {
+        Command::DataPaths {
+            posts,
+            connections,
+            shard_counts,
+        } => {
             anyhow::ensure!(
                 posts > 0 && connections > 0,
                 "--posts and --connections must be positive"
@@ -237,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let scenario = DataPaths {
                 posts,
                 connections,
+                shard_counts: shard_counts.0,
                 duration,
                 seed: cli.seed,
             };
@@ -314,6 +382,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     nodes: url,
                     postgres: Vec::new(),
                     shard_map: None,
+                    load_balancer: None,
+                    redis: Vec::new(),
                 }
             };
             target.check(&http).await?;

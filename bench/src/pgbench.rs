@@ -144,14 +144,17 @@ pub fn run(job: &PgbenchJob<'_>, work_dir: &Path) -> anyhow::Result<PgbenchRun> 
     })
 }
 
-/// The pgbench script equivalent to `POST /v1/tasks`: the item and its feed row, in a
-/// slot the primary owns (`-D slot=N`; the slot fence refuses any other).
-pub const INSERT_TASK_SCRIPT: &str = r"\set r random(1, 2000000000)
+/// The pgbench script equivalent to `POST /v1/tasks`: the item and its feed row (with a
+/// payload the size of a task's) in one transaction, in a slot the primary owns
+/// (`-D slot=N`; the slot fence refuses any other), then the WAL position a consistency
+/// token carries.
+pub const INSERT_TASK_SCRIPT: &str = r#"\set r random(1, 2000000000)
 BEGIN;
 INSERT INTO tasks (id, owner_id, route_hash, slot, title, notes) VALUES ('pgbench_' || :client_id || '_' || :r || '_' || txid_current(), 'pgbench-owner', 0, :slot, 'bench task', '');
-INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) VALUES (0, :slot, 'pgbench', 'pgbench_' || :client_id || '_' || :r, 1, 'upsert', '{}');
+INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) VALUES (0, :slot, 'pgbench', 'pgbench_' || :client_id || '_' || :r, 1, 'upsert', '{"id": "pgbench", "owner_id": "pgbench-owner", "title": "bench task", "notes": "", "due_at": null, "done": false, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z", "version": 1}');
 END;
-";
+SELECT pg_current_wal_insert_lsn();
+"#;
 
 fn psql(addr: &str, database: &str, sql: &str) -> anyhow::Result<String> {
     let (host, port) = addr

@@ -22,6 +22,35 @@ pub struct Ratio {
     pub value: f64,
     pub numerator: String,
     pub denominator: String,
+    /// The goal the ratio is held to, when it has one (e.g. `>= 0.8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Goal>,
+}
+
+/// A bound a ratio should meet.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Goal {
+    /// Whether `value` meets the goal.
+    pub fn met_by(self, value: f64) -> bool {
+        match self {
+            Self::AtLeast(bound) => value >= bound,
+            Self::AtMost(bound) => value <= bound,
+        }
+    }
+}
+
+impl std::fmt::Display for Goal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AtLeast(bound) => write!(f, "≥ {bound}"),
+            Self::AtMost(bound) => write!(f, "≤ {bound}"),
+        }
+    }
 }
 
 /// Everything a run produced.
@@ -67,11 +96,19 @@ impl Report {
             self.scenario, self.git_commit, self.cores, self.config
         );
         if !self.ratios.is_empty() {
-            md += "## Ratios (same run)\n\n| ratio | value | numerator | denominator |\n|---|---:|---|---|\n";
+            md += "## Ratios (same run)\n\n| ratio | value | numerator | denominator | target |\n|---|---:|---|---|---|\n";
             for r in &self.ratios {
+                let target = r.target.map_or(String::new(), |goal| {
+                    let verdict = if goal.met_by(r.value) {
+                        "met"
+                    } else {
+                        "missed"
+                    };
+                    format!("{goal} ({verdict})")
+                });
                 md += &format!(
-                    "| {} | {:.3} | {} | {} |\n",
-                    r.name, r.value, r.numerator, r.denominator
+                    "| {} | {:.3} | {} | {} | {} |\n",
+                    r.name, r.value, r.numerator, r.denominator, target
                 );
             }
             md += "\n";

@@ -36,6 +36,10 @@ pub struct Target {
     pub nodes: Vec<String>,
     pub postgres: Vec<PostgresHost>,
     pub shard_map: Option<std::path::PathBuf>,
+    /// The load balancer's base URL, when the cluster has one.
+    pub load_balancer: Option<String>,
+    /// Redis Cluster seeds (`redis://host:port`).
+    pub redis: Vec<String>,
 }
 
 impl Target {
@@ -79,10 +83,22 @@ impl Target {
             })
             .unwrap_or_default();
         let shard_map = doc["shard_map"].as_str().map(std::path::PathBuf::from);
+        let load_balancer = doc["load_balancer"].as_str().map(str::to_owned);
+        let redis = doc["redis"]
+            .as_array()
+            .map(|seeds| {
+                seeds
+                    .iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Self {
             nodes,
             postgres,
             shard_map,
+            load_balancer,
+            redis,
         })
     }
 

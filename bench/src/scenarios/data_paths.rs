@@ -1,15 +1,18 @@
-//! `data-paths`: the read and write paths against Postgres itself, in the same run.
+//! `data-paths`: every hot path of a node against what the same machine does without
+//! Strata, in one run, reported as ratios (bench/README.md has the figures):
 //!
-//! - Read: `GET /v1/posts/{id}` (the owner reading private posts, so every request goes
-//!   through auth, the router and a replica, never the cache) through one node, against
-//!   `pgbench -S` (select-only by primary key) on the same replica.
-//! - Write: `POST /v1/tasks` through one node against a pgbench script doing the same
-//!   inserts (the task row plus its change-feed row, in one transaction) on the same
-//!   primary.
+//! | path | baseline | goal |
+//! |---|---|---|
+//! | `GET /v1/posts/{id}`, the owner's private post (auth, router, replica) | the bare reference server ([`crate::reference`]): one Redis round trip, one prepared read | ≥ 1.0 |
+//! | `GET /v1/posts/{id}`, a public post another user reads (from the cache) | the node's own `/healthz` | ≥ 0.5 |
+//! | `GET /v1/tasks?limit=20` | the reference server's same query | ≥ 0.8 |
+//! | the private read through the load balancer | the same load sent straight to the nodes, spread evenly | ≥ 0.8 |
+//! | `POST /v1/tasks` | pgbench doing the same inserts, feed row and WAL-position query on the same primary | ≥ 0.7 |
+//! | write p99 at half the maximum rate | pgbench's p99 at half its maximum | ≤ 2.0 |
+//! | read and write with 16 shards | the same with 2 shards ([`ShardScaling`]) | ≥ 0.9 |
 //!
-//! Each pair runs first closed-loop at `--connections` (the maximum rate), then
-//! open-loop at half the HTTP maximum (pgbench throttled with `-R` to half its own),
-//! for p50 and p99 including queueing from the schedule.
+//! Each maximum is a closed loop at `--connections`; the half-rate phases are open loops
+//! (pgbench throttled with `-R`), so queueing from the schedule counts in the latency.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,8 +24,10 @@ use strata_router::{Placement, ShardMap, route_hash};
 
 use crate::load::{closed_loop, open_loop};
 use crate::pgbench::{self, PgbenchRun};
-use crate::recorder::Recorder;
-use crate::report::{Phase, Ratio, Report};
+use crate::recorder::{Outcome, Recorder};
+use crate::reference::ReferenceProcess;
+use crate::report::{Goal, Phase, Ratio, Report};
+use crate::scenarios::shard_scaling::ShardScaling;
 use crate::scenarios::{client_ip, create_item, send, sign_in};
 use crate::target::Target;
 
@@ -33,6 +38,54 @@ pub struct DataPaths {
     pub connections: usize,
     pub duration: Duration,
     pub seed: u64,
+    /// Shard counts compared by [`ShardScaling`] (empty: skipped).
+    pub shard_counts: Vec<usize>,
+}
+
+/// Public posts seeded for the cached read.
+const PUBLIC_POSTS: usize = 100;
+
+/// Tasks the list phases page through (at least one full page).
+const LIST_TASKS: usize = 40;
+
+/// A GET load spreading over `urls` with one token.
+fn get_each(
+    http: &Client,
+    endpoint: &'static str,
+    urls: Vec<String>,
+    token: Option<String>,
+) -> impl Fn(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>
++ Send
++ Sync
++ Clone
++ 'static {
+    let (http, urls, token) = (http.clone(), Arc::new(urls), Arc::new(token));
+    move |i: u64| {
+        let url = urls[(i as usize) % urls.len()].clone();
+        let (http, token) = (http.clone(), Arc::clone(&token));
+        Box::pin(async move {
+            send(
+                &http,
+                endpoint,
+                Method::GET,
+                url,
+                token.as_deref(),
+                None,
+                None,
+            )
+            .await
+        })
+    }
+}
+
+/// `GET {base}{path}` for each path, the bases taken in turn.
+fn urls(bases: &[String], paths: &[String]) -> Vec<String> {
+    (0..paths.len().max(bases.len()))
+        .map(|i| {
+            let path = &paths[(i.wrapping_mul(7_919)) % paths.len()];
+            format!("{}{path}", bases[i % bases.len()])
+        })
+        .collect()
 }
 
 impl DataPaths {
@@ -49,44 +102,124 @@ impl DataPaths {
             serde_json::to_value(target)?,
         );
         let node = target.nodes[0].clone();
-        let (token, user_id) = self.bench_user(http, &node).await?;
+        let (token, user_id) = self.bench_user(http, &node, "bench_data", 900_000).await?;
+        let (reader_token, _) = self
+            .bench_user(http, &node, "bench_reader", 900_001)
+            .await?;
         let (primary, replica) = self.hosts_of(target, &user_id)?;
-        let post_ids = Arc::new(self.seed_posts(http, &node, &token, &user_id).await?);
+        let (private_ids, public_ids) = self.seed_posts(http, &node, &token, &user_id).await?;
+        self.seed_tasks(http, &node, &token).await?;
         eprintln!(
-            "bench user {user_id}: primary {primary}, replica {replica}, {} posts",
-            post_ids.len()
+            "bench user {user_id}: primary {primary}, replica {replica}, {} private and {} public posts",
+            private_ids.len(),
+            public_ids.len()
+        );
+        let reference_token = format!("reference-{}", self.seed);
+        let reference = ReferenceProcess::start(
+            &replica,
+            &target.redis,
+            &[(reference_token.clone(), user_id.clone())],
+            self.connections,
+        )
+        .await?;
+
+        let post_paths = |ids: &[String]| -> Vec<String> {
+            ids.iter().map(|id| format!("/v1/posts/{id}")).collect()
+        };
+        let private_paths = post_paths(&private_ids);
+        let one = |base: &str| vec![base.to_owned()];
+
+        let read = get_each(
+            http,
+            "GET /v1/posts/{id}",
+            urls(&one(&node), &private_paths),
+            Some(token.clone()),
+        );
+        let reference_paths: Vec<String> = private_ids
+            .iter()
+            .map(|id| format!("/posts/{id}"))
+            .collect();
+        let reference_read = get_each(
+            http,
+            "reference GET /posts/{id}",
+            urls(&one(&reference.url), &reference_paths),
+            Some(reference_token.clone()),
+        );
+        let cached = get_each(
+            http,
+            "GET /v1/posts/{id} (public, cached)",
+            urls(&one(&node), &post_paths(&public_ids)),
+            Some(reader_token.clone()),
+        );
+        let healthz = get_each(
+            http,
+            "GET /healthz",
+            urls(&one(&node), &["/healthz".to_owned()]),
+            None,
+        );
+        let list = get_each(
+            http,
+            "GET /v1/tasks?limit=20",
+            urls(&one(&node), &["/v1/tasks?limit=20".to_owned()]),
+            Some(token.clone()),
+        );
+        let reference_list = get_each(
+            http,
+            "reference GET /tasks?limit=20",
+            urls(&one(&reference.url), &["/tasks?limit=20".to_owned()]),
+            Some(reference_token.clone()),
         );
 
-        let token = Arc::new(token);
-        let read = {
-            let (http, node, token, ids) = (
-                http.clone(),
-                node.clone(),
-                Arc::clone(&token),
-                Arc::clone(&post_ids),
-            );
-            move |i: u64| {
-                let url = format!(
-                    "{node}/v1/posts/{}",
-                    ids[(i.wrapping_mul(7_919) % ids.len() as u64) as usize]
+        eprintln!(
+            "read paths: closed loop, {} connections ...",
+            self.connections
+        );
+        let read_max = self.closed(read.clone(), "read max (closed loop)").await;
+        let reference_read_max = self
+            .closed(reference_read, "reference read max (closed loop)")
+            .await;
+        let cached_max = self
+            .closed(cached, "cached public read max (closed loop)")
+            .await;
+        let healthz_max = self.closed(healthz, "healthz max (closed loop)").await;
+        let list_max = self.closed(list, "task list max (closed loop)").await;
+        let reference_list_max = self
+            .closed(reference_list, "reference task list max (closed loop)")
+            .await;
+        drop(reference);
+        let balanced = match &target.load_balancer {
+            Some(balancer) => {
+                let through = get_each(
+                    http,
+                    "GET /v1/posts/{id}",
+                    urls(&one(balancer), &private_paths),
+                    Some(token.clone()),
                 );
-                let (http, token) = (http.clone(), Arc::clone(&token));
-                async move {
-                    send(
-                        &http,
-                        "GET /v1/posts/{id}",
-                        Method::GET,
-                        url,
-                        Some(&token),
-                        None,
-                        None,
-                    )
-                    .await
-                }
+                let straight = get_each(
+                    http,
+                    "GET /v1/posts/{id}",
+                    urls(&target.nodes, &private_paths),
+                    Some(token.clone()),
+                );
+                eprintln!("load balancer: through it, then straight at the nodes ...");
+                Some((
+                    self.closed(through, "read through the load balancer (closed loop)")
+                        .await,
+                    self.closed(straight, "read straight at every node (closed loop)")
+                        .await,
+                ))
             }
+            None => None,
         };
+        let pg_read_max = self.pgbench_select(&primary, &replica, None, work_dir)?;
+        let read_rate = rate_of(&read_max) / 2.0;
+        eprintln!("read path: open loop at {read_rate:.0} req/s ...");
+        let read_half = self
+            .open(read, read_rate, "read at half the maximum (open loop)")
+            .await;
+
         let write = {
-            let (http, node, token) = (http.clone(), node.clone(), Arc::clone(&token));
+            let (http, node, token) = (http.clone(), node.clone(), Arc::new(token.clone()));
             move |i: u64| {
                 let url = format!("{node}/v1/tasks");
                 let (http, token) = (http.clone(), Arc::clone(&token));
@@ -105,21 +238,6 @@ impl DataPaths {
                 }
             }
         };
-
-        eprintln!(
-            "read path: closed loop, {} connections ...",
-            self.connections
-        );
-        let read_max = self.closed(read.clone(), "read max (closed loop)").await;
-        let pg_read_max = self.pgbench_select(&primary, &replica, None, work_dir)?;
-        let read_rate = rate_of(&read_max) / 2.0;
-        eprintln!("read path: open loop at {read_rate:.0} req/s ...");
-        let read_half = self
-            .open(read, read_rate, "read at half the maximum (open loop)")
-            .await;
-        let pg_read_half =
-            self.pgbench_select(&primary, &replica, Some(pg_read_max.tps / 2.0), work_dir)?;
-
         eprintln!(
             "write path: closed loop, {} connections ...",
             self.connections
@@ -134,65 +252,120 @@ impl DataPaths {
         let pg_write_half =
             self.pgbench_insert(&primary, Some(pg_write_max.tps / 2.0), work_dir)?;
 
-        let p99 = |phase: &Phase| {
-            phase
-                .endpoints
-                .first()
-                .map(|e| e.p99_ms)
-                .unwrap_or(f64::NAN)
-        };
-        let p50 = |phase: &Phase| {
-            phase
-                .endpoints
-                .first()
-                .map(|e| e.p50_ms)
-                .unwrap_or(f64::NAN)
-        };
-        let mut ratio = |name: &str, value: f64, numerator: String, denominator: String| {
+        let scaling = ShardScaling {
+            shard_counts: self.shard_counts.clone(),
+            users: 32,
+            posts_per_user: 10,
+            connections: self.connections,
+            duration: self.duration,
+            seed: self.seed,
+        }
+        .run(http)
+        .await?;
+
+        let mut ratio = |name: &str,
+                         value: f64,
+                         numerator: String,
+                         denominator: String,
+                         target: Option<Goal>| {
             report.ratios.push(Ratio {
                 name: name.into(),
                 value,
                 numerator,
                 denominator,
+                target,
             })
         };
+        let rates = |a: &Phase, b: &Phase| {
+            (
+                rate_of(a) / rate_of(b),
+                format!("{:.0} req/s", rate_of(a)),
+                format!("{:.0} req/s", rate_of(b)),
+            )
+        };
+        let (value, n, d) = rates(&read_max, &reference_read_max);
         ratio(
-            "GET /v1/posts/{id} req/s ÷ pgbench -S tps (same replica, same concurrency)",
-            rate_of(&read_max) / pg_read_max.tps,
-            format!("{:.0} req/s", rate_of(&read_max)),
-            format!("{:.0} tps", pg_read_max.tps),
+            "private GET /v1/posts/{id} ÷ bare reference (one Redis round trip, one prepared read, same replica)",
+            value,
+            n,
+            d,
+            Some(Goal::AtLeast(1.0)),
         );
+        let (value, n, d) = rates(&cached_max, &healthz_max);
         ratio(
-            "POST /v1/tasks req/s ÷ pgbench insert tps (same primary, same concurrency)",
+            "cached public GET /v1/posts/{id} ÷ the node's /healthz",
+            value,
+            n,
+            d,
+            Some(Goal::AtLeast(0.5)),
+        );
+        let (value, n, d) = rates(&list_max, &reference_list_max);
+        ratio(
+            "GET /v1/tasks?limit=20 ÷ bare reference (same query, same replica)",
+            value,
+            n,
+            d,
+            Some(Goal::AtLeast(0.8)),
+        );
+        if let Some((through, straight)) = &balanced {
+            let (value, n, d) = rates(through, straight);
+            ratio(
+                "private read through HAProxy ÷ the same load straight at the nodes",
+                value,
+                n,
+                d,
+                Some(Goal::AtLeast(0.8)),
+            );
+        }
+        ratio(
+            "POST /v1/tasks ÷ pgbench, same inserts + WAL position (same primary, same concurrency)",
             rate_of(&write_max) / pg_write_max.tps,
             format!("{:.0} req/s", rate_of(&write_max)),
             format!("{:.0} tps", pg_write_max.tps),
+            Some(Goal::AtLeast(0.7)),
         );
         ratio(
-            "read p50 at half rate: HTTP ÷ pgbench",
-            p50(&read_half) / pg_read_half.p50_ms,
-            format!("{:.2} ms", p50(&read_half)),
-            format!("{:.2} ms", pg_read_half.p50_ms),
-        );
-        ratio(
-            "read p99 at half rate: HTTP ÷ pgbench",
-            p99(&read_half) / pg_read_half.p99_ms,
-            format!("{:.2} ms", p99(&read_half)),
-            format!("{:.2} ms", pg_read_half.p99_ms),
-        );
-        ratio(
-            "write p50 at half rate: HTTP ÷ pgbench",
-            p50(&write_half) / pg_write_half.p50_ms,
-            format!("{:.2} ms", p50(&write_half)),
-            format!("{:.2} ms", pg_write_half.p50_ms),
-        );
-        ratio(
-            "write p99 at half rate: HTTP ÷ pgbench",
+            "write p99 at half the maximum rate: HTTP ÷ pgbench",
             p99(&write_half) / pg_write_half.p99_ms,
             format!("{:.2} ms", p99(&write_half)),
             format!("{:.2} ms", pg_write_half.p99_ms),
+            Some(Goal::AtMost(2.0)),
         );
-        for run in [pg_read_max, pg_read_half, pg_write_max, pg_write_half] {
+        ratio(
+            "private GET /v1/posts/{id} ÷ pgbench -S (same replica; for scale)",
+            rate_of(&read_max) / pg_read_max.tps,
+            format!("{:.0} req/s", rate_of(&read_max)),
+            format!("{:.0} tps", pg_read_max.tps),
+            None,
+        );
+        ratio(
+            "write p50 at half the maximum rate: HTTP ÷ pgbench",
+            p50(&write_half) / pg_write_half.p50_ms,
+            format!("{:.2} ms", p50(&write_half)),
+            format!("{:.2} ms", pg_write_half.p50_ms),
+            None,
+        );
+        if let (Some(fewest), Some(most)) = (scaling.first(), scaling.last())
+            && scaling.len() > 1
+        {
+            for (path, a, b) in [
+                ("read", &most.read, &fewest.read),
+                ("write", &most.write, &fewest.write),
+            ] {
+                let (value, n, d) = rates(a, b);
+                ratio(
+                    &format!(
+                        "{path} max with {} shards ÷ with {} shards (same data, one node)",
+                        most.shards, fewest.shards
+                    ),
+                    value,
+                    n,
+                    d,
+                    Some(Goal::AtLeast(0.9)),
+                );
+            }
+        }
+        for run in [pg_read_max, pg_write_max, pg_write_half] {
             let key = format!(
                 "pgbench {} {}",
                 run.script,
@@ -202,7 +375,21 @@ impl DataPaths {
             );
             report.baselines.insert(key, serde_json::to_value(run)?);
         }
-        report.phases = vec![read_max, read_half, write_max, write_half];
+        report.phases = vec![
+            read_max,
+            reference_read_max,
+            cached_max,
+            healthz_max,
+            list_max,
+            reference_list_max,
+        ];
+        if let Some((through, straight)) = balanced {
+            report.phases.extend([through, straight]);
+        }
+        report.phases.extend([read_half, write_max, write_half]);
+        for run in scaling {
+            report.phases.extend([run.read, run.write]);
+        }
         Ok(report)
     }
 
@@ -262,9 +449,15 @@ impl DataPaths {
         pgbench::insert_task(primary, self.connections, self.duration, rate, work_dir)
     }
 
-    async fn bench_user(&self, http: &Client, node: &str) -> anyhow::Result<(String, String)> {
-        let ip = client_ip(self.seed, 900_000);
-        sign_in(http, node, &format!("bench_data_{}", self.seed), &ip).await
+    async fn bench_user(
+        &self,
+        http: &Client,
+        node: &str,
+        prefix: &str,
+        client: u64,
+    ) -> anyhow::Result<(String, String)> {
+        let ip = client_ip(self.seed, client);
+        sign_in(http, node, &format!("{prefix}_{}", self.seed), &ip).await
     }
 
     /// The primary and a replica of the bench user's shard, as started.
@@ -287,15 +480,16 @@ impl DataPaths {
         Ok((host("primary")?, host("replica")?))
     }
 
-    /// The bench user's posts, creating them up to `--posts` (a second run reuses them).
+    /// The bench user's private posts (up to `--posts`) and public ones (up to
+    /// [`PUBLIC_POSTS`]), creating what is missing (a second run reuses them).
     async fn seed_posts(
         &self,
         http: &Client,
         node: &str,
         token: &str,
         user_id: &str,
-    ) -> anyhow::Result<Vec<String>> {
-        let mut ids = Vec::new();
+    ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let (mut private, mut public) = (Vec::new(), Vec::new());
         let mut cursor: Option<String> = None;
         loop {
             let mut url = format!("{node}/v1/users/{user_id}/posts?limit=100");
@@ -309,25 +503,49 @@ impl DataPaths {
                 .await?
                 .json()
                 .await?;
-            ids.extend(
-                page["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p["id"].as_str().map(str::to_owned)),
-            );
+            for post in page["items"].as_array().into_iter().flatten() {
+                let Some(id) = post["id"].as_str() else {
+                    continue;
+                };
+                match post["visibility"].as_str() {
+                    Some("public") => public.push(id.to_owned()),
+                    _ => private.push(id.to_owned()),
+                }
+            }
             match page["next_cursor"].as_str() {
-                Some(next) if ids.len() < self.posts => cursor = Some(next.to_owned()),
-                _ => break,
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
             }
         }
-        while ids.len() < self.posts {
-            let body = json!({"title": format!("bench post {}", ids.len()), "body": "lorem ipsum ".repeat(40), "tags": ["bench"]});
-            ids.push(create_item(http, node, token, "/v1/posts", &body).await?);
+        for (ids, wanted, visibility) in [
+            (&mut private, self.posts, "private"),
+            (&mut public, PUBLIC_POSTS, "public"),
+        ] {
+            while ids.len() < wanted {
+                let body = json!({"title": format!("bench post {}", ids.len()), "body": "lorem ipsum ".repeat(40), "tags": ["bench"], "visibility": visibility});
+                ids.push(create_item(http, node, token, "/v1/posts", &body).await?);
+            }
+            ids.truncate(wanted);
         }
-        ids.truncate(self.posts);
-        Ok(ids)
+        Ok((private, public))
     }
+
+    /// At least [`LIST_TASKS`] tasks for the list phases.
+    async fn seed_tasks(&self, http: &Client, node: &str, token: &str) -> anyhow::Result<()> {
+        for i in 0..LIST_TASKS {
+            let body = json!({"title": format!("listed task {i}"), "notes": "lorem ipsum"});
+            create_item(http, node, token, "/v1/tasks", &body).await?;
+        }
+        Ok(())
+    }
+}
+
+fn p50(phase: &Phase) -> f64 {
+    phase.endpoints.first().map_or(f64::NAN, |e| e.p50_ms)
+}
+
+fn p99(phase: &Phase) -> f64 {
+    phase.endpoints.first().map_or(f64::NAN, |e| e.p99_ms)
 }
 
 fn rate_of(phase: &Phase) -> f64 {

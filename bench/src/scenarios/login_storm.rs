@@ -88,12 +88,14 @@ impl LoginStorm {
             .map(|e| e.ok as f64 / storm.duration_secs)
             .unwrap_or(0.0);
         report.ratios.push(Ratio {
+            target: None,
             name: "logins per second ÷ raw argon2id hashes per second (all cores)".into(),
             value: logins_ok / all_cores,
             numerator: format!("{logins_ok:.1} logins/s"),
             denominator: format!("{all_cores:.1} hashes/s on {cores} cores"),
         });
         report.ratios.push(Ratio {
+            target: None,
             name: "logins per second ÷ raw argon2id hashes per second (one core)".into(),
             value: logins_ok / one_core,
             numerator: format!("{logins_ok:.1} logins/s"),
@@ -101,6 +103,7 @@ impl LoginStorm {
         });
         let (me_alone, me_storm) = (p99(&alone, "GET /v1/me"), p99(&storm, "GET /v1/me"));
         report.ratios.push(Ratio {
+            target: None,
             name: "GET /v1/me p99 during the storm ÷ alone (must be ≤ 2)".into(),
             value: me_storm / me_alone,
             numerator: format!("{me_storm:.2} ms"),

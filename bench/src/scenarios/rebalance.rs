@@ -150,6 +150,7 @@ impl RebalanceBench {
             }),
         );
         report.ratios.push(Ratio {
+            target: None,
             name: "p99 during the rebalance ÷ p99 without a move (same mix and rate)".into(),
             value: if quiet_p99 > 0.0 {
                 moving_p99 / quiet_p99

@@ -194,6 +194,7 @@ impl MixRun {
             .map(|p| p.endpoints.iter().map(|e| e.ok).sum::<u64>() as f64 / p.duration_secs)
             .fold(0.0, f64::max);
         report.ratios.push(Ratio {
+            target: None,
             name: format!(
                 "{} req/s ÷ pgbench -S tps on one replica ({clients} clients)",
                 self.name
@@ -228,6 +229,7 @@ impl MixRun {
                 })
                 .fold(0.0, f64::max);
             report.ratios.push(Ratio {
+                target: None,
                 name: format!(
                     "{} writes/s ÷ pgbench insert-task tps on the primary ({clients} clients)",
                     self.name

@@ -494,6 +494,7 @@ impl SearchBench {
                 ("p99", strata.p99_ms, postgres.p99_ms),
             ] {
                 report.ratios.push(Ratio {
+                    target: None,
                     name: format!(
                         "{} query {label}: GET /v1/search ÷ Postgres GIN tsvector across shards",
                         kind.name()
