@@ -68,7 +68,10 @@ pub fn start(state: &AppState) -> BackgroundJobs {
     ));
     let session_cache = Arc::clone(state.session_cache());
     let heartbeat = if session_cache.enabled() {
-        session_cache::listen(Arc::clone(&session_cache), state.config().redis.seeds.clone());
+        session_cache::listen(
+            Arc::clone(&session_cache),
+            state.config().redis.seeds.clone(),
+        );
         let state = state.clone();
         every(session_cache::HEARTBEAT, move || {
             let state = state.clone();

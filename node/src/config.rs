@@ -63,6 +63,13 @@ pub struct NodeConfig {
     pub trusted_proxies: Vec<TrustedNet>,
     /// Requests still running at shutdown get this long to finish. Default 10000 ms.
     pub shutdown_grace_ms: u64,
+    /// On SIGTERM, a node that is being health-checked refuses `/readyz` until the load
+    /// balancer has seen `shutdown_drain_checks` refusals, for at most this long, while
+    /// still serving; then it stops. 0 stops at once. Default 5000 ms.
+    pub shutdown_drain_ms: u64,
+    /// Refused readiness checks after which the load balancer has taken the node out
+    /// (its `fall` count). Default 2.
+    pub shutdown_drain_checks: u64,
     /// A request running longer than this is answered 503. Default 30000 ms.
     pub request_timeout_ms: u64,
 }
@@ -355,6 +362,8 @@ impl Default for NodeConfig {
                 TrustedNet::parse("::1").expect("a valid address"),
             ],
             shutdown_grace_ms: 10_000,
+            shutdown_drain_ms: 5_000,
+            shutdown_drain_checks: 2,
             request_timeout_ms: 30_000,
         }
     }

@@ -4,7 +4,9 @@
 //! reported in the body but do not make the node unready: every node shares the same
 //! Redis, so taking them all out of the load balancer would turn a partial outage into a
 //! total one. Not-ready answers 503 problem+json naming every
-//! reason, so an operator sees at once what is down.
+//! reason, so an operator sees at once what is down. A node shutting down refuses
+//! readiness first, so the load balancer takes it out before it stops (see
+//! [`crate::drain`]).
 
 use std::time::Duration;
 
@@ -49,6 +51,12 @@ pub struct Ready {
 /// every reason.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Can serve", body = Ready), (status = 503, description = "Cannot serve, and why", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    if state.drain().on_readiness_check() {
+        return Err(ApiError::Unavailable {
+            detail: "not ready: draining before shutdown".into(),
+            retry_after_secs: 1,
+        });
+    }
     let shards = state.topology().status();
     let mut reasons: Vec<String> = shards
         .iter()

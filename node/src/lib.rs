@@ -16,6 +16,7 @@ pub mod background;
 pub mod body_limit;
 pub mod config;
 pub mod consistency;
+pub mod drain;
 pub mod error;
 pub mod health;
 pub mod items;

@@ -93,7 +93,8 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then lets requests in flight finish for up to
+    /// Serves until `shutdown` resolves, then leaves the load balancer (see
+    /// [`crate::drain`]), stops accepting, and lets requests in flight finish for up to
     /// the configured grace period.
     pub async fn run_until_stopped(
         self,
@@ -103,6 +104,7 @@ impl Application {
         let node_id = self.state.config().node_id.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let jobs = crate::background::start(&self.state);
+        let draining = self.state.clone();
         let app = routes::app(self.state);
         tracing::info!(node_id = %node_id, addr = %self.listener.local_addr()?, "serving");
         let serve = axum::serve(
@@ -111,6 +113,7 @@ impl Application {
         )
         .with_graceful_shutdown(async move {
             shutdown.await;
+            draining.drain().leave().await;
             let _ = stopping_tx.send(());
         });
         let deadline = async move {

@@ -16,6 +16,7 @@ use crate::auth::sessions::SessionStore;
 use crate::auth::tokens::TokenIssuer;
 use crate::config::NodeConfig;
 use crate::consistency::ConsistencyToken;
+use crate::drain::Drain;
 use crate::items::cursor::CursorSigner;
 use crate::redis_handle::RedisHandle;
 use crate::search::index::SearchIndex;
@@ -40,6 +41,7 @@ struct Inner {
     objects: Arc<dyn ObjectStore>,
     search: Arc<SearchIndex>,
     sessions: Arc<SessionCache>,
+    drain: Drain,
     /// Keeps the host poller and the catalog follower running while the state lives.
     _pollers: [PollerGuard; 2],
 }
@@ -62,8 +64,13 @@ impl AppState {
             Duration::from_millis(config.auth.session_cache_ms),
             SESSION_CACHE_CAPACITY,
         ));
+        let drain = Drain::new(
+            Duration::from_millis(config.shutdown_drain_ms),
+            config.shutdown_drain_checks,
+        );
         let inner = Inner {
             sessions,
+            drain,
             config,
             tokens,
             cursors,
@@ -156,6 +163,11 @@ impl AppState {
     /// The session store (Redis, with this node's cache of recent checks).
     pub fn sessions(&self) -> SessionStore<'_> {
         SessionStore::new(&self.inner.redis, self.session_ttl(), &self.inner.sessions)
+    }
+
+    /// Leaving the load balancer before stopping.
+    pub fn drain(&self) -> &Drain {
+        &self.inner.drain
     }
 
     /// This node's cache of recent session checks, for its listener and heartbeat.

@@ -56,7 +56,7 @@ impl LoadBalancer {
             "# Written by the Strata sandbox.\n\
              global\n    maxconn 4096\n\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
-             \x20   option http-server-close\n    option forwardfor\n    retries 2\n    option redispatch\n\
+             \x20   option forwardfor\n    retries 2\n    option redispatch\n\
              \x20   retry-on conn-failure empty-response response-timeout\n\n\
              frontend strata\n    bind 127.0.0.1:{port}\n    http-request disable-l7-retry if !METH_GET\n    default_backend nodes\n\n\
              backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\

@@ -602,7 +602,11 @@ async fn a_created_item_reads_back_exactly_as_its_create_answered() {
         assert_eq!(status, StatusCode::CREATED, "{created}");
         let read = node(1)
             .http
-            .get(format!("{}{path}/{}", node(1).base, created["id"].as_str().unwrap()))
+            .get(format!(
+                "{}{path}/{}",
+                node(1).base,
+                created["id"].as_str().unwrap()
+            ))
             .bearer_auth(&owner.access)
             .header("x-strata-consistency", token)
             .send()

@@ -277,13 +277,19 @@ mod tests {
     fn a_cached_check_is_used_only_while_the_listener_hears_the_channel() {
         let cache = SessionCache::new(Duration::from_secs(5), 100);
         cache.insert("u1", "s1", &live(), cache.generation());
-        assert!(cache.get("u1", "s1").is_none(), "not listening: nothing cached");
+        assert!(
+            cache.get("u1", "s1").is_none(),
+            "not listening: nothing cached"
+        );
         cache.hear(HEARTBEAT_MESSAGE);
         cache.insert("u1", "s1", &live(), cache.generation());
         assert!(cache.get("u1", "s1").is_some());
         assert!(cache.get("u2", "s1").is_none(), "another user's token");
         cache.deafen();
-        assert!(cache.get("u1", "s1").is_none(), "the listener lost the channel");
+        assert!(
+            cache.get("u1", "s1").is_none(),
+            "the listener lost the channel"
+        );
         cache.hear(HEARTBEAT_MESSAGE);
         assert!(cache.get("u1", "s1").is_none(), "emptied when it lost it");
     }

@@ -353,7 +353,8 @@ pub(crate) async fn logout(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Response, ApiError> {
-    state.sessions()
+    state
+        .sessions()
         .delete(&auth.user, auth.session.as_str())
         .await?;
     Ok(ended(&state, auth.via_cookie))
@@ -364,9 +365,7 @@ pub(crate) async fn logout_all(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Response, ApiError> {
-    state.sessions()
-        .delete_all(&auth.user, None, false)
-        .await?;
+    state.sessions().delete_all(&auth.user, None, false).await?;
     Ok(ended(&state, auth.via_cookie))
 }
 

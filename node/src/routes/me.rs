@@ -87,7 +87,8 @@ pub(crate) async fn change_password(
     }
     let new_hash = state.hasher().hash(change.new_password).await?;
     store.set_password_hash(&auth.user, &new_hash).await?;
-    let ended = state.sessions()
+    let ended = state
+        .sessions()
         .delete_all(&auth.user, Some(&auth.session), true)
         .await?;
     tracing::info!(user_id = %auth.user, other_sessions_ended = ended, "password changed");
@@ -112,9 +113,7 @@ pub(crate) async fn sessions(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<Page<SessionEntry>>, ApiError> {
-    let views = state.sessions()
-        .list(&auth.user)
-        .await?;
+    let views = state.sessions().list(&auth.user).await?;
     let at = |secs: u64| {
         OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     };
@@ -142,7 +141,8 @@ pub(crate) async fn end_session(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let session = SessionId::parse(&id).ok_or_else(|| ApiError::NotFound("session".into()))?;
-    let existed = state.sessions()
+    let existed = state
+        .sessions()
         .delete(&auth.user, session.as_str())
         .await?;
     if existed {

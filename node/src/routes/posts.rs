@@ -166,7 +166,9 @@ pub(crate) async fn create(
 }
 
 /// Reads a post the caller may see, from the cache when the caller needs no particular
-/// freshness on that shard.
+/// freshness on that shard and is not its author. An author reading their own posts
+/// (private ones are never cached) goes straight to a replica: a cache lookup would be
+/// a Redis round trip that mostly cannot hit.
 async fn visible_post(
     state: &AppState,
     auth: &Authenticated,
@@ -174,7 +176,7 @@ async fn visible_post(
     caller: &crate::consistency::ConsistencyToken,
 ) -> Result<Post, ApiError> {
     let shard = state.topology().shard_for(id.owner().route_hash());
-    let cacheable = caller.required(&shard).is_none();
+    let cacheable = caller.required(&shard).is_none() && id.owner() != &auth.user;
     if cacheable {
         if let Some(post) = cached(state, id).await {
             metrics::counter!("strata_cache_requests_total", "cache" => "post", "result" => "hit")

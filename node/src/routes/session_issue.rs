@@ -65,7 +65,8 @@ pub async fn start_session(
     let csrf = browser_mode.then(|| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
     });
-    let created = state.sessions()
+    let created = state
+        .sessions()
         .create(NewSession {
             user: &user.id,
             session: &session,
