@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Strata's local cluster and tests need on a Debian machine, and nothing
 # that is already there: PostgreSQL 15 server and client, Redis (server and redis-cli),
-# HAProxy; and schemathesis from PyPI. Without root (or sudo) it prints the exact command to run instead.
+# HAProxy, Prometheus with the Postgres and Redis exporters; schemathesis and
+# kubernetes-validate from PyPI. Without root (or sudo) it prints the exact command to run instead.
 set -euo pipefail
 
 PG_BIN="${STRATA_PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -11,6 +12,10 @@ command -v psql >/dev/null || missing+=(postgresql-client-15)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v haproxy >/dev/null || missing+=(haproxy)
+# Monitoring of the local cluster: Prometheus (with promtool) and its exporters.
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-postgres-exporter >/dev/null || missing+=(prometheus-postgres-exporter)
+command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
 
 if ! command -v cargo >/dev/null; then
   echo "error: cargo is not installed; install Rust from https://rustup.rs and run again" >&2
@@ -21,8 +26,18 @@ fi
 SCHEMATHESIS_VERSION=4.32.5
 if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   echo "installing: schemathesis $SCHEMATHESIS_VERSION (pip)" >&2
-  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "schemathesis==$SCHEMATHESIS_VERSION" \
     || { echo "error: could not install schemathesis; run: python3 -m pip install schemathesis==$SCHEMATHESIS_VERSION" >&2; exit 1; }
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
+
+# kubernetes-validate (PyPI) checks the Kubernetes manifests against the Kubernetes
+# schemas it carries (no cluster, no network) in the tests.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! kubernetes-validate --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
+  echo "installing: kubernetes-validate $KUBERNETES_VALIDATE_VERSION (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    || { echo "error: could not install kubernetes-validate; run: python3 -m pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2; exit 1; }
   if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 
@@ -45,5 +60,6 @@ export DEBIAN_FRONTEND=noninteractive
 # The Debian packages start system-wide services we do not use; stop them so their
 # default ports stay free. The local cluster runs its own instances.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-  "${sudo[@]}" systemctl disable --now redis-server haproxy >/dev/null 2>&1 || true
+  "${sudo[@]}" systemctl disable --now redis-server haproxy prometheus \
+    prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter >/dev/null 2>&1 || true
 fi

@@ -58,7 +58,7 @@ impl LoadBalancer {
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
              \x20   option forwardfor\n    retries 2\n    option redispatch\n\
              \x20   retry-on conn-failure empty-response response-timeout\n\n\
-             frontend strata\n    bind 127.0.0.1:{port}\n    http-request disable-l7-retry if !METH_GET\n    default_backend nodes\n\n\
+             frontend strata\n    bind 127.0.0.1:{port}\n    http-request deny deny_status 404 if {{ path /metrics }} || {{ path_beg /metrics/ }}\n    http-request disable-l7-retry if !METH_GET\n    default_backend nodes\n\n\
              backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
              \x20   http-check expect status 200\n    option allbackups\n    default-server inter 1s fall 2 rise 1\n{servers}",
             port = self.port,

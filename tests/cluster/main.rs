@@ -249,6 +249,15 @@ async fn metrics_count_requests_by_route_and_report_replica_lag() {
     );
     assert!(text.contains("strata_replica_lag_seconds{"), "{text}");
     assert!(text.contains("strata_db_pool_connections{"), "{text}");
+
+    // Prometheus scrapes the nodes directly; the public entry point does not serve them.
+    let lb = cluster.load_balancer.as_ref().expect("a load balancer");
+    for path in ["/metrics", "/metrics/", "/metrics?x=1"] {
+        let (status, text) = get(&format!("{}{path}", lb.url())).await;
+        assert_eq!(status, 404, "{path} through the load balancer: {text}");
+    }
+    let (status, _) = get(&format!("{}/healthz", lb.url())).await;
+    assert_eq!(status, 200, "the rest is served");
 }
 
 #[tokio::test]

@@ -213,6 +213,11 @@ fn haproxy_and_prometheus_reach_the_nodes_on_the_port_they_listen_on() {
         );
     }
     assert!(haproxy.contains("option httpchk GET /readyz"));
+    assert!(
+        haproxy.contains("http-request deny deny_status 404 if { path /metrics }"),
+        "the public entry point must not serve the nodes' metrics (the local cluster's \
+         load balancer has the same rule, and the cluster test checks it)"
+    );
 
     let prometheus: Value = serde_norway::from_str(&read("compose/prometheus.yml")).unwrap();
     let targets = &prometheus["scrape_configs"][0]["static_configs"][0]["targets"];
