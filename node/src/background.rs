@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::auth::session_cache::{self, SessionCache};
+use crate::invalidation::{self, Invalidations};
 
 use crate::accounts::store::AccountStore;
 use crate::state::AppState;
@@ -19,7 +19,7 @@ const SESSION_GAUGE_PERIOD: Duration = Duration::from_secs(15);
 /// Stops the jobs when dropped.
 pub struct BackgroundJobs {
     tasks: Vec<JoinHandle<()>>,
-    session_cache: Arc<SessionCache>,
+    invalidations: Arc<Invalidations>,
 }
 
 impl Drop for BackgroundJobs {
@@ -27,7 +27,7 @@ impl Drop for BackgroundJobs {
         for job in &self.tasks {
             job.abort();
         }
-        self.session_cache.stop();
+        self.invalidations.stop();
     }
 }
 
@@ -66,39 +66,23 @@ pub fn start(state: &AppState) -> BackgroundJobs {
         state.shared_topology(),
         std::sync::Arc::clone(state.search()),
     ));
-    let session_cache = Arc::clone(state.session_cache());
-    let heartbeat = if session_cache.enabled() {
-        session_cache::listen(
-            Arc::clone(&session_cache),
+    let invalidations = Arc::clone(state.invalidations());
+    let heartbeat = if invalidations.enabled() {
+        invalidation::listen(
+            Arc::clone(&invalidations),
             state.config().redis.seeds.clone(),
         );
         let state = state.clone();
-        every(session_cache::HEARTBEAT, move || {
+        every(invalidation::HEARTBEAT, move || {
             let state = state.clone();
-            async move { publish_heartbeat(&state).await }
+            async move { invalidation::publish_heartbeat(state.redis()).await }
         })
     } else {
         tokio::spawn(async {})
     };
     BackgroundJobs {
         tasks: vec![claims, sessions, feeds, heartbeat],
-        session_cache,
-    }
-}
-
-/// Tells every node's revocation listener the channel works (see
-/// [`session_cache::LIVENESS`]).
-async fn publish_heartbeat(state: &AppState) {
-    let Ok(mut conn) = state.redis().connection().await else {
-        return;
-    };
-    let sent: Result<i64, _> = redis::cmd("SPUBLISH")
-        .arg(session_cache::REVOCATIONS_CHANNEL)
-        .arg(session_cache::HEARTBEAT_MESSAGE)
-        .query_async(&mut conn)
-        .await;
-    if let Err(e) = sent {
-        tracing::debug!(error = %e, "session revocation heartbeat not sent");
+        invalidations,
     }
 }
 

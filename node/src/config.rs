@@ -58,6 +58,9 @@ pub struct NodeConfig {
     /// The node's search index.
     #[serde(default)]
     pub search: SearchConfig,
+    /// The node's own caches (no round trip; see `node/src/invalidation`).
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// Peers whose `X-Forwarded-For` is believed (the load balancer): addresses or
     /// networks (`10.0.0.0/8`). Default loopback (`127.0.0.0/8`, `::1`).
     pub trusted_proxies: Vec<TrustedNet>,
@@ -146,10 +149,6 @@ pub struct AuthConfig {
     pub hash_queue: usize,
     /// Mark cookies `Secure`. Default true.
     pub secure_cookies: bool,
-    /// How long a session check is trusted from this node's cache while it hears every
-    /// revocation (see docs/architecture.md, "Sessions"); 0 checks Redis on every
-    /// request. Default 2000 ms.
-    pub session_cache_ms: u64,
 }
 
 impl AuthConfig {
@@ -206,7 +205,6 @@ impl Default for AuthConfig {
             issuer: "strata".into(),
             audience: "strata-api".into(),
             access_ttl_secs: 900,
-            session_cache_ms: 2_000,
             refresh_ttl_secs: 30 * 24 * 3600,
             refresh_grace_ms: 10_000,
             signing_key_id: String::new(),
@@ -215,6 +213,28 @@ impl Default for AuthConfig {
             hash_threads: 0,
             hash_queue: 256,
             secure_cookies: true,
+        }
+    }
+}
+
+/// The node's local caches, trusted only while it hears every invalidation (see
+/// docs/architecture.md, "Sessions" and "Items").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a session check this node made answers for the session; 0 asks Redis
+    /// on every request. Default 2000 ms.
+    pub session_checks_ms: u64,
+    /// How long a public post this node read stays in its memory; 0 asks the shared
+    /// Redis cache on every read. Default 2000 ms.
+    pub public_posts_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            session_checks_ms: 2_000,
+            public_posts_ms: 2_000,
         }
     }
 }
@@ -357,6 +377,7 @@ impl Default for NodeConfig {
             limits: LimitsConfig::default(),
             files: FilesConfig::default(),
             search: SearchConfig::default(),
+            cache: CacheConfig::default(),
             trusted_proxies: vec![
                 TrustedNet::parse("127.0.0.0/8").expect("a valid network"),
                 TrustedNet::parse("::1").expect("a valid address"),

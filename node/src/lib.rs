@@ -19,6 +19,7 @@ pub mod consistency;
 pub mod drain;
 pub mod error;
 pub mod health;
+pub mod invalidation;
 pub mod items;
 pub mod json;
 pub mod metrics;

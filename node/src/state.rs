@@ -11,18 +11,15 @@ use strata_router::Topology;
 use strata_router::topology::PollerGuard;
 
 use crate::auth::passwords::PasswordHasher;
-use crate::auth::session_cache::SessionCache;
 use crate::auth::sessions::SessionStore;
 use crate::auth::tokens::TokenIssuer;
 use crate::config::NodeConfig;
 use crate::consistency::ConsistencyToken;
 use crate::drain::Drain;
+use crate::invalidation::Invalidations;
 use crate::items::cursor::CursorSigner;
 use crate::redis_handle::RedisHandle;
 use crate::search::index::SearchIndex;
-
-/// Sessions one node's cache holds at most (about 150 bytes each).
-const SESSION_CACHE_CAPACITY: usize = 100_000;
 
 /// Shared handler state.
 #[derive(Clone)]
@@ -40,7 +37,7 @@ struct Inner {
     metrics: PrometheusHandle,
     objects: Arc<dyn ObjectStore>,
     search: Arc<SearchIndex>,
-    sessions: Arc<SessionCache>,
+    invalidations: Arc<Invalidations>,
     drain: Drain,
     /// Keeps the host poller and the catalog follower running while the state lives.
     _pollers: [PollerGuard; 2],
@@ -60,16 +57,16 @@ impl AppState {
         let tokens = TokenIssuer::new(&config.auth);
         let cursors = CursorSigner::from_secret(config.auth.signing_secret().as_bytes());
         let hasher = PasswordHasher::start(config.auth.hash_threads, config.auth.hash_queue);
-        let sessions = Arc::new(SessionCache::new(
-            Duration::from_millis(config.auth.session_cache_ms),
-            SESSION_CACHE_CAPACITY,
+        let invalidations = Arc::new(Invalidations::new(
+            Duration::from_millis(config.cache.session_checks_ms),
+            Duration::from_millis(config.cache.public_posts_ms),
         ));
         let drain = Drain::new(
             Duration::from_millis(config.shutdown_drain_ms),
             config.shutdown_drain_checks,
         );
         let inner = Inner {
-            sessions,
+            invalidations,
             drain,
             config,
             tokens,
@@ -162,7 +159,11 @@ impl AppState {
 
     /// The session store (Redis, with this node's cache of recent checks).
     pub fn sessions(&self) -> SessionStore<'_> {
-        SessionStore::new(&self.inner.redis, self.session_ttl(), &self.inner.sessions)
+        SessionStore::new(
+            &self.inner.redis,
+            self.session_ttl(),
+            &self.inner.invalidations.sessions,
+        )
     }
 
     /// Leaving the load balancer before stopping.
@@ -170,8 +171,8 @@ impl AppState {
         &self.inner.drain
     }
 
-    /// This node's cache of recent session checks, for its listener and heartbeat.
-    pub fn session_cache(&self) -> &Arc<SessionCache> {
-        &self.inner.sessions
+    /// This node's local caches, with their listener state.
+    pub fn invalidations(&self) -> &Arc<Invalidations> {
+        &self.inner.invalidations
     }
 }

@@ -312,11 +312,17 @@ async fn public_posts_are_cached_and_a_change_is_never_served_stale() {
     .await;
     let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
     let hits = || async {
+        // Hits in node 1's memory or in the shared Redis cache.
         let text = node(1).get("/metrics", None).await.text().await.unwrap();
         text.lines()
-            .find(|l| l.starts_with(r#"strata_cache_requests_total{cache="post",result="hit"}"#))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
+            .filter(|l| {
+                l.starts_with(r#"strata_cache_requests_total{cache="post",result="hit"}"#)
+                    || l.starts_with(
+                        r#"strata_cache_requests_total{cache="post_local",result="hit"}"#,
+                    )
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
     };
     let before = hits().await;
     for _ in 0..3 {
@@ -616,4 +622,116 @@ async fn a_created_item_reads_back_exactly_as_its_create_answered() {
         assert_eq!(status, StatusCode::OK, "{read}");
         assert_eq!(read, created, "{path}");
     }
+}
+
+/// Reads of a public post by another user come from node 1's own memory (no round
+/// trip) after the first; a change or delete acknowledged by node 0 is never followed by
+/// node 1 serving the old copy. Each read after a change waits only until the replicas
+/// have the change (a read without a consistency token may be served by any replica),
+/// far less than the time node 1 keeps a copy.
+#[tokio::test]
+async fn a_public_post_another_node_holds_in_memory_is_never_served_after_a_change() {
+    let (author, reader) = (user("local").await, user("localfan").await);
+    let post = create(
+        &node(0),
+        "/v1/posts",
+        &author.access,
+        json!({"title": "v0", "body": "b", "visibility": "public"}),
+    )
+    .await;
+    let id = post["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/posts/{id}");
+    let local_hits = || async {
+        let text = node(1).get("/metrics", None).await.text().await.unwrap();
+        text.lines()
+            .find(|l| {
+                l.starts_with(r#"strata_cache_requests_total{cache="post_local",result="hit"}"#)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let replicas_have = |title: Option<String>| {
+        let id = id.clone();
+        async move {
+            let cluster = cluster();
+            let sql =
+                format!("SELECT coalesce((SELECT title FROM posts WHERE id = '{id}'), '<gone>')");
+            strata_tests::eventually(
+                "the replicas replay the change",
+                std::time::Duration::from_secs(10),
+                || {
+                    let (sql, title) = (sql.clone(), title.clone());
+                    async move {
+                        let seen: Vec<String> = cluster
+                            .spec
+                            .shard_map
+                            .shards
+                            .iter()
+                            .map(|s| cluster.pg(&s.id, 1).psql("strata", &sql).unwrap())
+                            .map(|t| t.trim().to_owned())
+                            .collect();
+                        let replayed = match &title {
+                            Some(title) => seen.iter().any(|t| t == title),
+                            None => seen.iter().all(|t| t == "<gone>"),
+                        };
+                        if replayed {
+                            Ok(())
+                        } else {
+                            Err(format!("replicas hold {seen:?}"))
+                        }
+                    }
+                },
+            )
+            .await;
+        }
+    };
+    let hits_before = local_hits().await;
+    for round in 1..=5 {
+        for _ in 0..3 {
+            let (status, body) =
+                status_and_json(node(1).get(&path, Some(&reader.access)).await).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let title = format!("v{round}");
+        let patched = send(
+            &node(0),
+            reqwest::Method::PATCH,
+            &path,
+            &author.access,
+            Some(json!({"title": title})),
+        )
+        .await;
+        assert_eq!(patched, StatusCode::OK);
+        replicas_have(Some(title.clone())).await;
+        let (status, body) = status_and_json(node(1).get(&path, Some(&reader.access)).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["title"],
+            title.as_str(),
+            "round {round}: node 1 served an old copy"
+        );
+    }
+    assert!(
+        local_hits().await >= hits_before + 5,
+        "node 1 served repeated reads from its memory, so the fresh reads were not just misses"
+    );
+
+    for _ in 0..3 {
+        node(1).get(&path, Some(&reader.access)).await;
+    }
+    let deleted = send(
+        &node(0),
+        reqwest::Method::DELETE,
+        &path,
+        &author.access,
+        None,
+    )
+    .await;
+    assert_eq!(deleted, StatusCode::NO_CONTENT);
+    replicas_have(None).await;
+    assert_eq!(
+        node(1).get(&path, Some(&reader.access)).await.status(),
+        StatusCode::NOT_FOUND,
+        "a deleted post is not served from memory"
+    );
 }

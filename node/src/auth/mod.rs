@@ -6,6 +6,5 @@ pub mod extract;
 pub mod ids;
 pub mod passwords;
 pub mod rate_limit;
-pub mod session_cache;
 pub mod sessions;
 pub mod tokens;

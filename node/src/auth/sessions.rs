@@ -12,8 +12,9 @@ use std::time::Duration;
 use redis::Script;
 
 use crate::auth::ids::{SessionId, UserId};
-use crate::auth::session_cache::{REVOCATIONS_CHANNEL, SessionCache};
 use crate::auth::tokens::unix_now;
+use crate::invalidation::local_cache::LocalCache;
+use crate::invalidation::{self, CachedSession, Subject};
 use crate::redis_handle::{RedisError, RedisHandle, retry_idempotent};
 
 /// How stale `last_seen_at` may get before a request refreshes it (one write a minute
@@ -88,7 +89,7 @@ pub enum Rotation {
 pub struct SessionStore<'a> {
     redis: &'a RedisHandle,
     ttl: Duration,
-    cache: &'a SessionCache,
+    cache: &'a LocalCache<CachedSession>,
 }
 
 const CREATE: &str = r"
@@ -150,7 +151,11 @@ fn failed(e: redis::RedisError) -> RedisError {
 impl<'a> SessionStore<'a> {
     /// A store whose sessions live `ttl` after their last refresh, with the node's
     /// cache of recent checks.
-    pub fn new(redis: &'a RedisHandle, ttl: Duration, cache: &'a SessionCache) -> Self {
+    pub fn new(
+        redis: &'a RedisHandle,
+        ttl: Duration,
+        cache: &'a LocalCache<CachedSession>,
+    ) -> Self {
         Self { redis, ttl, cache }
     }
 
@@ -203,16 +208,20 @@ impl<'a> SessionStore<'a> {
     /// [`retry_idempotent`]): it changes nothing but the last-seen time.
     ///
     /// A check this node made a moment ago answers without Redis while the node hears
-    /// every revocation (see [`crate::auth::session_cache`]).
+    /// every revocation (see [`crate::invalidation`]).
     pub async fn check(
         &self,
         user: &UserId,
         session: &SessionId,
     ) -> Result<Option<LiveSession>, RedisError> {
-        if let Some(live) = self.cache.get(user.as_str(), session.as_str()) {
+        if let Some(cached) = self
+            .cache
+            .get(session.as_str())
+            .filter(|c| c.user == user.as_str())
+        {
             metrics::counter!("strata_cache_requests_total", "cache" => "session", "result" => "hit")
                 .increment(1);
-            return Ok(Some(live));
+            return Ok(Some(cached.live));
         }
         if self.cache.enabled() {
             metrics::counter!("strata_cache_requests_total", "cache" => "session", "result" => "miss")
@@ -221,8 +230,11 @@ impl<'a> SessionStore<'a> {
         let generation = self.cache.generation();
         let live = retry_idempotent(|| self.check_once(user, session)).await?;
         if let Some(live) = &live {
-            self.cache
-                .insert(user.as_str(), session.as_str(), live, generation);
+            let cached = CachedSession {
+                user: user.as_str().to_owned(),
+                live: live.clone(),
+            };
+            self.cache.insert(session.as_str(), cached, generation);
         }
         Ok(live)
     }
@@ -405,22 +417,13 @@ impl<'a> SessionStore<'a> {
     /// Tells every node's cache that `sessions` ended (before the revocation is
     /// acknowledged), and takes them off the active-sessions gauge. A revocation that
     /// cannot be published fails (503): the session is gone from Redis, but a node
-    /// could still trust its cached check for up to `auth.session_cache_ms`.
+    /// could still trust its cached check for up to `cache.session_checks_ms`.
     async fn revoked(&self, user: &UserId, sessions: &[String]) -> Result<(), RedisError> {
         if sessions.is_empty() {
             return Ok(());
         }
-        let message = sessions.join(" ");
-        retry_idempotent(|| async {
-            let mut conn = self.redis.connection().await?;
-            redis::cmd("SPUBLISH")
-                .arg(REVOCATIONS_CHANNEL)
-                .arg(&message)
-                .query_async::<i64>(&mut conn)
-                .await
-                .map_err(failed)
-        })
-        .await?;
+        let ids: Vec<&str> = sessions.iter().map(String::as_str).collect();
+        invalidation::publish(self.redis, Subject::Sessions, &ids).await?;
         self.unmark_active(user, sessions).await;
         Ok(())
     }

@@ -16,6 +16,7 @@ use crate::auth::ids::UserId;
 use crate::consistency::ReadConsistency;
 use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
+use crate::invalidation::{self, Subject};
 use crate::items::cursor::{Cursor, CursorSigner, page_size};
 use crate::items::ids::ItemId;
 use crate::items::posts::{NewPost, Post, PostChanges, PostStore, Visibility};
@@ -177,10 +178,22 @@ async fn visible_post(
 ) -> Result<Post, ApiError> {
     let shard = state.topology().shard_for(id.owner().route_hash());
     let cacheable = caller.required(&shard).is_none() && id.owner() != &auth.user;
+    let local = &state.invalidations().posts;
+    let generation = local.generation();
     if cacheable {
+        if local.enabled() {
+            if let Some(post) = local.get(id.as_str()) {
+                metrics::counter!("strata_cache_requests_total", "cache" => "post_local", "result" => "hit")
+                    .increment(1);
+                return Ok(post);
+            }
+            metrics::counter!("strata_cache_requests_total", "cache" => "post_local", "result" => "miss")
+                .increment(1);
+        }
         if let Some(post) = cached(state, id).await {
             metrics::counter!("strata_cache_requests_total", "cache" => "post", "result" => "hit")
                 .increment(1);
+            local.insert(id.as_str(), post.clone(), generation);
             return Ok(post);
         }
         metrics::counter!("strata_cache_requests_total", "cache" => "post", "result" => "miss")
@@ -193,8 +206,10 @@ async fn visible_post(
     if post.visibility == Visibility::Private && post.author_id != auth.user.as_str() {
         return Err(ApiError::NotFound("post".into()));
     }
-    if cacheable && post.visibility == Visibility::Public {
-        fill_cache(state, id, &post).await;
+    if cacheable && post.visibility == Visibility::Public && fill_cache(state, id, &post).await {
+        // Only a copy the shared cache accepted (not older than the post's floor) is
+        // kept in this node's memory too.
+        local.insert(id.as_str(), post.clone(), generation);
     }
     Ok(post)
 }
@@ -240,22 +255,26 @@ async fn cached(state: &AppState, id: &ItemId) -> Option<Post> {
     (post.visibility == Visibility::Public).then_some(post)
 }
 
-async fn fill_cache(state: &AppState, id: &ItemId, post: &Post) {
-    if let Ok(mut conn) = state.redis().connection().await {
-        let text = serde_json::to_string(post).expect("posts serialize");
-        let _: Result<i64, _> = redis::Script::new(FILL)
-            .key(cache_key(id))
-            .key(floor_key(id))
-            .arg(post.version)
-            .arg(text)
-            .arg(CACHE_TTL.as_secs())
-            .invoke_async(&mut conn)
-            .await;
-    }
+/// Whether the shared cache took the copy.
+async fn fill_cache(state: &AppState, id: &ItemId, post: &Post) -> bool {
+    let Ok(mut conn) = state.redis().connection().await else {
+        return false;
+    };
+    let text = serde_json::to_string(post).expect("posts serialize");
+    let filled: Result<i64, _> = redis::Script::new(FILL)
+        .key(cache_key(id))
+        .key(floor_key(id))
+        .arg(post.version)
+        .arg(text)
+        .arg(CACHE_TTL.as_secs())
+        .invoke_async(&mut conn)
+        .await;
+    matches!(filled, Ok(1))
 }
 
-/// After a write: no copy older than `version` may be cached again (`None`: the post is
-/// gone, so none at all).
+/// After a write, before it is acknowledged: no copy older than `version` may be cached
+/// again (`None`: the post is gone, so none at all), and every node drops its own copy
+/// (see [`crate::invalidation`]).
 async fn drop_cache(state: &AppState, id: &ItemId, version: Option<i64>) {
     if let Ok(mut conn) = state.redis().connection().await {
         let _: Result<i64, _> = redis::Script::new(INVALIDATE)
@@ -265,6 +284,11 @@ async fn drop_cache(state: &AppState, id: &ItemId, version: Option<i64>) {
             .arg(FLOOR_TTL.as_secs())
             .invoke_async(&mut conn)
             .await;
+    }
+    if let Err(e) = invalidation::publish(state.redis(), Subject::Posts, &[id.as_str()]).await {
+        // Published for longer than a listener's liveness: every node that could not
+        // hear it has stopped trusting its copies by now.
+        tracing::warn!(post = %id.as_str(), error = %e, "post change not published to the nodes' caches");
     }
 }
 
