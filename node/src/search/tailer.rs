@@ -31,6 +31,13 @@ const BATCH: i64 = 2000;
 /// searchable). At the head of every feed, each round commits at once.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
+/// After a round that applied changes, the wait before the next one. Under a steady
+/// stream of writes a round would otherwise read a handful of changes and commit a
+/// segment for them, many times a second, and the index's merges would take a core
+/// (measured: 28 % of the machine's CPU at 1,200 task writes/s with two nodes); paced,
+/// each commit carries a batch. An idle feed is still polled every [`IDLE_POLL`].
+const BUSY_PACE: Duration = Duration::from_millis(250);
+
 /// Where each shard's feed stands.
 struct FeedState {
     cursor: i64,
@@ -139,9 +146,7 @@ pub async fn follow(topology: Arc<Topology>, index: Arc<SearchIndex>) {
             index.mark_caught_up();
             tracing::info!("search index caught up with every change feed");
         }
-        if !applied_any {
-            tokio::time::sleep(IDLE_POLL).await;
-        }
+        tokio::time::sleep(if applied_any { BUSY_PACE } else { IDLE_POLL }).await;
     }
 }
 
@@ -178,19 +183,27 @@ async fn read_batch(
         None => false,
         Some(seen) => conn
             .query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= pg_snapshot_xmax($1::text::pg_snapshot)",
+                &conn
+                    .prepare_cached(
+                        "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= pg_snapshot_xmax($1::text::pg_snapshot)",
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?,
                 &[seen],
             )
             .await
             .map_err(|e| e.to_string())?
             .get(0),
     };
-    let rows = conn
-        .query(
+    let statement = conn
+        .prepare_cached(
             "SELECT seq, entity, entity_id, version, op, payload FROM change_feed \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&state.cursor, &BATCH],
         )
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = conn
+        .query(&statement, &[&state.cursor, &BATCH])
         .await
         .map_err(|e| e.to_string())?;
     record_lag(&conn, shard, state.cursor).await;
@@ -241,13 +254,16 @@ async fn read_batch(
 /// Publishes how far the index is behind a shard's feed: in sequence numbers, and in
 /// seconds since the oldest change not yet applied was written.
 async fn record_lag(conn: &deadpool_postgres::Object, shard: &ShardId, cursor: i64) {
-    let lag = conn
-        .query_one(
+    let Ok(statement) = conn
+        .prepare_cached(
             "SELECT coalesce(max(seq), 0), coalesce(extract(epoch FROM now() - min(committed_at) \
              FILTER (WHERE seq > $1)), 0)::float8 FROM change_feed WHERE seq > $1 - 1",
-            &[&cursor],
         )
-        .await;
+        .await
+    else {
+        return;
+    };
+    let lag = conn.query_one(&statement, &[&cursor]).await;
     if let Ok(row) = lag {
         let (head, seconds): (i64, f64) = (row.get(0), row.get(1));
         let labels = [("shard", shard.to_string())];
