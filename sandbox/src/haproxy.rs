@@ -39,6 +39,10 @@ impl LoadBalancer {
     ///
     /// A read whose node dies before answering goes again to another node; a write is
     /// repeated only when it never reached a node (the dead node may have committed it).
+    ///
+    /// Connections to the nodes are kept open and reused. One thread: HAProxy shares the
+    /// machine's cores with the nodes and databases, and a second thread only added
+    /// context switches (`data-paths`: 6.5k to 8-9k reads/s through it, wrk).
     pub fn config_text(&self) -> String {
         let checked = self
             .node_ports
@@ -54,7 +58,7 @@ impl LoadBalancer {
         let servers: String = checked.chain(fail_open).collect();
         format!(
             "# Written by the Strata sandbox.\n\
-             global\n    maxconn 4096\n\n\
+             global\n    maxconn 4096\n    nbthread 1\n\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
              \x20   option forwardfor\n    retries 2\n    option redispatch\n\
              \x20   retry-on conn-failure empty-response response-timeout\n\n\
