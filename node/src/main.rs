@@ -7,12 +7,6 @@ use clap::Parser;
 use strata_node::config::NodeConfig;
 use strata_node::startup::{Application, shutdown_signal};
 
-/// Every request allocates (headers, JSON, rows); mimalloc's per-thread free lists cost
-/// a fraction of glibc malloc's locking and consolidation on the hot paths (measured with
-/// `perf` under `strata-bench data-paths`: glibc malloc and free took 14 % of a node's CPU).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The Strata API node.
 #[derive(Parser)]
 #[command(version, about)]
