@@ -5,10 +5,9 @@
 //! route's limit is read and dropped first (up to a cap), then refused with the usual
 //! problem. Bodies without a declared length are stopped by the handlers' own limits.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::{CONNECTION, CONTENT_LENGTH};
 use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
@@ -34,13 +33,12 @@ fn limit_for(method: &Method, path: &str, max_upload_bytes: u64) -> u64 {
     }
 }
 
-/// Middleware: a declared length past the route's limit is a 413, given after the body
-/// has been read (see the module docs).
+/// A declared length past the route's limit is a 413, given after the body has been
+/// read (see the module docs); any other request is handed back.
 pub async fn refuse_declared_oversize(
-    State(state): State<AppState>,
+    state: &AppState,
     request: Request,
-    next: Next,
-) -> Response {
+) -> Result<Request, Response> {
     let limit = limit_for(
         request.method(),
         request.uri().path(),
@@ -52,7 +50,7 @@ pub async fn refuse_declared_oversize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let Some(declared) = declared.filter(|&len| len > limit) else {
-        return next.run(request).await;
+        return Ok(request);
     };
     let refusal = ApiError::PayloadTooLarge {
         limit: usize::try_from(limit).unwrap_or(usize::MAX),
@@ -62,7 +60,7 @@ pub async fn refuse_declared_oversize(
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
-        return response;
+        return Err(response);
     }
     let mut body = request.into_body().into_data_stream();
     while let Some(chunk) = body.next().await {
@@ -70,7 +68,7 @@ pub async fn refuse_declared_oversize(
             break;
         }
     }
-    refusal.into_response()
+    Err(refusal.into_response())
 }
 
 #[cfg(test)]

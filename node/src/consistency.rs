@@ -180,7 +180,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadConsistency {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        // A header was parsed once by `refuse_malformed_tokens`; only the cookie is left.
+        // A header was parsed once by `take_token_header`; only the cookie is left.
         if let Some(token) = parts.extensions.get::<ConsistencyToken>() {
             return Ok(Self(token.clone()));
         }
@@ -193,15 +193,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadConsistency {
     }
 }
 
-/// Middleware: parses the consistency header once, for [`ReadConsistency`]. One that is
-/// not a token this API wrote is a 400 on every route, whether or not the route reads
+/// Parses the consistency header once, for [`ReadConsistency`] (every request, in
+/// [`crate::edge`]). One that is not a token this API wrote is a 400 on every route, whether or not the route reads
 /// it, so a client learns at once that it sends a broken token (and the API answers as
 /// its description says).
-pub async fn refuse_malformed_tokens(
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
+pub fn take_token_header(
+    request: &mut axum::extract::Request,
+) -> Result<(), crate::error::ApiError> {
     if let Some(value) = request.headers().get(CONSISTENCY_HEADER) {
         let parsed = value
             .to_str()
@@ -211,10 +209,10 @@ pub async fn refuse_malformed_tokens(
             Ok(token) => {
                 request.extensions_mut().insert(token);
             }
-            Err(e) => return crate::error::ApiError::BadRequest(e.to_string()).into_response(),
+            Err(e) => return Err(crate::error::ApiError::BadRequest(e.to_string())),
         }
     }
-    next.run(request).await
+    Ok(())
 }
 
 /// Stamps a write's answer with the caller's token merged with the write's, as the

@@ -17,6 +17,7 @@ pub mod body_limit;
 pub mod config;
 pub mod consistency;
 pub mod drain;
+pub mod edge;
 pub mod error;
 pub mod health;
 pub mod invalidation;

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 
@@ -41,23 +40,51 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Middleware recording rate, errors and duration per route.
-pub async fn record_red(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
-    let in_flight = metrics::gauge!("http_requests_in_flight");
-    in_flight.increment(1.0);
-    let start = Instant::now();
-    let response = next.run(request).await;
-    in_flight.decrement(1.0);
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(start.elapsed().as_secs_f64());
-    response
+/// Rate, errors and duration of one request, by route: started before the request is
+/// served, finished with its response (in [`crate::edge`]).
+pub struct Red {
+    route: String,
+    method: &'static str,
+    start: Instant,
+}
+
+impl Red {
+    /// Counts the request in flight.
+    pub fn start(request: &Request) -> Self {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        metrics::gauge!("http_requests_in_flight").increment(1.0);
+        Self {
+            route,
+            method: method_name(request.method()),
+            start: Instant::now(),
+        }
+    }
+
+    /// Records the answer.
+    pub fn finish(self, response: &Response) {
+        metrics::gauge!("http_requests_in_flight").decrement(1.0);
+        let status = response.status().as_u16().to_string();
+        metrics::counter!("http_requests_total", "method" => self.method, "route" => self.route.clone(), "status" => status)
+            .increment(1);
+        metrics::histogram!("http_request_duration_seconds", "method" => self.method, "route" => self.route)
+            .record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// The method as a static label (no allocation for the usual ones).
+fn method_name(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }

@@ -42,6 +42,9 @@ pub struct DataPaths {
     pub shard_counts: Vec<usize>,
 }
 
+/// Turns of each side of a paired measurement.
+const ROUNDS: u32 = 3;
+
 /// Public posts seeded for the cached read.
 const PUBLIC_POSTS: usize = 100;
 
@@ -174,17 +177,23 @@ impl DataPaths {
             "read paths: closed loop, {} connections ...",
             self.connections
         );
-        let read_max = self.closed(read.clone(), "read max (closed loop)").await;
-        let reference_read_max = self
-            .closed(reference_read, "reference read max (closed loop)")
+        let (read_max, reference_read_max) = self
+            .closed_pair(
+                (read.clone(), "read max (closed loop)"),
+                (reference_read, "reference read max (closed loop)"),
+            )
             .await;
-        let cached_max = self
-            .closed(cached, "cached public read max (closed loop)")
+        let (cached_max, healthz_max) = self
+            .closed_pair(
+                (cached, "cached public read max (closed loop)"),
+                (healthz, "healthz max (closed loop)"),
+            )
             .await;
-        let healthz_max = self.closed(healthz, "healthz max (closed loop)").await;
-        let list_max = self.closed(list, "task list max (closed loop)").await;
-        let reference_list_max = self
-            .closed(reference_list, "reference task list max (closed loop)")
+        let (list_max, reference_list_max) = self
+            .closed_pair(
+                (list, "task list max (closed loop)"),
+                (reference_list, "reference task list max (closed loop)"),
+            )
             .await;
         drop(reference);
         let balanced = match &target.load_balancer {
@@ -202,12 +211,13 @@ impl DataPaths {
                     Some(token.clone()),
                 );
                 eprintln!("load balancer: through it, then straight at the nodes ...");
-                Some((
-                    self.closed(through, "read through the load balancer (closed loop)")
-                        .await,
-                    self.closed(straight, "read straight at every node (closed loop)")
-                        .await,
-                ))
+                Some(
+                    self.closed_pair(
+                        (through, "read through the load balancer (closed loop)"),
+                        (straight, "read straight at every node (closed loop)"),
+                    )
+                    .await,
+                )
             }
             None => None,
         };
@@ -391,6 +401,38 @@ impl DataPaths {
             report.phases.extend([run.read, run.write]);
         }
         Ok(report)
+    }
+
+    /// Two loads measured alternately ([`ROUNDS`] turns each, `--duration` in all per
+    /// load), so a drift of the machine during the run (a background merge, a
+    /// checkpoint) weighs on both sides of their ratio alike.
+    async fn closed_pair<A, FA, B, FB>(
+        &self,
+        (a, name_a): (A, &str),
+        (b, name_b): (B, &str),
+    ) -> (Phase, Phase)
+    where
+        A: Fn(u64) -> FA + Send + Sync + Clone + 'static,
+        FA: std::future::Future<Output = Outcome> + Send + 'static,
+        B: Fn(u64) -> FB + Send + Sync + Clone + 'static,
+        FB: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        let (recorder_a, recorder_b) = (Arc::new(Recorder::new()), Arc::new(Recorder::new()));
+        let turn = self.duration / ROUNDS;
+        for _ in 0..ROUNDS {
+            closed_loop(Arc::clone(&recorder_a), self.connections, turn, a.clone()).await;
+            closed_loop(Arc::clone(&recorder_b), self.connections, turn, b.clone()).await;
+        }
+        let phase = |name: &str, recorder: &Recorder| Phase {
+            name: name.into(),
+            load: format!(
+                "closed loop, {} connections, {ROUNDS} turns alternating with its baseline",
+                self.connections
+            ),
+            duration_secs: (turn * ROUNDS).as_secs_f64(),
+            endpoints: recorder.summarize(turn * ROUNDS),
+        };
+        (phase(name_a, &recorder_a), phase(name_b, &recorder_b))
     }
 
     async fn closed<F, Fut>(&self, make: F, name: &str) -> Phase

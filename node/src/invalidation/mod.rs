@@ -48,6 +48,10 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// How long a listener may hear nothing before the caches stop being used.
 pub const LIVENESS: Duration = Duration::from_millis(1_500);
 
+/// How long the listener waits for the next message before it takes the connection
+/// for dead and subscribes again.
+const SILENCE: Duration = Duration::from_secs(3);
+
 /// Most entries of each cache.
 const CAPACITY: usize = 100_000;
 
@@ -108,11 +112,18 @@ impl Invalidations {
     /// the ids it invalidates, separated by spaces.
     pub fn hear(&self, message: &str) {
         let mut words = message.split(' ');
-        match words.next() {
-            Some("s") => self.sessions.invalidate(words),
-            Some("p") => self.posts.invalidate(words),
-            _ => {}
-        }
+        let subject = match words.next() {
+            Some("s") => {
+                self.sessions.invalidate(words);
+                "sessions"
+            }
+            Some("p") => {
+                self.posts.invalidate(words);
+                "posts"
+            }
+            _ => "heartbeat",
+        };
+        metrics::counter!("strata_invalidations_heard_total", "subject" => subject).increment(1);
         self.liveness.heard();
     }
 
@@ -217,8 +228,11 @@ fn subscribe_and_hear(node: &Invalidations, addr: &str) -> Result<(), Redirect> 
     let mut conn = client
         .get_connection_with_timeout(Duration::from_millis(500))
         .map_err(fail)?;
-    conn.set_read_timeout(Some(Duration::from_millis(250)))
-        .map_err(fail)?;
+    // Heartbeats come every HEARTBEAT from every node: this much silence means the
+    // server or the link is gone. The connection is then dropped, never read again: a
+    // read cut off by its timeout leaves the client expecting a late reply, and it would
+    // skip the next message as that reply.
+    conn.set_read_timeout(Some(SILENCE)).map_err(fail)?;
     let subscribed: Result<redis::Value, _> =
         redis::cmd("SSUBSCRIBE").arg(CHANNEL).query(&mut conn);
     if let Err(e) = subscribed {
@@ -238,7 +252,6 @@ fn subscribe_and_hear(node: &Invalidations, addr: &str) -> Result<(), Redirect> 
                 Some(Message::Unsubscribed) => return Err(Redirect(None)),
                 None => {}
             },
-            Err(e) if e.is_timeout() => {}
             Err(e) => return Err(fail(e)),
         }
     }

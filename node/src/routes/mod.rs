@@ -6,7 +6,7 @@ use std::any::Any;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header::CONTENT_TYPE;
-use axum::middleware::{from_fn, from_fn_with_state, map_response};
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -46,13 +46,8 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(from_fn(crate::consistency::refuse_malformed_tokens))
         .layer(map_response(problems_only))
-        .layer(from_fn_with_state(
-            state.clone(),
-            crate::body_limit::refuse_declared_oversize,
-        ))
-        .layer(from_fn(metrics::record_red))
+        .layer(from_fn_with_state(state.clone(), crate::edge::edge))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(
             state.clone(),
