@@ -36,10 +36,27 @@ pub struct ScalingRun {
     pub write: Phase,
 }
 
+/// One started cluster with its seeded load.
+struct Seeded {
+    shards: usize,
+    cluster: Cluster,
+    reads: Arc<Vec<(String, String)>>,
+    tokens: Arc<Vec<String>>,
+    node: String,
+}
+
+/// Turns each shard count's load gets, alternating with the others.
+const TURNS: u32 = 3;
+
+/// Load before each measured turn, not recorded: connection pools fill (16 shards mean
+/// 16 of them) and caches warm.
+const WARM_UP: Duration = Duration::from_secs(1);
+
 impl ShardScaling {
-    /// Measures every shard count in turn, each on a fresh cluster removed afterwards.
+    /// Starts a cluster per shard count (all at once, so their loads can alternate),
+    /// seeds each, measures, and removes them.
     pub async fn run(&self, http: &Client) -> anyhow::Result<Vec<ScalingRun>> {
-        let mut runs = Vec::new();
+        let mut seeded = Vec::new();
         for &shards in &self.shard_counts {
             eprintln!("shard scaling: starting a cluster of {shards} shards ...");
             let cluster = tokio::task::spawn_blocking(move || {
@@ -52,19 +69,47 @@ impl ShardScaling {
                     .start()
             })
             .await??;
-            let measured = self.measure(http, &cluster, shards).await;
-            tokio::task::spawn_blocking(move || drop(cluster)).await?;
-            runs.push(measured?);
+            match self.seed(http, cluster, shards).await {
+                Ok(s) => seeded.push(s),
+                Err(e) => {
+                    drop_all(seeded).await;
+                    return Err(e);
+                }
+            }
         }
+        let mut runs: Vec<ScalingRun> = Vec::new();
+        let recorders: Vec<(Arc<Recorder>, Arc<Recorder>)> = seeded
+            .iter()
+            .map(|_| (Arc::new(Recorder::new()), Arc::new(Recorder::new())))
+            .collect();
+        let turn = self.duration / TURNS;
+        for t in 0..TURNS {
+            for (s, (read, write)) in seeded.iter().zip(&recorders) {
+                eprintln!(
+                    "shard scaling: {} shards, turn {} of {TURNS} ...",
+                    s.shards,
+                    t + 1
+                );
+                self.load_reads(http, s, Arc::new(Recorder::new()), WARM_UP)
+                    .await;
+                self.load_reads(http, s, Arc::clone(read), turn).await;
+                self.load_writes(http, s, Arc::new(Recorder::new()), WARM_UP)
+                    .await;
+                self.load_writes(http, s, Arc::clone(write), turn).await;
+            }
+        }
+        for (s, (read, write)) in seeded.iter().zip(&recorders) {
+            runs.push(ScalingRun {
+                shards: s.shards,
+                read: self.phase(s.shards, "read", read, turn * TURNS),
+                write: self.phase(s.shards, "write", write, turn * TURNS),
+            });
+        }
+        drop_all(seeded).await;
         Ok(runs)
     }
 
-    async fn measure(
-        &self,
-        http: &Client,
-        cluster: &Cluster,
-        shards: usize,
-    ) -> anyhow::Result<ScalingRun> {
+    async fn seed(&self, http: &Client, cluster: Cluster, shards: usize) -> anyhow::Result<Seeded> {
         let node = cluster.nodes[0].url();
         let mut reads = Vec::new();
         let mut tokens = Vec::new();
@@ -80,80 +125,85 @@ impl ShardScaling {
             tokens.push(token);
         }
         // Every user's posts interleaved, so consecutive requests hit different shards.
-        let reads = Arc::new(interleave(reads, self.posts_per_user));
-        let tokens = Arc::new(tokens);
-
-        eprintln!("shard scaling: {shards} shards, read path ...");
-        let read = {
-            let (http, reads) = (http.clone(), Arc::clone(&reads));
-            self.closed(shards, "read", move |i: u64| {
-                let (url, token) = reads[(i as usize) % reads.len()].clone();
-                let http = http.clone();
-                async move {
-                    send(
-                        &http,
-                        "GET /v1/posts/{id}",
-                        Method::GET,
-                        url,
-                        Some(&token),
-                        None,
-                        None,
-                    )
-                    .await
-                }
-            })
-            .await
-        };
-        eprintln!("shard scaling: {shards} shards, write path ...");
-        let write = {
-            let (http, tokens, url) = (
-                http.clone(),
-                Arc::clone(&tokens),
-                format!("{node}/v1/tasks"),
-            );
-            self.closed(shards, "write", move |i: u64| {
-                let token = tokens[(i as usize) % tokens.len()].clone();
-                let (http, url) = (http.clone(), url.clone());
-                async move {
-                    let body = json!({"title": format!("scaling task {i}")});
-                    send(
-                        &http,
-                        "POST /v1/tasks",
-                        Method::POST,
-                        url,
-                        Some(&token),
-                        None,
-                        Some(&body),
-                    )
-                    .await
-                }
-            })
-            .await
-        };
-        Ok(ScalingRun {
+        Ok(Seeded {
             shards,
-            read,
-            write,
+            cluster,
+            reads: Arc::new(interleave(reads, self.posts_per_user)),
+            tokens: Arc::new(tokens),
+            node,
         })
     }
 
-    async fn closed<F, Fut>(&self, shards: usize, path: &str, make: F) -> Phase
-    where
-        F: Fn(u64) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = crate::recorder::Outcome> + Send + 'static,
-    {
-        let recorder = Arc::new(Recorder::new());
-        closed_loop(Arc::clone(&recorder), self.connections, self.duration, make).await;
+    async fn load_reads(&self, http: &Client, s: &Seeded, recorder: Arc<Recorder>, for_: Duration) {
+        let (http, reads) = (http.clone(), Arc::clone(&s.reads));
+        closed_loop(recorder, self.connections, for_, move |i: u64| {
+            let (url, token) = reads[(i as usize) % reads.len()].clone();
+            let http = http.clone();
+            async move {
+                send(
+                    &http,
+                    "GET /v1/posts/{id}",
+                    Method::GET,
+                    url,
+                    Some(&token),
+                    None,
+                    None,
+                )
+                .await
+            }
+        })
+        .await;
+    }
+
+    async fn load_writes(
+        &self,
+        http: &Client,
+        s: &Seeded,
+        recorder: Arc<Recorder>,
+        for_: Duration,
+    ) {
+        let (http, tokens, url) = (
+            http.clone(),
+            Arc::clone(&s.tokens),
+            format!("{}/v1/tasks", s.node),
+        );
+        closed_loop(recorder, self.connections, for_, move |i: u64| {
+            let token = tokens[(i as usize) % tokens.len()].clone();
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let body = json!({"title": format!("scaling task {i}")});
+                send(
+                    &http,
+                    "POST /v1/tasks",
+                    Method::POST,
+                    url,
+                    Some(&token),
+                    None,
+                    Some(&body),
+                )
+                .await
+            }
+        })
+        .await;
+    }
+
+    fn phase(&self, shards: usize, path: &str, recorder: &Recorder, total: Duration) -> Phase {
         Phase {
             name: format!("{path} max, {shards} shards"),
             load: format!(
-                "closed loop, {} connections, one node, {shards} shards without replicas, {} users",
+                "closed loop, {} connections, one node, {shards} shards without replicas, {} users, {TURNS} turns alternating with the other shard counts",
                 self.connections, self.users
             ),
-            duration_secs: self.duration.as_secs_f64(),
-            endpoints: recorder.summarize(self.duration),
+            duration_secs: total.as_secs_f64(),
+            endpoints: recorder.summarize(total),
         }
     }
+}
+
+/// Stops the clusters (their removal blocks).
+async fn drop_all(seeded: Vec<Seeded>) {
+    let clusters: Vec<Cluster> = seeded.into_iter().map(|s| s.cluster).collect();
+    let _ = tokio::task::spawn_blocking(move || drop(clusters)).await;
 }
 
 /// `items` (grouped `per_group` at a time) reordered round-robin across the groups.
