@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use strata_node::config::{FilesConfig, LimitsConfig};
 use strata_router::{RouterSettings, ShardMap};
 use strata_sandbox::cluster::auth_with_fresh_key;
+use strata_sandbox::monitoring::MonitoringPorts;
 use strata_sandbox::{Cluster, ClusterSpec, OnDrop};
 
 /// Local cluster commands.
@@ -78,6 +79,13 @@ pub struct UpArgs {
     /// Load balancer (HAProxy) port.
     #[arg(long, default_value_t = 8100)]
     lb_port: u16,
+    /// Prometheus port; the Redis exporter listens on the next one, the Postgres
+    /// exporters (one per Postgres host) on the ones after.
+    #[arg(long, default_value_t = 9090)]
+    prometheus_port: u16,
+    /// Leave out Prometheus and the exporters.
+    #[arg(long)]
+    no_monitoring: bool,
     /// Leave the cluster running in the background and return.
     #[arg(long)]
     detach: bool,
@@ -135,6 +143,18 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         fsync: true,
         request_timeout_ms: None,
         upload_idle_timeout_ms: None,
+        monitoring: None,
+    };
+    let hosts: usize = spec.shard_map.shards.iter().map(|s| s.hosts.len()).sum();
+    let spec = ClusterSpec {
+        monitoring: (!args.no_monitoring).then(|| MonitoringPorts {
+            prometheus: args.prometheus_port,
+            redis_exporter: args.prometheus_port + 1,
+            postgres_exporters: (0..hosts as u16)
+                .map(|i| args.prometheus_port + 2 + i)
+                .collect(),
+        }),
+        ..spec
     };
     let started = Instant::now();
     eprintln!(

@@ -13,6 +13,29 @@ use crate::invalidation::{self, Invalidations};
 use crate::accounts::store::AccountStore;
 use crate::state::AppState;
 
+/// How often the slot moves' progress is read from the catalog.
+const MOVE_PROGRESS_PERIOD: Duration = Duration::from_secs(15);
+
+/// Exports where slot moves stand (from the catalog, which every node reads): the
+/// moves unfinished and done, and how long the least recently advanced one has gone
+/// without progress (the "rebalance stalled" alert).
+async fn record_move_progress(state: &AppState) {
+    let Some(catalog) = state.topology().catalog() else {
+        return;
+    };
+    match catalog.move_progress().await {
+        Ok(progress) => {
+            metrics::gauge!("strata_rebalance_moves", "state" => "unfinished")
+                .set(progress.unfinished as f64);
+            metrics::gauge!("strata_rebalance_moves", "state" => "finished")
+                .set(progress.finished as f64);
+            metrics::gauge!("strata_rebalance_stalled_seconds")
+                .set(progress.stalled_for.as_secs_f64());
+        }
+        Err(e) => tracing::debug!(error = %e, "could not read the slot moves"),
+    }
+}
+
 /// How often the active-sessions gauge is refreshed.
 const SESSION_GAUGE_PERIOD: Duration = Duration::from_secs(15);
 
@@ -66,6 +89,13 @@ pub fn start(state: &AppState) -> BackgroundJobs {
         state.shared_topology(),
         std::sync::Arc::clone(state.search()),
     ));
+    let moves = {
+        let state = state.clone();
+        every(MOVE_PROGRESS_PERIOD, move || {
+            let state = state.clone();
+            async move { record_move_progress(&state).await }
+        })
+    };
     let invalidations = Arc::clone(state.invalidations());
     let heartbeat = if invalidations.enabled() {
         invalidation::listen(
@@ -81,7 +111,7 @@ pub fn start(state: &AppState) -> BackgroundJobs {
         tokio::spawn(async {})
     };
     BackgroundJobs {
-        tasks: vec![claims, sessions, feeds, heartbeat],
+        tasks: vec![claims, sessions, feeds, heartbeat, moves],
         invalidations,
     }
 }

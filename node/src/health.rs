@@ -71,12 +71,15 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
         reasons.push(e.to_string());
     }
     match redis {
-        Ok(health) if reasons.is_empty() => Ok(Json(Ready {
-            status: "ready",
-            shards: shards.len(),
-            redis_probe_ms: health.took.as_secs_f64() * 1000.0,
-            redis_slots_ok: health.slots_ok,
-        })),
+        Ok(health) if reasons.is_empty() => {
+            metrics::gauge!("strata_redis_slots_ok").set(f64::from(health.slots_ok));
+            Ok(Json(Ready {
+                status: "ready",
+                shards: shards.len(),
+                redis_probe_ms: health.took.as_secs_f64() * 1000.0,
+                redis_slots_ok: health.slots_ok,
+            }))
+        }
         _ => Err(ApiError::Unavailable {
             detail: format!("not ready: {}", reasons.join("; ")),
             retry_after_secs: 1,

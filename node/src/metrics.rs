@@ -20,9 +20,21 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Installs the process-wide Prometheus recorder. Every `*_seconds` histogram gets the
 /// latency buckets above.
 pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)?
-        .install_recorder()
+        .install_recorder()?;
+    // Counters of rare events exist from the start at zero, so a dashboard panel or an
+    // alert over them has a series (and a rate of 0) before the first event.
+    for counter in [
+        "strata_write_fence_retries_total",
+        "strata_write_connection_retries_total",
+        "strata_redis_retries_total",
+        "strata_redis_unreplicated_revocations_total",
+        "strata_search_rebuilds_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    Ok(handle)
 }
 
 /// `GET /metrics`: the Prometheus text format. Process figures (resident memory, CPU

@@ -53,6 +53,18 @@ pub struct CatalogShard {
     pub draining: bool,
 }
 
+/// Where slot moves stand (see [`Catalog::move_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveProgress {
+    /// Moves started and not yet cleaned up or cancelled.
+    pub unfinished: u64,
+    /// Moves done, as recorded (the records of a removed shard are dropped with it).
+    pub finished: u64,
+    /// How long the least recently advanced unfinished move has gone without a phase
+    /// change or progress record (zero when none is unfinished).
+    pub stalled_for: std::time::Duration,
+}
+
 /// Where a slot's move stands. A move goes copying → catching_up → flipping → flipped →
 /// cleaned, or ends cancelled; each phase is recorded before the next begins, so a killed
 /// rebalance resumes from the phase it reached.
@@ -345,6 +357,27 @@ impl Catalog {
     /// A connection to the catalog database on its primary.
     pub async fn connect(&self) -> Result<Client, CatalogError> {
         self.connect_on(&self.database, None).await
+    }
+
+    /// Where slot moves stand, for monitoring: how many are unfinished, and how long
+    /// the least recently advanced of them has gone without progress.
+    pub async fn move_progress(&self) -> Result<MoveProgress, CatalogError> {
+        let client = self.connect().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE phase NOT IN ('cleaned', 'cancelled')), \
+                        count(*) FILTER (WHERE phase = 'cleaned'), \
+                        coalesce(extract(epoch FROM now() - min(updated_at) \
+                            FILTER (WHERE phase NOT IN ('cleaned', 'cancelled'))), 0)::float8 \
+                 FROM moves",
+                &[],
+            )
+            .await?;
+        Ok(MoveProgress {
+            unfinished: row.get::<_, i64>(0) as u64,
+            finished: row.get::<_, i64>(1) as u64,
+            stalled_for: std::time::Duration::from_secs_f64(row.get::<_, f64>(2).max(0.0)),
+        })
     }
 
     /// A connection that receives the catalog's change announcements.

@@ -10,6 +10,7 @@ use strata_router::{RouterSettings, ShardMap};
 
 use crate::cluster::{Cluster, ClusterSpec, OnDrop, auth_with_fresh_key};
 use crate::error::SandboxError;
+use crate::monitoring::MonitoringPorts;
 use crate::process::free_ports;
 use crate::reaper;
 
@@ -30,6 +31,7 @@ pub struct ClusterBuilder {
     synchronous: bool,
     request_timeout_ms: Option<u64>,
     upload_idle_timeout_ms: Option<u64>,
+    monitoring: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -49,6 +51,7 @@ impl Default for ClusterBuilder {
             synchronous: false,
             request_timeout_ms: None,
             upload_idle_timeout_ms: None,
+            monitoring: false,
         }
     }
 }
@@ -138,12 +141,20 @@ impl ClusterBuilder {
         self
     }
 
+    /// Prometheus and its exporters too (off by default: most tests do not look).
+    pub fn monitoring(mut self, on: bool) -> Self {
+        self.monitoring = on;
+        self
+    }
+
     /// The spec this builder describes, on fresh free ports in a fresh directory.
     pub fn spec(&self) -> Result<ClusterSpec, SandboxError> {
         let pg_count = self.shards * (1 + self.replicas);
         let lb = usize::from(self.load_balancer && self.nodes > 0);
         let redis_count = self.redis_masters * (1 + self.redis_replicas);
-        let mut ports = free_ports(pg_count + redis_count + self.nodes + lb)?.into_iter();
+        let monitoring_count = if self.monitoring { 2 + pg_count } else { 0 };
+        let mut ports =
+            free_ports(pg_count + redis_count + self.nodes + lb + monitoring_count)?.into_iter();
         let mut map_text = format!("database = \"{}\"\nuser = \"strata\"\n", self.database);
         for s in 0..self.shards {
             let hosts: Vec<String> = (0..=self.replicas)
@@ -171,6 +182,11 @@ impl ClusterBuilder {
             fsync: false,
             request_timeout_ms: self.request_timeout_ms,
             upload_idle_timeout_ms: self.upload_idle_timeout_ms,
+            monitoring: self.monitoring.then(|| MonitoringPorts {
+                prometheus: ports.next().unwrap(),
+                redis_exporter: ports.next().unwrap(),
+                postgres_exporters: ports.by_ref().take(pg_count).collect(),
+            }),
         })
     }
 

@@ -12,6 +12,7 @@ use strata_router::{HostAddr, RouterSettings, ShardId, ShardMap, Topology};
 use crate::endpoints::{Endpoints, NodeEndpoint, PostgresEndpoint};
 use crate::error::SandboxError;
 use crate::haproxy::LoadBalancer;
+use crate::monitoring::{Monitoring, MonitoringPorts, PostgresTarget};
 use crate::nodes::{NodeProcess, node_binary};
 use crate::postgres::{APP_ROLE, PgInstance};
 use crate::process::{self, wait_until};
@@ -57,6 +58,9 @@ pub struct ClusterSpec {
     /// The nodes' `files.upload_idle_timeout_ms`, when not their default.
     #[serde(default)]
     pub upload_idle_timeout_ms: Option<u64>,
+    /// Prometheus and the exporters, when the cluster is monitored.
+    #[serde(default)]
+    pub monitoring: Option<MonitoringPorts>,
 }
 
 fn default_max_upload() -> u64 {
@@ -95,6 +99,7 @@ pub struct Cluster {
     pub redis: Option<RedisCluster>,
     pub nodes: Vec<NodeProcess>,
     pub load_balancer: Option<LoadBalancer>,
+    pub monitoring: Option<Monitoring>,
     on_drop: OnDrop,
 }
 
@@ -102,7 +107,7 @@ impl Cluster {
     /// Builds the handles for a spec without starting anything.
     pub fn plan(spec: ClusterSpec) -> Result<Self, SandboxError> {
         let tools = Tools::discover()?;
-        let postgres = spec
+        let postgres: Vec<PgInstance> = spec
             .shard_map
             .shards
             .iter()
@@ -185,12 +190,33 @@ impl Cluster {
             dir: spec.data_dir.join("haproxy"),
             tools: tools.clone(),
         });
+        let monitoring = spec.monitoring.as_ref().map(|ports| Monitoring {
+            ports: ports.clone(),
+            postgres: postgres
+                .iter()
+                .zip(&ports.postgres_exporters)
+                .map(|(pg, &port)| PostgresTarget {
+                    shard: pg.shard.to_string(),
+                    addr: pg.addr.to_string(),
+                    database: spec.shard_map.database.clone(),
+                    port,
+                })
+                .collect(),
+            redis: spec
+                .redis_ports
+                .iter()
+                .map(|port| format!("127.0.0.1:{port}"))
+                .collect(),
+            nodes: nodes.iter().map(|n| (n.id.clone(), n.port)).collect(),
+            dir: crate::monitoring::dir_of(&spec.data_dir),
+        });
         Ok(Self {
             spec,
             postgres,
             redis,
             nodes,
             load_balancer,
+            monitoring,
             on_drop: OnDrop::Stop,
         })
     }
@@ -246,6 +272,9 @@ impl Cluster {
                 || process::http_status(lb.port, "/readyz") == Some(200),
             )?;
         }
+        if let Some(monitoring) = &self.monitoring {
+            monitoring.start()?;
+        }
         self.endpoints().write()
     }
 
@@ -266,6 +295,9 @@ impl Cluster {
 
     /// Stops everything, front to back: load balancer, nodes, Redis, replicas, primaries.
     pub fn stop(&self) {
+        if let Some(monitoring) = &self.monitoring {
+            monitoring.stop();
+        }
         if let Some(lb) = &self.load_balancer {
             lb.stop();
         }
@@ -314,6 +346,7 @@ impl Cluster {
             data_dir: self.spec.data_dir.clone(),
             shard_map: self.shard_map_path(),
             load_balancer: self.load_balancer.as_ref().map(LoadBalancer::url),
+            prometheus: self.monitoring.as_ref().map(Monitoring::url),
             nodes: self
                 .nodes
                 .iter()

@@ -18,6 +18,9 @@ pub struct Endpoints {
     pub shard_map: PathBuf,
     /// Base URL of the load balancer, when there is one.
     pub load_balancer: Option<String>,
+    /// Base URL of Prometheus, when the cluster is monitored.
+    #[serde(default)]
+    pub prometheus: Option<String>,
     pub nodes: Vec<NodeEndpoint>,
     pub postgres: Vec<PostgresEndpoint>,
     /// Redis Cluster seeds (`redis://host:port`).
@@ -74,6 +77,11 @@ impl Endpoints {
             );
         }
         out += &format!("redis cluster   {}\n", self.redis.join(" "));
+        if let Some(prometheus) = &self.prometheus {
+            out += &format!(
+                "prometheus      {prometheus}   (targets {prometheus}/targets, alerts {prometheus}/alerts)\n"
+            );
+        }
         out += &format!("shard map       {}\n", self.shard_map.display());
         out += &format!("data dir        {}\n", self.data_dir.display());
         out

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod endpoints;
 pub mod error;
 pub mod haproxy;
+pub mod monitoring;
 pub mod nodes;
 pub mod postgres;
 pub mod process;

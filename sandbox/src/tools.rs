@@ -53,7 +53,7 @@ impl Tools {
     }
 }
 
-fn on_path(program: &str, package: &'static str) -> Result<PathBuf, SandboxError> {
+pub(crate) fn on_path(program: &str, package: &'static str) -> Result<PathBuf, SandboxError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))

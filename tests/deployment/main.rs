@@ -234,6 +234,85 @@ fn haproxy_and_prometheus_reach_the_nodes_on_the_port_they_listen_on() {
     }
 }
 
+/// Runs a tool installed by scripts/install-deps.sh; its output, and whether it passed.
+fn tool(program: &str, args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is installed by scripts/install-deps.sh: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_prometheus_rules_are_valid_and_their_unit_tests_pass() {
+    let rules = repo().join("compose/prometheus/rules");
+    let (ok, out) = tool("promtool", &["check", "rules", "strata.yml"], &rules);
+    assert!(ok, "{out}");
+    let (ok, out) = tool("promtool", &["test", "rules", "strata_test.yml"], &rules);
+    assert!(ok, "{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn a_broken_rule_fails_promtool() {
+    // The check above can fail: a rule with a bad expression is refused.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yml"),
+        "groups:\n  - name: bad\n    rules:\n      - record: x\n        expr: sum(rate(\n",
+    )
+    .unwrap();
+    let (ok, out) = tool("promtool", &["check", "rules", "bad.yml"], dir.path());
+    assert!(!ok, "{out}");
+}
+
+#[test]
+fn the_kubernetes_manifests_pass_schema_validation() {
+    let dir = repo().join("deploy/kubernetes");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let mut args = vec!["--strict"];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, out) = tool("kubernetes-validate", &args, &dir);
+    assert!(ok, "{out}");
+    for file in &files {
+        assert!(
+            out.contains(&format!("{file} passed")),
+            "{file} not validated: {out}"
+        );
+    }
+
+    // The validator refuses what Kubernetes would: a field of the wrong type.
+    let bad = tempfile::tempdir().unwrap();
+    let broken = std::fs::read_to_string(dir.join("hpa.yaml"))
+        .unwrap()
+        .replace("minReplicas: 2", "minReplicas: two");
+    std::fs::write(bad.path().join("hpa.yaml"), broken).unwrap();
+    let (ok, out) = tool("kubernetes-validate", &["--strict", "hpa.yaml"], bad.path());
+    assert!(!ok, "{out}");
+}
+
+#[test]
+fn the_local_prometheus_loads_the_shipped_rules() {
+    // The sandbox embeds the rules file it gives the local Prometheus.
+    assert_eq!(
+        strata_sandbox::monitoring::RULES,
+        read("compose/prometheus/rules/strata.yml")
+    );
+}
+
 #[test]
 fn haproxy_accepts_the_compose_configuration() {
     let output = Command::new("haproxy")

@@ -1,0 +1,275 @@
+//! The local cluster's monitoring: a real Prometheus (Debian's `prometheus`) scraping
+//! every node, one `prometheus-postgres-exporter` per Postgres host and one
+//! `prometheus-redis-exporter` for every Redis server (its multi-target `/scrape`
+//! endpoint), with the project's recording and alerting rules
+//! (`compose/prometheus/rules/strata.yml`) loaded.
+//!
+//! Nodes are listed in a file-based service discovery file (`nodes.json`), which
+//! Prometheus re-reads by itself, so nodes added or removed while it runs are scraped
+//! without a restart ([`Monitoring::set_nodes`]). Targets carry `namespace` and `pod`
+//! labels like Kubernetes', so the prometheus-adapter rule behind the autoscaler can be
+//! evaluated here exactly as written.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SandboxError;
+use crate::process::{self, wait_until};
+
+/// The project's rules, as shipped in `compose/prometheus/rules/`.
+pub const RULES: &str = include_str!("../../compose/prometheus/rules/strata.yml");
+
+/// How often Prometheus scrapes and evaluates rules here (short: tests wait on it).
+pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The `namespace` label every local target carries.
+pub const NAMESPACE: &str = "strata-local";
+
+/// Ports of the monitoring processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitoringPorts {
+    pub prometheus: u16,
+    pub redis_exporter: u16,
+    /// One per Postgres host, in the order of the shard map's hosts.
+    pub postgres_exporters: Vec<u16>,
+}
+
+/// One Postgres host an exporter watches.
+#[derive(Debug, Clone)]
+pub struct PostgresTarget {
+    pub shard: String,
+    /// `host:port` of the server.
+    pub addr: String,
+    pub database: String,
+    /// The exporter's port.
+    pub port: u16,
+}
+
+/// Prometheus and the exporters of one local cluster.
+#[derive(Debug, Clone)]
+pub struct Monitoring {
+    pub ports: MonitoringPorts,
+    pub postgres: Vec<PostgresTarget>,
+    /// `host:port` of every Redis server.
+    pub redis: Vec<String>,
+    /// `(node id, port)` of every node.
+    pub nodes: Vec<(String, u16)>,
+    pub dir: PathBuf,
+}
+
+/// The monitoring programs, found on PATH.
+struct MonitoringTools {
+    prometheus: PathBuf,
+    postgres_exporter: PathBuf,
+    redis_exporter: PathBuf,
+}
+
+impl MonitoringTools {
+    fn discover() -> Result<Self, SandboxError> {
+        Ok(Self {
+            prometheus: crate::tools::on_path("prometheus", "prometheus")?,
+            postgres_exporter: crate::tools::on_path(
+                "prometheus-postgres-exporter",
+                "prometheus-postgres-exporter",
+            )?,
+            redis_exporter: crate::tools::on_path(
+                "prometheus-redis-exporter",
+                "prometheus-redis-exporter",
+            )?,
+        })
+    }
+}
+
+impl Monitoring {
+    /// Prometheus's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.prometheus)
+    }
+
+    /// Starts whatever is not running, then waits until Prometheus answers.
+    pub fn start(&self) -> Result<(), SandboxError> {
+        let tools = MonitoringTools::discover()?;
+        std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create monitoring dir"))?;
+        for target in &self.postgres {
+            let dsn = format!(
+                "postgresql://strata@{}/{}?sslmode=disable",
+                target.addr, target.database
+            );
+            let name = format!("postgres-exporter-{}-{}", target.shard, target.port);
+            self.spawn(
+                &name,
+                Command::new(&tools.postgres_exporter)
+                    .env("DATA_SOURCE_NAME", dsn)
+                    .arg(format!("--web.listen-address=127.0.0.1:{}", target.port)),
+            )?;
+        }
+        self.spawn(
+            "redis-exporter",
+            Command::new(&tools.redis_exporter)
+                .arg("-web.listen-address")
+                .arg(format!("127.0.0.1:{}", self.ports.redis_exporter))
+                .arg("-is-cluster"),
+        )?;
+        let rules = self.dir.join("rules.yml");
+        std::fs::write(&rules, RULES).map_err(SandboxError::io("write the rules"))?;
+        self.write_node_targets()?;
+        let config = self.dir.join("prometheus.yml");
+        std::fs::write(&config, self.config_text())
+            .map_err(SandboxError::io("write prometheus.yml"))?;
+        self.spawn(
+            "prometheus",
+            Command::new(&tools.prometheus)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    self.dir.join("data").display()
+                ))
+                .arg("--storage.tsdb.retention.time=2d")
+                .arg(format!(
+                    "--web.listen-address=127.0.0.1:{}",
+                    self.ports.prometheus
+                ))
+                .arg("--web.enable-lifecycle"),
+        )?;
+        wait_until(
+            "prometheus to be ready",
+            Duration::from_secs(60),
+            &self.dir.join("prometheus.log"),
+            || process::http_status(self.ports.prometheus, "/-/ready") == Some(200),
+        )
+    }
+
+    /// Stops every monitoring process.
+    pub fn stop(&self) {
+        for name in self.process_names() {
+            if let Some(pid) = self.pid_of(&name) {
+                process::stop_pid(pid, libc::SIGTERM, Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Every monitoring process's pid while it runs.
+    pub fn pids(&self) -> Vec<i32> {
+        self.process_names()
+            .iter()
+            .filter_map(|name| self.pid_of(name))
+            .collect()
+    }
+
+    /// Replaces the node targets (nodes added or removed): Prometheus picks the file up
+    /// by itself.
+    pub fn set_nodes(&mut self, nodes: Vec<(String, u16)>) -> Result<(), SandboxError> {
+        self.nodes = nodes;
+        self.write_node_targets()
+    }
+
+    fn process_names(&self) -> Vec<String> {
+        let mut names = vec!["prometheus".to_owned(), "redis-exporter".to_owned()];
+        names.extend(
+            self.postgres
+                .iter()
+                .map(|t| format!("postgres-exporter-{}-{}", t.shard, t.port)),
+        );
+        names
+    }
+
+    fn pid_of(&self, name: &str) -> Option<i32> {
+        process::read_pid(&self.dir.join(format!("{name}.pid"))).filter(|pid| process::alive(*pid))
+    }
+
+    fn spawn(&self, name: &str, command: &mut Command) -> Result<(), SandboxError> {
+        if self.pid_of(name).is_some() {
+            return Ok(());
+        }
+        let log_path = self.dir.join(format!("{name}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(SandboxError::io(format!("open {}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(SandboxError::io(format!("open {}", log_path.display())))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .spawn()
+            .map_err(SandboxError::io(format!("start {name}")))?;
+        std::fs::write(
+            self.dir.join(format!("{name}.pid")),
+            format!("{}\n", child.id()),
+        )
+        .map_err(SandboxError::io(format!("write the pid of {name}")))?;
+        drop(child);
+        Ok(())
+    }
+
+    fn write_node_targets(&self) -> Result<(), SandboxError> {
+        let groups: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|(id, port)| {
+                serde_json::json!({
+                    "targets": [format!("127.0.0.1:{port}")],
+                    "labels": {"node": id, "namespace": NAMESPACE, "pod": id},
+                })
+            })
+            .collect();
+        let path = self.dir.join("nodes.json");
+        let tmp = self.dir.join("nodes.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&groups).expect("json"))
+            .map_err(SandboxError::io("write nodes.json"))?;
+        // Renamed into place, so Prometheus never reads half a file.
+        std::fs::rename(&tmp, &path).map_err(SandboxError::io("write nodes.json"))
+    }
+
+    /// The Prometheus configuration.
+    pub fn config_text(&self) -> String {
+        let interval = SCRAPE_INTERVAL.as_secs();
+        let postgres: String = self
+            .postgres
+            .iter()
+            .map(|t| {
+                format!(
+                    "      - targets: [\"127.0.0.1:{}\"]\n        labels: {{ shard: \"{}\", server: \"{}\" }}\n",
+                    t.port, t.shard, t.addr
+                )
+            })
+            .collect();
+        let redis: String = self
+            .redis
+            .iter()
+            .map(|addr| format!("\"redis://{addr}\", "))
+            .collect();
+        format!(
+            "# Written by the Strata sandbox.\n\
+             global:\n  scrape_interval: {interval}s\n  evaluation_interval: {interval}s\n\
+             rule_files:\n  - {rules}\n\
+             scrape_configs:\n\
+             \x20 - job_name: strata-node\n    file_sd_configs:\n      - files: [\"{nodes}\"]\n        refresh_interval: {interval}s\n\
+             \x20 - job_name: postgres\n    static_configs:\n{postgres}\
+             \x20 - job_name: redis\n    metrics_path: /scrape\n    static_configs:\n      - targets: [{redis}]\n\
+             \x20   relabel_configs:\n\
+             \x20     - source_labels: [__address__]\n        target_label: __param_target\n\
+             \x20     - source_labels: [__param_target]\n        target_label: instance\n\
+             \x20     - target_label: __address__\n        replacement: 127.0.0.1:{redis_exporter}\n\
+             \x20 - job_name: redis-exporter\n    static_configs:\n      - targets: [\"127.0.0.1:{redis_exporter}\"]\n\
+             \x20 - job_name: prometheus\n    static_configs:\n      - targets: [\"127.0.0.1:{prometheus}\"]\n",
+            rules = self.dir.join("rules.yml").display(),
+            nodes = self.dir.join("nodes.json").display(),
+            redis_exporter = self.ports.redis_exporter,
+            prometheus = self.ports.prometheus,
+        )
+    }
+}
+
+/// The directory the monitoring of a cluster rooted at `data_dir` lives in.
+pub fn dir_of(data_dir: &Path) -> PathBuf {
+    data_dir.join("monitoring")
+}
