@@ -109,7 +109,7 @@ async fn traffic(stop: Arc<AtomicBool>, workers: usize, sent: Arc<AtomicU64>) {
                 lb.get("/v1/tasks?limit=20", Some(&user.access)).await;
                 lb.get("/v1/search?q=watched", Some(&user.access)).await;
                 lb.get("/v1/posts/01nothing", Some(&user.access)).await;
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     lb.login(&name, PASSWORD).await;
                 }
                 sent.fetch_add(6, Ordering::Relaxed);
