@@ -464,7 +464,10 @@ impl Topology {
             });
         };
         let host = &shard.hosts[index];
-        host.pool.get().await.map_err(|e| {
+        let waited = Instant::now();
+        let conn = host.pool.get().await;
+        record_pool_wait(id, HostRole::Primary, waited);
+        conn.map_err(|e| {
             let mut seen = host.seen.lock().expect("host lock");
             seen.role = HostRole::Down;
             seen.last_error = Some(e.to_string());
@@ -490,6 +493,7 @@ impl Topology {
         let rotate = self.next_reader.fetch_add(1, Ordering::Relaxed);
         for index in read_candidates(&views, min_lsn, self.settings.max_replica_lag(), rotate) {
             let host = &shard.hosts[index];
+            let waited = Instant::now();
             match host.pool.get().await {
                 Ok(conn) => {
                     let role = if views[index].is_primary {
@@ -497,6 +501,7 @@ impl Topology {
                     } else {
                         HostRole::Replica
                     };
+                    record_pool_wait(id, role, waited);
                     return Ok((conn, role));
                 }
                 Err(e) => {
@@ -637,6 +642,17 @@ fn no_primary_reason(shard: &Shard) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// How long a request waited for a pooled connection (a full pool makes it queue),
+/// by shard and role: `strata_db_pool_wait_seconds`.
+fn record_pool_wait(shard: &ShardId, role: HostRole, since: Instant) {
+    let role = match role {
+        HostRole::Primary => "primary",
+        _ => "replica",
+    };
+    metrics::histogram!("strata_db_pool_wait_seconds", "shard" => shard.to_string(), "role" => role)
+        .record(since.elapsed().as_secs_f64());
 }
 
 fn view(host: &Host, now: Instant) -> HostView {

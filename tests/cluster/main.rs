@@ -214,8 +214,10 @@ async fn the_openapi_document_describes_only_routes_the_node_serves_and_docs_ren
             );
         }
     }
+    // The API viewer works without internet: the page and every script, style sheet
+    // and setting it loads are served by the node itself, and it reads /openapi.json.
     let docs = client
-        .get(format!("{}/docs", node.url()))
+        .get(format!("{}/docs/", node.url()))
         .send()
         .await
         .unwrap();
@@ -226,10 +228,37 @@ async fn the_openapi_document_describes_only_routes_the_node_serves_and_docs_ren
             .unwrap()
             .starts_with("text/html")
     );
+    let page = docs.text().await.unwrap();
     assert!(
-        docs.text().await.unwrap().contains("openapi"),
-        "the page carries the document"
+        !page.contains("https://") && !page.contains("http://"),
+        "{page}"
     );
+    let assets: Vec<&str> = page
+        .split(['"', '\''])
+        .filter(|s| s.ends_with(".js") || s.ends_with(".css"))
+        .collect();
+    assert!(assets.len() >= 3, "{assets:?}");
+    let mut loaded = String::new();
+    for asset in &assets {
+        let url = format!("{}/docs/{}", node.url(), asset.trim_start_matches("./"));
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        loaded += &response.text().await.unwrap();
+    }
+    assert!(loaded.len() > 100_000, "the viewer's code is served whole");
+    assert!(
+        loaded.contains("/openapi.json"),
+        "the viewer reads the node's document"
+    );
+    for asset in ["https://cdn", "http://cdn", "unpkg.com", "jsdelivr"] {
+        assert!(!page.contains(asset), "{asset} in the page");
+    }
+    let redirect = client
+        .get(format!("{}/docs", node.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 200, "/docs leads to the viewer");
 }
 
 #[tokio::test]

@@ -1,11 +1,11 @@
 //! The API's OpenAPI 3.1 description, generated from the handlers' own annotations, at
-//! `GET /openapi.json`, with interactive docs (Scalar) at `/docs`.
+//! `GET /openapi.json`, with interactive docs (Swagger UI, served by the node itself) at
+//! `/docs`.
 
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_scalar::{Scalar, Servable};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
 
@@ -219,16 +219,9 @@ impl Modify for CommonAnswers {
 
 /// `GET /openapi.json` and `GET /docs`.
 pub fn router() -> Router<AppState> {
-    let document = ApiDoc::openapi();
-    Router::new()
-        .route(
-            "/openapi.json",
-            get({
-                let document = document.clone();
-                move || async move { Json(document) }
-            }),
-        )
-        .merge(Scalar::with_url("/docs", document))
+    // Swagger UI's files are built into the node (the crate's vendored copy): `/docs`
+    // works without internet.
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
 }
 
 #[cfg(test)]
