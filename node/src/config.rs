@@ -218,26 +218,21 @@ impl Default for AuthConfig {
 }
 
 /// The node's local caches, trusted only while it hears every invalidation (see
-/// docs/architecture.md, "Sessions" and "Items").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// docs/architecture.md, "Sessions" and "Items"). Off by default: an invalidation
+/// reaches a node's listener thread at about the time the change is acknowledged, not
+/// provably before, so a busy node can still answer one request from a copy that was
+/// just invalidated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// How long a session check this node made answers for the session; 0 asks Redis
-    /// on every request. Default 2000 ms.
+    /// on every request. Default 0.
     pub session_checks_ms: u64,
     /// How long a public post this node read stays in its memory; 0 asks the shared
-    /// Redis cache on every read. Default 2000 ms.
+    /// Redis cache on every read. Default 0.
     pub public_posts_ms: u64,
 }
 
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            session_checks_ms: 2_000,
-            public_posts_ms: 2_000,
-        }
-    }
-}
 
 /// Rate limits, counted in Redis so every node shares one budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

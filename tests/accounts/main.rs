@@ -106,22 +106,12 @@ async fn a_user_signed_up_on_one_node_logs_in_on_the_other_and_logout_ends_it_ev
     );
 }
 
-/// Session checks node 1 answered from its cache (see `auth.session_cache_ms`).
-async fn session_cache_hits() -> u64 {
-    let text = node(1).get("/metrics", None).await.text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(r#"strata_cache_requests_total{cache="session",result="hit"}"#))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or(0)
-}
-
-/// Node 1 serves each session twice (the second time from its cache of recent checks)
-/// just before node 0 revokes it: every kind of revocation is refused by node 1 on the
-/// very next request, round after round.
+/// Node 1 serves each session twice just before node 0 revokes it: every kind of
+/// revocation is refused by node 1 on the very next request, round after round (the
+/// guarantee any cache of session checks must keep).
 #[tokio::test]
 async fn a_session_another_node_served_a_moment_ago_is_refused_there_at_once_after_it_ends() {
     const ROUNDS: usize = 8;
-    let hits_before = session_cache_hits().await;
     for round in 0..ROUNDS {
         let name = unique("cached");
         let first = node(0).signup_ok(&name, PASSWORD).await;
@@ -196,12 +186,6 @@ async fn a_session_another_node_served_a_moment_ago_is_refused_there_at_once_aft
         node(1).me_status(&rotated.access).await,
         StatusCode::UNAUTHORIZED,
         "reuse"
-    );
-
-    assert!(
-        session_cache_hits().await >= hits_before + (ROUNDS * 3) as u64,
-        "node 1 answered the repeated checks from its cache, so the refusals were not \
-         just Redis answering"
     );
 }
 
