@@ -233,7 +233,6 @@ pub struct CacheConfig {
     pub public_posts_ms: u64,
 }
 
-
 /// Rate limits, counted in Redis so every node shares one budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
