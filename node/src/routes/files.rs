@@ -317,6 +317,8 @@ async fn store_upload<E: std::fmt::Display>(
             // unless the commit's fate is unknown: then the bytes stay, in case it did.
             if matches!(e, StoreError::CommitUncertain(_)) {
                 pending.keep();
+            } else {
+                pending.discard().await;
             }
             Err(e.into())
         }
@@ -505,6 +507,22 @@ impl PendingObject {
     /// The metadata committed: the bytes stay.
     fn keep(&mut self) {
         self.kept = true;
+    }
+
+    /// Removes the bytes now, before the answer goes out (a drop can only spawn the
+    /// removal, which a client could outrun).
+    async fn discard(mut self) {
+        self.kept = true;
+        let removed = match self.writer.take() {
+            Some(writer) => writer.abort().await,
+            None => self.store.delete(&self.key).await,
+        };
+        match removed {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::error!(key = %self.key, error = %e, "could not remove the bytes of a failed upload");
+            }
+        }
     }
 }
 
