@@ -95,6 +95,8 @@ async fn traffic(stop: Arc<AtomicBool>, workers: usize, sent: Arc<AtomicU64>) {
         tasks.push(tokio::spawn(async move {
             let name = unique(&format!("watched{w}"));
             let user = lb.signup_ok(&name, PASSWORD).await;
+            // Another user reads the posts: the public-post cache answers them.
+            let reader = lb.signup_ok(&unique(&format!("reader{w}")), PASSWORD).await;
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
@@ -103,6 +105,8 @@ async fn traffic(stop: Arc<AtomicBool>, workers: usize, sent: Arc<AtomicU64>) {
                     status_and_json(lb.post("/v1/posts", &post, Some(&user.access)).await).await;
                 if let Some(id) = created["id"].as_str() {
                     lb.get(&format!("/v1/posts/{id}"), Some(&user.access)).await;
+                    lb.get(&format!("/v1/posts/{id}"), Some(&reader.access)).await;
+                    lb.get(&format!("/v1/posts/{id}"), Some(&reader.access)).await;
                 }
                 lb.post("/v1/tasks", &json!({"title": "t"}), Some(&user.access))
                     .await;
