@@ -349,7 +349,7 @@ pub(crate) async fn metadata(
     Ok(Json(owned(&state, &auth, &id, &caller).await?))
 }
 
-#[utoipa::path(get, path = "/v1/files/{id}/content", tag = "files", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), responses((status = 200, description = "The bytes, with Content-Type, ETag and Content-Length", body = Vec<u8>, content_type = "application/octet-stream"), (status = 304, description = "Not modified (If-None-Match)"), (status = 404, description = "No such file of the caller", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/files/{id}/content", tag = "files", security(("bearer" = [])), params(("id" = String, Path, description = "The item id")), responses((status = 200, description = "The bytes, with the Content-Type they were uploaded with, ETag and Content-Length", body = Vec<u8>, content_type = "*/*"), (status = 304, description = "Not modified (If-None-Match)"), (status = 404, description = "No such file of the caller", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn download(
     State(state): State<AppState>,
     auth: Authenticated,
