@@ -97,6 +97,7 @@ async fn traffic(stop: Arc<AtomicBool>, workers: usize, sent: Arc<AtomicU64>) {
             let user = lb.signup_ok(&name, PASSWORD).await;
             // Another user reads the posts: the public-post cache answers them.
             let reader = lb.signup_ok(&unique(&format!("reader{w}")), PASSWORD).await;
+            sent.fetch_add(2, Ordering::Relaxed);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
