@@ -57,11 +57,6 @@ impl Drain {
         }
     }
 
-    /// Whether the node is draining.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
     /// Starts draining and returns once the load balancer has had time to take the
     /// node out (at once when nothing health-checks it).
     pub async fn leave(&self) {
@@ -100,7 +95,7 @@ mod tests {
         let started = Instant::now();
         drain.leave().await;
         assert_eq!(started.elapsed(), Duration::ZERO);
-        assert!(drain.is_draining());
+        assert!(drain.on_readiness_check(), "refuses readiness once leaving");
     }
 
     #[tokio::test(start_paused = true)]

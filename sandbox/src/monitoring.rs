@@ -10,9 +10,8 @@
 //! labels like Kubernetes', so the prometheus-adapter rule behind the autoscaler can be
 //! evaluated here exactly as written.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -185,28 +184,12 @@ impl Monitoring {
         if self.pid_of(name).is_some() {
             return Ok(());
         }
-        let log_path = self.dir.join(format!("{name}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(SandboxError::io(format!("open {}", log_path.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(SandboxError::io(format!("open {}", log_path.display())))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0)
-            .spawn()
-            .map_err(SandboxError::io(format!("start {name}")))?;
-        std::fs::write(
-            self.dir.join(format!("{name}.pid")),
-            format!("{}\n", child.id()),
-        )
-        .map_err(SandboxError::io(format!("write the pid of {name}")))?;
-        drop(child);
+        process::spawn_logged(
+            command,
+            &self.dir.join(format!("{name}.log")),
+            &self.dir.join(format!("{name}.pid")),
+            name,
+        )?;
         Ok(())
     }
 

@@ -2,9 +2,8 @@
 //! typed config, a log file and a pid file, and runs in its own process group so it
 //! outlives a detached `strata dev up`.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use strata_node::config::NodeConfig;
@@ -83,26 +82,12 @@ impl NodeProcess {
         let config_path = self.dir.join("node.toml");
         std::fs::write(&config_path, self.config.to_toml())
             .map_err(SandboxError::io("write node.toml"))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_file())
-            .map_err(SandboxError::io("open node log"))?;
-        let log_err = log.try_clone().map_err(SandboxError::io("open node log"))?;
-        let child = Command::new(&self.binary)
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0)
-            .spawn()
-            .map_err(SandboxError::io(format!("start {}", self.binary.display())))?;
-        let pid = child.id() as i32;
-        std::fs::write(self.pid_file(), format!("{pid}\n"))
-            .map_err(SandboxError::io("write node pid"))?;
-        // The child is reaped by whoever outlives it; forget the handle without waiting.
-        drop(child);
+        let pid = process::spawn_logged(
+            Command::new(&self.binary).arg("--config").arg(&config_path),
+            &self.log_file(),
+            &self.pid_file(),
+            &format!("node {}", self.id),
+        )?;
         wait_until(
             &format!("node {} to answer /healthz", self.id),
             Duration::from_secs(60),

@@ -200,6 +200,37 @@ pub fn with_children(pid: i32) -> Vec<i32> {
     all
 }
 
+/// Starts `command` in a process group of its own, its output appended to `log`, its
+/// pid written to `pid_file`, and returns the pid without waiting for it (whoever
+/// outlives it reaps it).
+pub fn spawn_logged(
+    command: &mut Command,
+    log: &Path,
+    pid_file: &Path,
+    what: &str,
+) -> Result<i32, SandboxError> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(SandboxError::io(format!("open {}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(SandboxError::io(format!("open {}", log.display())))?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(SandboxError::io(format!("start {what}")))?;
+    let pid = child.id() as i32;
+    std::fs::write(pid_file, format!("{pid}\n"))
+        .map_err(SandboxError::io(format!("write the pid of {what}")))?;
+    Ok(pid)
+}
+
 /// Reads a pid file (first line), if present and well-formed.
 pub fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path)

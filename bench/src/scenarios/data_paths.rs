@@ -28,7 +28,7 @@ use crate::recorder::{Outcome, Recorder};
 use crate::reference::ReferenceProcess;
 use crate::report::{Goal, Phase, Ratio, Report};
 use crate::scenarios::shard_scaling::ShardScaling;
-use crate::scenarios::{client_ip, create_item, send, sign_in};
+use crate::scenarios::{client_ip, create_item, post_task, send, sign_in};
 use crate::target::Target;
 
 /// Knobs of the scenario.
@@ -233,19 +233,7 @@ impl DataPaths {
             move |i: u64| {
                 let url = format!("{node}/v1/tasks");
                 let (http, token) = (http.clone(), Arc::clone(&token));
-                async move {
-                    let body = json!({"title": format!("bench task {i}")});
-                    send(
-                        &http,
-                        "POST /v1/tasks",
-                        Method::POST,
-                        url,
-                        Some(&token),
-                        None,
-                        Some(&body),
-                    )
-                    .await
-                }
+                async move { post_task(&http, url, &token, i).await }
             }
         };
         eprintln!(

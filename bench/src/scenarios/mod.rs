@@ -54,6 +54,21 @@ pub async fn send(
     Outcome { endpoint, status }
 }
 
+/// One `POST /v1/tasks` of a load (the `i`-th), as an [`Outcome`].
+pub async fn post_task(http: &Client, tasks_url: String, token: &str, i: u64) -> Outcome {
+    let body = serde_json::json!({"title": format!("bench task {i}")});
+    send(
+        http,
+        "POST /v1/tasks",
+        Method::POST,
+        tasks_url,
+        Some(token),
+        None,
+        Some(&body),
+    )
+    .await
+}
+
 /// Creates an item with `POST {node}{path}` as the token's user; returns its id.
 pub async fn create_item(
     http: &Client,

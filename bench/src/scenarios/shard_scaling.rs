@@ -15,7 +15,7 @@ use strata_sandbox::Cluster;
 use crate::load::closed_loop;
 use crate::recorder::Recorder;
 use crate::report::Phase;
-use crate::scenarios::{client_ip, create_item, send, sign_in};
+use crate::scenarios::{client_ip, create_item, post_task, send, sign_in};
 
 /// Knobs of the comparison.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -170,19 +170,7 @@ impl ShardScaling {
         closed_loop(recorder, self.connections, for_, move |i: u64| {
             let token = tokens[(i as usize) % tokens.len()].clone();
             let (http, url) = (http.clone(), url.clone());
-            async move {
-                let body = json!({"title": format!("scaling task {i}")});
-                send(
-                    &http,
-                    "POST /v1/tasks",
-                    Method::POST,
-                    url,
-                    Some(&token),
-                    None,
-                    Some(&body),
-                )
-                .await
-            }
+            async move { post_task(&http, url, &token, i).await }
         })
         .await;
     }

@@ -81,6 +81,9 @@ impl<V: Clone> LocalCache<V> {
     /// The generation to hand back to [`Self::insert`]: read it before fetching the
     /// value from its source.
     pub fn generation(&self) -> u64 {
+        if !self.enabled() {
+            return 0;
+        }
         self.lock().generation
     }
 
