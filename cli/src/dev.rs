@@ -33,6 +33,19 @@ pub enum DevCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add or remove API nodes while the cluster serves: new nodes join the load
+    /// balancer once ready; removed ones (the last first) leave it, finish what is in
+    /// flight and stop. No request fails.
+    Scale {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// How many API nodes to run.
+        #[arg(long)]
+        nodes: usize,
+        /// Print the nodes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what is running.
     Status {
         #[command(flatten)]
@@ -103,6 +116,7 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
             weight,
             json,
         } => add_shard(&dir.data_dir, replicas, weight, json),
+        DevCommand::Scale { dir, nodes, json } => scale(&dir.data_dir, nodes, json),
     }
 }
 
@@ -180,7 +194,15 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("press Ctrl-C to stop");
     wait_for_stop_signal()?;
     eprintln!("stopping ...");
-    drop(cluster);
+    // What runs now, nodes added or removed by `dev scale` included.
+    let data_dir = cluster.spec.data_dir.clone();
+    match Cluster::open(&data_dir) {
+        Ok(current) => {
+            cluster.set_on_drop(OnDrop::Keep);
+            current.stop();
+        }
+        Err(_) => drop(cluster),
+    }
     eprintln!("stopped");
     Ok(())
 }
@@ -211,6 +233,28 @@ fn add_shard(data_dir: &Path, replicas: usize, weight: u32, json: bool) -> anyho
             "shard {id} started on {} and registered with no slots; run `strata shard rebalance --shard-map {}` to move its share to it",
             hosts.join(", "),
             cluster.shard_map_path().display()
+        );
+    }
+    Ok(())
+}
+
+fn scale(data_dir: &Path, count: usize, json: bool) -> anyhow::Result<()> {
+    let mut cluster = Cluster::open(data_dir)?;
+    let before = cluster.nodes.len();
+    let started = Instant::now();
+    cluster
+        .scale_nodes(count)
+        .with_context(|| format!("scale the local cluster from {before} to {count} nodes"))?;
+    let endpoints = cluster.endpoints();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&endpoints.nodes)?);
+    } else {
+        for node in &endpoints.nodes {
+            println!("node {:<8} {}", node.id, node.url);
+        }
+        eprintln!(
+            "{before} -> {count} nodes in {:.1}s",
+            started.elapsed().as_secs_f64()
         );
     }
     Ok(())

@@ -145,43 +145,7 @@ impl Cluster {
             spec.node_ports
                 .iter()
                 .enumerate()
-                .map(|(i, &port)| {
-                    let id = format!("node-{}", i + 1);
-                    let config = NodeConfig {
-                        node_id: id.clone(),
-                        listen: ([127, 0, 0, 1], port).into(),
-                        shard_map: spec.data_dir.join("shard-map.toml"),
-                        redis: strata_node::config::RedisConfig {
-                            seeds: seeds.clone(),
-                        },
-                        router: spec.router.clone(),
-                        auth: spec.auth.clone(),
-                        limits: spec.limits.clone(),
-                        // One directory on this machine, shared by its nodes.
-                        files: FilesConfig {
-                            local_dir: spec.data_dir.join("objects"),
-                            max_upload_bytes: spec.max_upload_bytes,
-                            upload_idle_timeout_ms: spec
-                                .upload_idle_timeout_ms
-                                .unwrap_or(FilesConfig::default().upload_idle_timeout_ms),
-                            ..FilesConfig::default()
-                        },
-                        request_timeout_ms: spec
-                            .request_timeout_ms
-                            .unwrap_or(NodeConfig::default().request_timeout_ms),
-                        search: SearchConfig {
-                            index_dir: spec.data_dir.join("nodes").join(&id).join("index"),
-                        },
-                        ..NodeConfig::default()
-                    };
-                    NodeProcess {
-                        dir: spec.data_dir.join("nodes").join(&id),
-                        id,
-                        port,
-                        config,
-                        binary: binary.clone(),
-                    }
-                })
+                .map(|(i, &port)| node_process(&spec, &seeds, &binary, i, port))
                 .collect()
         };
         let load_balancer = spec.lb_port.map(|port| LoadBalancer {
@@ -394,6 +358,52 @@ impl Drop for Cluster {
     }
 }
 
+/// The handle of API node `index` (0-based; its id is `node-<index + 1>`) on `port`,
+/// with the config every node of the spec shares.
+fn node_process(
+    spec: &ClusterSpec,
+    redis_seeds: &[String],
+    binary: &Path,
+    index: usize,
+    port: u16,
+) -> NodeProcess {
+    let id = format!("node-{}", index + 1);
+    let config = NodeConfig {
+        node_id: id.clone(),
+        listen: ([127, 0, 0, 1], port).into(),
+        shard_map: spec.data_dir.join("shard-map.toml"),
+        redis: strata_node::config::RedisConfig {
+            seeds: redis_seeds.to_vec(),
+        },
+        router: spec.router.clone(),
+        auth: spec.auth.clone(),
+        limits: spec.limits.clone(),
+        // One directory on this machine, shared by its nodes.
+        files: FilesConfig {
+            local_dir: spec.data_dir.join("objects"),
+            max_upload_bytes: spec.max_upload_bytes,
+            upload_idle_timeout_ms: spec
+                .upload_idle_timeout_ms
+                .unwrap_or(FilesConfig::default().upload_idle_timeout_ms),
+            ..FilesConfig::default()
+        },
+        request_timeout_ms: spec
+            .request_timeout_ms
+            .unwrap_or(NodeConfig::default().request_timeout_ms),
+        search: SearchConfig {
+            index_dir: spec.data_dir.join("nodes").join(&id).join("index"),
+        },
+        ..NodeConfig::default()
+    };
+    NodeProcess {
+        dir: spec.data_dir.join("nodes").join(&id),
+        id,
+        port,
+        config,
+        binary: binary.to_path_buf(),
+    }
+}
+
 /// Runs async work on a thread of its own with its own runtime, so it works from plain
 /// `main` and from inside async tests alike.
 fn on_own_runtime<T, Fut>(work: impl FnOnce() -> Fut + Send + 'static) -> Result<T, String>
@@ -463,6 +473,20 @@ impl Cluster {
         for replica in &instances[1..] {
             replica.init_replica(&instances[0])?;
         }
+        let exporter_ports = match &self.spec.monitoring {
+            Some(_) => self.ports_for_new_exporters(instances.len())?,
+            None => Vec::new(),
+        };
+        let targets: Vec<PostgresTarget> = instances
+            .iter()
+            .zip(&exporter_ports)
+            .map(|(pg, &port)| PostgresTarget {
+                shard: id.to_string(),
+                addr: pg.addr.to_string(),
+                database: self.spec.shard_map.database.clone(),
+                port,
+            })
+            .collect();
         self.postgres.extend(instances);
         let map = self.spec.shard_map.clone();
         let (shard, shard_hosts) = (id.clone(), hosts.clone());
@@ -485,6 +509,10 @@ impl Cluster {
                 hosts,
                 synchronous: false,
             });
+        if let Some(monitoring) = &mut self.monitoring {
+            monitoring.add_postgres(targets)?;
+            self.spec.monitoring = Some(monitoring.ports.clone());
+        }
         self.write_spec_and_map()?;
         self.endpoints().write()?;
         Ok(id)
@@ -500,8 +528,128 @@ impl Cluster {
         }
         self.postgres.retain(|p| &p.shard != id);
         self.spec.shard_map.shards.retain(|s| &s.id != id);
+        if let Some(monitoring) = &mut self.monitoring {
+            monitoring.remove_shard(id.as_str())?;
+            self.spec.monitoring = Some(monitoring.ports.clone());
+        }
         self.write_spec_and_map()?;
         self.endpoints().write()
+    }
+
+    /// Adds or removes API nodes until `count` run, while the cluster serves. A new node
+    /// starts, becomes ready, and only then joins the load balancer (through HAProxy's
+    /// runtime API: no restart, no dropped connection) and Prometheus' node list. The
+    /// last node goes first when removing: the load balancer stops giving it requests,
+    /// then it drains (SIGTERM: it refuses readiness, finishes what is in flight and
+    /// exits) and leaves the balancer's list. `spec.json`, the HAProxy config and
+    /// `cluster.json` follow every step, so a failure half-way leaves a true record.
+    pub fn scale_nodes(&mut self, count: usize) -> Result<(), SandboxError> {
+        if count == 0 {
+            return Err(SandboxError::Config(
+                "a cluster needs at least one API node".into(),
+            ));
+        }
+        while self.nodes.len() < count {
+            let index = self.nodes.len();
+            let port = self.port_for_new_node()?;
+            let seeds = self
+                .redis
+                .as_ref()
+                .map(RedisCluster::seeds)
+                .unwrap_or_default();
+            let node = node_process(&self.spec, &seeds, &node_binary()?, index, port);
+            node.start()?;
+            wait_until(
+                &format!("{} to be ready", node.id),
+                Duration::from_secs(60),
+                &node.log_file(),
+                || process::http_status(node.port, "/readyz") == Some(200),
+            )?;
+            if let Some(lb) = &mut self.load_balancer {
+                lb.add_node(port)?;
+            }
+            self.nodes.push(node);
+            self.spec.node_ports.push(port);
+            self.record_nodes()?;
+        }
+        while self.nodes.len() > count {
+            let node = self
+                .nodes
+                .last()
+                .expect("more nodes than the count")
+                .clone();
+            if let Some(lb) = &self.load_balancer {
+                lb.drain_last_node()?;
+            }
+            node.stop();
+            if let Some(lb) = &mut self.load_balancer {
+                lb.forget_last_node()?;
+            }
+            self.nodes.pop();
+            self.spec.node_ports.pop();
+            self.record_nodes()?;
+        }
+        Ok(())
+    }
+
+    /// After the node list changed: spec, Prometheus' node targets, endpoints.
+    fn record_nodes(&mut self) -> Result<(), SandboxError> {
+        self.write_spec_and_map()?;
+        let nodes = self.nodes.iter().map(|n| (n.id.clone(), n.port)).collect();
+        if let Some(monitoring) = &mut self.monitoring {
+            monitoring.set_nodes(nodes)?;
+        }
+        self.endpoints().write()
+    }
+
+    /// The port after the highest node port when it can be bound now (`dev up` lays
+    /// nodes out one after another), else a free one.
+    fn port_for_new_node(&self) -> Result<u16, SandboxError> {
+        let next = self
+            .spec
+            .node_ports
+            .iter()
+            .max()
+            .and_then(|p| p.checked_add(1));
+        let taken_by_cluster = |p: u16| {
+            self.spec.lb_port == Some(p)
+                || self.spec.redis_ports.contains(&p)
+                || self.postgres.iter().any(|pg| pg.addr.port() == p)
+                || self.spec.monitoring.as_ref().is_some_and(|m| m.uses(p))
+        };
+        match next {
+            Some(p)
+                if !taken_by_cluster(p)
+                    && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() =>
+            {
+                Ok(p)
+            }
+            _ => Ok(process::free_ports(1)?[0]),
+        }
+    }
+
+    /// Ports for the exporters of a new shard's hosts: right after the highest
+    /// monitoring port when they can be bound now, else free ones.
+    fn ports_for_new_exporters(&self, count: usize) -> Result<Vec<u16>, SandboxError> {
+        let Some(ports) = &self.spec.monitoring else {
+            return Ok(Vec::new());
+        };
+        let highest = ports
+            .postgres_exporters
+            .iter()
+            .chain([&ports.prometheus, &ports.redis_exporter])
+            .max()
+            .copied()
+            .unwrap_or(ports.prometheus);
+        let block: Vec<u16> = (1..=count as u16)
+            .filter_map(|i| highest.checked_add(i))
+            .collect();
+        let bindable = |p: &u16| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok();
+        if block.len() == count && block.iter().all(bindable) {
+            Ok(block)
+        } else {
+            process::free_ports(count)
+        }
     }
 
     /// The ports of a new shard's hosts: the next block of ten after the highest Postgres

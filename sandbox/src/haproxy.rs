@@ -1,13 +1,25 @@
 //! The load balancer in front of the nodes: HAProxy, round-robin, sending traffic only to
-//! nodes whose `/readyz` answers 200.
+//! nodes whose `/readyz` answers 200. Nodes are added and taken out while it runs through
+//! its runtime API (an admin socket in its directory), without a restart or reload.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::SandboxError;
 use crate::process::{self, run};
 use crate::tools::Tools;
+
+/// The HAProxy backend the nodes are servers of.
+const BACKEND: &str = "nodes";
+
+/// The name of node `index`'s (0-based) health-checked entry; the node ids of the local
+/// cluster are the same (`node-1`, ...).
+fn node_server_name(index: usize) -> String {
+    format!("node-{}", index + 1)
+}
 
 /// The HAProxy instance of the local cluster.
 #[derive(Debug, Clone)]
@@ -29,6 +41,28 @@ impl LoadBalancer {
         self.dir.join("haproxy.pid")
     }
 
+    /// HAProxy's runtime API socket.
+    fn admin_socket(&self) -> PathBuf {
+        self.dir.join("admin.sock")
+    }
+
+    /// The two `server` entries of one node (see [`Self::config_text`]), as written in
+    /// the config file and as given to the runtime API's `add server`, which does not
+    /// apply `default-server`: so every setting is spelled out here.
+    fn server_entries(index: usize, port: u16) -> [(String, String); 2] {
+        let name = node_server_name(index);
+        [
+            (
+                name.clone(),
+                format!("127.0.0.1:{port} check inter 1s fall 2 rise 1"),
+            ),
+            (
+                format!("{name}-fail-open"),
+                format!("127.0.0.1:{port} backup"),
+            ),
+        ]
+    }
+
     /// The HAProxy configuration for the current node list.
     ///
     /// Each node is listed twice: once health-checked on `/readyz`, and once as an
@@ -44,28 +78,30 @@ impl LoadBalancer {
     /// machine's cores with the nodes and databases, and a second thread only added
     /// context switches (`data-paths`: 6.5k to 8-9k reads/s through it, wrk).
     pub fn config_text(&self) -> String {
-        let checked = self
+        let entries: Vec<[(String, String); 2]> = self
             .node_ports
             .iter()
             .enumerate()
-            .map(|(i, port)| format!("    server node-{} 127.0.0.1:{port} check\n", i + 1));
-        let fail_open = self.node_ports.iter().enumerate().map(|(i, port)| {
-            format!(
-                "    server node-{}-fail-open 127.0.0.1:{port} backup\n",
-                i + 1
-            )
-        });
-        let servers: String = checked.chain(fail_open).collect();
+            .map(|(i, &port)| Self::server_entries(i, port))
+            .collect();
+        let checked = entries.iter().map(|[checked, _]| checked);
+        let fail_open = entries.iter().map(|[_, fail_open]| fail_open);
+        let servers: String = checked
+            .chain(fail_open)
+            .map(|(name, args)| format!("    server {name} {args}\n"))
+            .collect();
         format!(
             "# Written by the Strata sandbox.\n\
-             global\n    maxconn 4096\n    nbthread 1\n\n\
+             global\n    maxconn 4096\n    nbthread 1\n    stats socket {socket} mode 600 level admin\n\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
              \x20   option forwardfor\n    retries 2\n    option redispatch\n\
              \x20   retry-on conn-failure empty-response response-timeout\n\n\
-             frontend strata\n    bind 127.0.0.1:{port}\n    http-request deny deny_status 404 if {{ path /metrics }} || {{ path_beg /metrics/ }}\n    http-request disable-l7-retry if !METH_GET\n    default_backend nodes\n\n\
-             backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
-             \x20   http-check expect status 200\n    option allbackups\n    default-server inter 1s fall 2 rise 1\n{servers}",
+             frontend strata\n    bind 127.0.0.1:{port}\n    http-request deny deny_status 404 if {{ path /metrics }} || {{ path_beg /metrics/ }}\n    http-request disable-l7-retry if !METH_GET\n    default_backend {backend}\n\n\
+             backend {backend}\n    balance roundrobin\n    option httpchk GET /readyz\n\
+             \x20   http-check expect status 200\n    option allbackups\n{servers}",
             port = self.port,
+            socket = self.admin_socket().display(),
+            backend = BACKEND,
         )
     }
 
@@ -76,8 +112,8 @@ impl LoadBalancer {
             return Ok(());
         }
         std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create haproxy dir"))?;
+        self.write_config()?;
         let cfg = self.dir.join("haproxy.cfg");
-        std::fs::write(&cfg, self.config_text()).map_err(SandboxError::io("write haproxy.cfg"))?;
         run(
             Command::new(&self.tools.haproxy)
                 .arg("-c")
@@ -101,6 +137,103 @@ impl LoadBalancer {
             &self.dir,
             || process::port_open(self.port),
         )
+    }
+
+    /// Rewrites the config file for the current node list, so a restart starts with the
+    /// nodes the runtime API added or removed.
+    fn write_config(&self) -> Result<(), SandboxError> {
+        std::fs::write(self.dir.join("haproxy.cfg"), self.config_text())
+            .map_err(SandboxError::io("write haproxy.cfg"))
+    }
+
+    /// Sends one command to HAProxy's runtime API and returns its answer.
+    pub fn admin(&self, command: &str) -> Result<String, SandboxError> {
+        let what = format!("HAProxy runtime API `{command}`");
+        let socket = self.admin_socket();
+        let mut stream = UnixStream::connect(&socket).map_err(SandboxError::io(format!(
+            "connect to {} (a load balancer started before it had a runtime API needs a restart: `strata dev down`, then `up`)",
+            socket.display()
+        )))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .and_then(|()| stream.write_all(format!("{command}\n").as_bytes()))
+            .map_err(SandboxError::io(what.clone()))?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(SandboxError::io(what))?;
+        Ok(answer.trim().to_owned())
+    }
+
+    /// Runs a runtime API command whose success answer is empty or `expected`.
+    fn admin_expect(&self, command: &str, expected: &str) -> Result<(), SandboxError> {
+        let answer = self.admin(command)?;
+        if answer.is_empty() || answer.contains(expected) {
+            Ok(())
+        } else {
+            Err(SandboxError::Command {
+                what: format!("HAProxy runtime API `{command}`"),
+                status: "refused".into(),
+                output: answer,
+            })
+        }
+    }
+
+    /// Puts a running node behind the load balancer: both its entries, enabled and
+    /// health-checked, and the config file rewritten to match. The node must be ready:
+    /// a new server takes traffic before its first check.
+    pub fn add_node(&mut self, port: u16) -> Result<(), SandboxError> {
+        let index = self.node_ports.len();
+        for (name, args) in Self::server_entries(index, port) {
+            self.admin_expect(
+                &format!("add server {BACKEND}/{name} {args}"),
+                "New server registered",
+            )?;
+            if args.contains(" check") {
+                self.admin_expect(&format!("enable health {BACKEND}/{name}"), "")?;
+            }
+            self.admin_expect(&format!("enable server {BACKEND}/{name}"), "")?;
+        }
+        self.node_ports.push(port);
+        self.write_config()
+    }
+
+    /// First half of taking the last node out: it gets no new requests (its checked
+    /// entry drains, which keeps its health checks, so the node's own drain sees them;
+    /// its fail-open entry goes to maintenance). Requests in flight finish. Then stop
+    /// the node, and call [`Self::forget_last_node`].
+    pub fn drain_last_node(&self) -> Result<(), SandboxError> {
+        let index = self.last_node_index()?;
+        let [(checked, _), (fail_open, _)] = Self::server_entries(index, 0);
+        self.admin_expect(&format!("set server {BACKEND}/{fail_open} state maint"), "")?;
+        self.admin_expect(&format!("set server {BACKEND}/{checked} state drain"), "")
+    }
+
+    /// Second half: deletes the stopped last node's entries and rewrites the config
+    /// file. HAProxy deletes a server only once its last connection is closed, so this
+    /// retries for a few seconds.
+    pub fn forget_last_node(&mut self) -> Result<(), SandboxError> {
+        let index = self.last_node_index()?;
+        for (name, _) in Self::server_entries(index, 0) {
+            self.admin_expect(&format!("set server {BACKEND}/{name} state maint"), "")?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match self.admin_expect(&format!("del server {BACKEND}/{name}"), "Server deleted") {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        }
+        self.node_ports.pop();
+        self.write_config()
+    }
+
+    fn last_node_index(&self) -> Result<usize, SandboxError> {
+        self.node_ports
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| SandboxError::Config("the load balancer has no node to take out".into()))
     }
 
     /// HAProxy's pid while it runs.

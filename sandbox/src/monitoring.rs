@@ -37,6 +37,15 @@ pub struct MonitoringPorts {
     pub postgres_exporters: Vec<u16>,
 }
 
+impl MonitoringPorts {
+    /// Whether one of the monitoring processes listens on `port`.
+    pub fn uses(&self, port: u16) -> bool {
+        self.prometheus == port
+            || self.redis_exporter == port
+            || self.postgres_exporters.contains(&port)
+    }
+}
+
 /// One Postgres host an exporter watches.
 #[derive(Debug, Clone)]
 pub struct PostgresTarget {
@@ -83,6 +92,13 @@ impl MonitoringTools {
     }
 }
 
+impl PostgresTarget {
+    /// The name of this host's exporter process (its pid and log files).
+    fn process_name(&self) -> String {
+        format!("postgres-exporter-{}-{}", self.shard, self.port)
+    }
+}
+
 impl Monitoring {
     /// Prometheus's base URL.
     pub fn url(&self) -> String {
@@ -94,17 +110,7 @@ impl Monitoring {
         let tools = MonitoringTools::discover()?;
         std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create monitoring dir"))?;
         for target in &self.postgres {
-            let dsn = format!(
-                "postgresql://strata@{}/{}?sslmode=disable",
-                target.addr, target.database
-            );
-            let name = format!("postgres-exporter-{}-{}", target.shard, target.port);
-            self.spawn(
-                &name,
-                Command::new(&tools.postgres_exporter)
-                    .env("DATA_SOURCE_NAME", dsn)
-                    .arg(format!("--web.listen-address=127.0.0.1:{}", target.port)),
-            )?;
+            self.start_postgres_exporter(&tools, target)?;
         }
         self.spawn(
             "redis-exporter",
@@ -142,6 +148,60 @@ impl Monitoring {
         )
     }
 
+    fn start_postgres_exporter(
+        &self,
+        tools: &MonitoringTools,
+        target: &PostgresTarget,
+    ) -> Result<(), SandboxError> {
+        let dsn = format!(
+            "postgresql://strata@{}/{}?sslmode=disable",
+            target.addr, target.database
+        );
+        self.spawn(
+            &target.process_name(),
+            Command::new(&tools.postgres_exporter)
+                .env("DATA_SOURCE_NAME", dsn)
+                .arg(format!("--web.listen-address=127.0.0.1:{}", target.port)),
+        )
+    }
+
+    /// Watches the hosts of a shard added while the cluster runs: starts an exporter for
+    /// each and has Prometheus reload its configuration (SIGHUP) to scrape them.
+    pub fn add_postgres(&mut self, targets: Vec<PostgresTarget>) -> Result<(), SandboxError> {
+        let tools = MonitoringTools::discover()?;
+        for target in &targets {
+            self.start_postgres_exporter(&tools, target)?;
+        }
+        self.ports
+            .postgres_exporters
+            .extend(targets.iter().map(|t| t.port));
+        self.postgres.extend(targets);
+        self.reload()
+    }
+
+    /// Stops watching a shard that left the cluster: its exporters stop and Prometheus
+    /// reloads without them.
+    pub fn remove_shard(&mut self, shard: &str) -> Result<(), SandboxError> {
+        for target in self.postgres.iter().filter(|t| t.shard == shard) {
+            if let Some(pid) = self.pid_of(&target.process_name()) {
+                process::stop_pid(pid, libc::SIGTERM, Duration::from_secs(5));
+            }
+        }
+        self.postgres.retain(|t| t.shard != shard);
+        self.ports.postgres_exporters = self.postgres.iter().map(|t| t.port).collect();
+        self.reload()
+    }
+
+    /// Rewrites `prometheus.yml` and tells a running Prometheus to read it again.
+    fn reload(&self) -> Result<(), SandboxError> {
+        std::fs::write(self.dir.join("prometheus.yml"), self.config_text())
+            .map_err(SandboxError::io("write prometheus.yml"))?;
+        if let Some(pid) = self.pid_of("prometheus") {
+            process::signal(pid, libc::SIGHUP);
+        }
+        Ok(())
+    }
+
     /// Stops every monitoring process.
     pub fn stop(&self) {
         for name in self.process_names() {
@@ -168,11 +228,7 @@ impl Monitoring {
 
     fn process_names(&self) -> Vec<String> {
         let mut names = vec!["prometheus".to_owned(), "redis-exporter".to_owned()];
-        names.extend(
-            self.postgres
-                .iter()
-                .map(|t| format!("postgres-exporter-{}-{}", t.shard, t.port)),
-        );
+        names.extend(self.postgres.iter().map(PostgresTarget::process_name));
         names
     }
 

@@ -3,12 +3,15 @@
 //! nodes behind HAProxy. Steady load runs through the load balancer while one process
 //! is broken; each test asserts the direction of the outcome: the failures stay within
 //! budget, errors stop once the fault is over, and every acknowledged write is still
-//! there. The tests take turns: one fault at a time. `strata-bench faults` runs the same
+//! there. The tests take turns: one fault at a time. Scaling the nodes out and in with
+//! `strata dev scale` is held to the strictest budget: no failed request. `strata-bench faults` runs the same
 //! faults at length and reports the figures. A slow client is a fault too: uploads that
 //! trickle in and uploads that stall.
 
 mod steady;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -294,6 +297,143 @@ async fn a_node_stopped_with_sigterm_fails_no_request_and_a_killed_one_almost_no
     .await;
     assert_within_budget("killing a node", &killed);
     assert_all_acked_present(&load_users, &killed).await;
+}
+
+/// `strata dev scale --nodes N` on this cluster's data directory: the operator command
+/// itself, run without blocking the load's runtime. Returns the node ids it printed.
+async fn dev_scale(nodes: usize) -> Vec<String> {
+    let output = tokio::process::Command::new(
+        strata_sandbox::nodes::binary("strata").expect("the strata binary is built"),
+    )
+    .args(["dev", "scale", "--json", "--nodes", &nodes.to_string()])
+    .arg("--data-dir")
+    .arg(&cluster().spec.data_dir)
+    .output()
+    .await
+    .expect("run strata dev scale");
+    assert!(
+        output.status.success(),
+        "strata dev scale --nodes {nodes}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("dev scale --json prints the nodes");
+    listed
+        .iter()
+        .map(|n| n["id"].as_str().expect("a node id").to_owned())
+        .collect()
+}
+
+/// The API requests (not health checks or scrapes) a node has answered, from its
+/// `/metrics`.
+async fn api_requests_served(url: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("the node answers /metrics")
+        .text()
+        .await
+        .expect("a metrics page");
+    text.lines()
+        .filter(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/v1/"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Uploads a small file slowly (about 1.5 s) through the load balancer, again and again
+/// until `going` turns false; returns each answer's status (0: none).
+async fn slow_uploads(access: String, going: Arc<AtomicBool>) -> Vec<u16> {
+    let api = balancer();
+    let mut statuses = Vec::new();
+    while going.load(Ordering::Relaxed) {
+        let sent = api
+            .http
+            .post(format!("{}/v1/files?name=scaling.txt", api.base))
+            .bearer_auth(&access)
+            .header("content-type", "text/plain")
+            .body(trickle(6, Duration::from_millis(300), false))
+            .send()
+            .await;
+        statuses.push(sent.map_or(0, |r| r.status().as_u16()));
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn scaling_the_nodes_two_to_four_to_two_under_load_fails_no_request() {
+    let _turn = TURN.lock().await;
+    let load_users = users(8).await;
+    let spec_nodes = || {
+        let spec =
+            std::fs::read_to_string(cluster().spec.data_dir.join("spec.json")).expect("spec.json");
+        let spec: strata_sandbox::ClusterSpec = serde_json::from_str(&spec).expect("a spec");
+        spec.node_ports
+    };
+    let load = Running::start(&balancer(), &load_users);
+    tokio::time::sleep(STEADY).await;
+
+    let grown = dev_scale(4).await;
+    assert_eq!(grown, ["node-1", "node-2", "node-3", "node-4"]);
+    let ports = spec_nodes();
+    assert_eq!(ports.len(), 4, "spec.json records the new nodes");
+    // The load balancer sends the new nodes their share of the load.
+    let new_nodes: Vec<String> = ports[2..]
+        .iter()
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .collect();
+    for url in &new_nodes {
+        eventually(
+            &format!("{url} to serve API requests through the load balancer"),
+            Duration::from_secs(10),
+            || async {
+                match api_requests_served(url).await {
+                    0 => Err("none yet".to_owned()),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .await;
+    }
+    tokio::time::sleep(STEADY).await;
+
+    // Slow uploads keep requests in flight on every node while the last two leave:
+    // each must still complete.
+    let uploading = Arc::new(AtomicBool::new(true));
+    let uploaders: Vec<_> = load_users[..8]
+        .iter()
+        .map(|user| tokio::spawn(slow_uploads(user.access.clone(), Arc::clone(&uploading))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shrunk = dev_scale(2).await;
+    uploading.store(false, Ordering::Relaxed);
+    let mut uploads = Vec::new();
+    for uploader in uploaders {
+        uploads.extend(uploader.await.expect("an uploader"));
+    }
+    assert_eq!(shrunk, ["node-1", "node-2"]);
+    assert!(uploads.len() >= 8, "the uploads ran: {uploads:?}");
+    assert!(
+        uploads.iter().all(|&status| status == 201),
+        "every upload in flight while nodes left completed: {uploads:?}"
+    );
+    assert_eq!(spec_nodes().len(), 2, "spec.json forgets the removed nodes");
+    for url in &new_nodes {
+        assert!(
+            reqwest::get(format!("{url}/healthz")).await.is_err(),
+            "the removed node {url} has stopped"
+        );
+    }
+    tokio::time::sleep(STEADY).await;
+    let tally = load.stop().await;
+
+    let (sent, failed) = tally.totals();
+    assert!(sent > 100, "the load ran ({sent} requests)");
+    assert_eq!(
+        failed,
+        0,
+        "scaling 2 -> 4 -> 2 fails no request: {}",
+        tally.describe()
+    );
+    assert_all_acked_present(&load_users, &tally).await;
 }
 
 #[tokio::test]

@@ -87,7 +87,10 @@ impl Running {
     pub async fn stop(self) -> Arc<Tally> {
         self.stop.store(true, Ordering::Relaxed);
         for worker in self.workers {
-            let _ = worker.await;
+            // A worker stops (panics) on a request that got no answer at all.
+            if let Err(e) = worker.await {
+                self.tally.count("a worker's request", 0, &e.to_string());
+            }
         }
         self.tally
     }

@@ -216,6 +216,47 @@ async fn prometheus_scrapes_every_node_and_exporter_and_loads_the_rules() {
     .await;
 }
 
+#[tokio::test]
+async fn a_shard_added_to_the_running_cluster_is_scraped_by_its_own_exporter() {
+    // Not during the load tests: starting Postgres takes the machine for a moment.
+    let _load = LOAD.lock().await;
+    let output = tokio::process::Command::new(
+        strata_sandbox::nodes::binary("strata").expect("the strata binary is built"),
+    )
+    .args([
+        "dev",
+        "add-shard",
+        "--replicas",
+        "0",
+        "--json",
+        "--data-dir",
+    ])
+    .arg(&cluster().spec.data_dir)
+    .output()
+    .await
+    .expect("run strata dev add-shard");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shard: Value = serde_json::from_slice(&output.stdout).expect("the new shard as JSON");
+    let id = shard["id"].as_str().expect("a shard id").to_owned();
+    let host = shard["hosts"][0].as_str().expect("a host").to_owned();
+    let expr = format!("pg_up{{shard=\"{id}\", server=\"{host}\"}}");
+    eventually(
+        &format!("Prometheus to scrape the new shard's exporter ({expr})"),
+        Duration::from_secs(30),
+        || async {
+            match query(&expr).await.as_slice() {
+                [sample] if sample_value(sample) == 1.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
 /// Every query of every panel of both dashboards, with `$__rate_interval` as Grafana
 /// fills it in for this scrape interval.
 fn dashboard_queries() -> Vec<(String, String)> {
