@@ -10,7 +10,8 @@
 //! - [`placement`] — slot → shard through a weighted consistent hash ring.
 //! - [`lsn`] and [`lag`] — WAL positions and how far a replica is behind in seconds.
 //! - [`replica_choice`] — which host serves a read, given each host's observed health.
-//! - [`pools`] — per-host connection pools.
+//! - [`pools`] — per-host connection pools; [`conn`] — a checked-out connection that
+//!   records its time per shard and role.
 //! - [`topology`] — the live view of every shard: role discovery, replica polling, bans.
 //! - [`migrations`] — forward-only SQL migrations applied to and checked on every shard.
 //! - [`catalog`] — the cluster catalog: slot owners, shards and moves, the authority on
@@ -18,6 +19,7 @@
 //! - [`rebalance`] — online slot moves, plan and verify, for the operator.
 
 pub mod catalog;
+pub mod conn;
 pub mod hashing;
 pub mod ids;
 pub mod lag;
@@ -31,6 +33,7 @@ pub mod settings;
 pub mod shard_map;
 pub mod topology;
 
+pub use conn::ShardConn;
 pub use hashing::{route_hash, slot_of};
 pub use ids::{HostAddr, RouteHash, SLOT_COUNT, ShardId, Slot};
 pub use lsn::Lsn;

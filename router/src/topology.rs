@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
+
+use crate::conn::{ShardConn, role_label};
 use futures::future::join_all;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -452,7 +454,7 @@ impl Topology {
 
     /// A connection to the shard's primary, for writes. When no primary is known, the
     /// shard is polled once more first (a promotion may just have happened).
-    pub async fn primary(&self, id: &ShardId) -> Result<Object, RouterError> {
+    pub async fn primary(&self, id: &ShardId) -> Result<ShardConn, RouterError> {
         let shard = self.shard(id)?;
         if primary_index(&shard).is_none() {
             self.poll_shard(&shard).await;
@@ -467,15 +469,16 @@ impl Topology {
         let waited = Instant::now();
         let conn = host.pool.get().await;
         record_pool_wait(id, HostRole::Primary, waited);
-        conn.map_err(|e| {
-            let mut seen = host.seen.lock().expect("host lock");
-            seen.role = HostRole::Down;
-            seen.last_error = Some(e.to_string());
-            RouterError::NoPrimary {
-                shard: id.clone(),
-                reason: format!("{}: {e}", host.addr),
-            }
-        })
+        conn.map(|conn| ShardConn::new(conn, id, HostRole::Primary))
+            .map_err(|e| {
+                let mut seen = host.seen.lock().expect("host lock");
+                seen.role = HostRole::Down;
+                seen.last_error = Some(e.to_string());
+                RouterError::NoPrimary {
+                    shard: id.clone(),
+                    reason: format!("{}: {e}", host.addr),
+                }
+            })
     }
 
     /// A connection for a read: a healthy replica that has replayed at least `min_lsn`
@@ -486,7 +489,7 @@ impl Topology {
         &self,
         id: &ShardId,
         min_lsn: Option<Lsn>,
-    ) -> Result<(Object, HostRole), RouterError> {
+    ) -> Result<(ShardConn, HostRole), RouterError> {
         let shard = self.shard(id)?;
         let now = Instant::now();
         let views: Vec<HostView> = shard.hosts.iter().map(|h| view(h, now)).collect();
@@ -502,7 +505,7 @@ impl Topology {
                         HostRole::Replica
                     };
                     record_pool_wait(id, role, waited);
-                    return Ok((conn, role));
+                    return Ok((ShardConn::new(conn, id, role), role));
                 }
                 Err(e) => {
                     let mut seen = host.seen.lock().expect("host lock");
@@ -647,10 +650,7 @@ fn no_primary_reason(shard: &Shard) -> String {
 /// How long a request waited for a pooled connection (a full pool makes it queue),
 /// by shard and role: `strata_db_pool_wait_seconds`.
 fn record_pool_wait(shard: &ShardId, role: HostRole, since: Instant) {
-    let role = match role {
-        HostRole::Primary => "primary",
-        _ => "replica",
-    };
+    let role = role_label(role);
     metrics::histogram!("strata_db_pool_wait_seconds", "shard" => shard.to_string(), "role" => role)
         .record(since.elapsed().as_secs_f64());
 }

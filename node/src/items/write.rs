@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Transaction};
-use strata_router::{Lsn, RouteHash, ShardId, Topology};
+use strata_router::{Lsn, RouteHash, ShardConn, ShardId, Topology};
 use tokio_postgres::types::ToSql;
 
 use crate::accounts::store::StoreError;
@@ -122,7 +122,7 @@ pub async fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {
 pub async fn primary_for(
     topology: &Topology,
     hash: RouteHash,
-) -> Result<(Object, ShardId), StoreError> {
+) -> Result<(ShardConn, ShardId), StoreError> {
     let shard = topology.shard_for(hash);
     let conn = topology.primary(&shard).await?;
     Ok((conn, shard))
@@ -132,7 +132,7 @@ pub async fn primary_for(
 pub async fn owner_primary(
     topology: &Topology,
     owner: &UserId,
-) -> Result<(Object, ShardId, RouteHash), StoreError> {
+) -> Result<(ShardConn, ShardId, RouteHash), StoreError> {
     let hash = owner.route_hash();
     let (conn, shard) = primary_for(topology, hash).await?;
     Ok((conn, shard, hash))
@@ -145,7 +145,7 @@ pub async fn reader_for(
     topology: &Topology,
     hash: RouteHash,
     token: &ConsistencyToken,
-) -> Result<Object, StoreError> {
+) -> Result<ShardConn, StoreError> {
     // The client has seen a newer placement than this node: catch up first (briefly:
     // the catalog may answer with an epoch a moment older than the one that was sent).
     for _ in 0..5 {
@@ -172,7 +172,7 @@ pub async fn owner_reader(
     topology: &Topology,
     owner: &UserId,
     token: &ConsistencyToken,
-) -> Result<Object, StoreError> {
+) -> Result<ShardConn, StoreError> {
     reader_for(topology, owner.route_hash(), token).await
 }
 
@@ -309,7 +309,7 @@ pub async fn insert_with_feed(
 /// server rolls back when the session ends, and no later borrower finds itself inside
 /// someone else's transaction.
 struct OpenTransaction {
-    conn: Option<Object>,
+    conn: Option<ShardConn>,
 }
 
 impl OpenTransaction {
@@ -320,7 +320,7 @@ impl OpenTransaction {
     }
 
     /// The connection, once its transaction is over (committed or rolled back).
-    fn closed(mut self) -> Object {
+    fn closed(mut self) -> ShardConn {
         self.conn
             .take()
             .expect("an open transaction has its connection")
@@ -338,7 +338,7 @@ impl OpenTransaction {
 impl Drop for OpenTransaction {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            drop(Object::take(conn));
+            conn.discard();
         }
     }
 }

@@ -202,7 +202,7 @@ impl Mover {
         let db = |source| MoveError::Db { slot, source };
         let slot_i = i32::from(slot.get());
         let target = self.topology.primary(&record.target).await?;
-        set_slot_state(&**target, slot_i, "incoming")
+        set_slot_state(&***target, slot_i, "incoming")
             .await
             .map_err(db)?;
         let data = self.read_source(record, None).await?;

@@ -13,19 +13,20 @@ use serde_json::Value;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::ToSql;
 
+use crate::conn::ShardConn;
 use crate::rebalance::tables::{SHARDED_TABLES, ShardedTable, table_of_entity};
 
 /// A transaction opened by hand on a pooled connection, so its statements can be
 /// pipelined and its commit sent together with what follows it. A connection left inside
 /// a transaction (an error, a cancelled future) is dropped, never returned to the pool.
 pub struct HandTransaction {
-    conn: Option<Object>,
+    conn: Option<ShardConn>,
 }
 
 impl HandTransaction {
     /// Sends `BEGIN <mode>; <setup>` in one round trip.
     pub async fn begin(
-        conn: Object,
+        conn: ShardConn,
         mode: &str,
         setup: &str,
     ) -> Result<Self, tokio_postgres::Error> {
@@ -81,7 +82,7 @@ impl Drop for HandTransaction {
         if let Some(conn) = self.conn.take() {
             // Still inside the transaction: the session ends with the connection and the
             // server rolls the transaction back.
-            drop(Object::take(conn));
+            conn.discard();
         }
     }
 }
