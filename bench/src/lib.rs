@@ -3,6 +3,8 @@
 //! - [`load`] — the open-loop (fixed arrival rate, latency from due time) and
 //!   closed-loop (N connections) load models.
 //! - [`pgbench`] — same-run baselines against the cluster's own Postgres hosts.
+//! - [`monitoring_switch`] — pauses a local cluster's Prometheus and exporters, to
+//!   measure what they cost.
 //! - [`recorder`] — per-endpoint HdrHistograms and status counts.
 //! - [`reference`] — the bare reference server `data-paths` compares the node with.
 //! - [`chart`] — the report's SVG (latency percentiles, throughput over time).
@@ -15,6 +17,7 @@ pub mod chart;
 pub mod compare;
 pub mod corpus;
 pub mod load;
+pub mod monitoring_switch;
 pub mod pgbench;
 pub mod recorder;
 pub mod reference;

@@ -384,6 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     shard_map: None,
                     load_balancer: None,
                     redis: Vec::new(),
+                    data_dir: None,
                 }
             };
             target.check(&http).await?;

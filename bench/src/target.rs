@@ -40,6 +40,8 @@ pub struct Target {
     pub load_balancer: Option<String>,
     /// Redis Cluster seeds (`redis://host:port`).
     pub redis: Vec<String>,
+    /// The local cluster's data directory, when the target is one.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -93,12 +95,14 @@ impl Target {
                     .collect()
             })
             .unwrap_or_default();
+        let data_dir = doc["data_dir"].as_str().map(std::path::PathBuf::from);
         Ok(Self {
             nodes,
             postgres,
             shard_map,
             load_balancer,
             redis,
+            data_dir,
         })
     }
 

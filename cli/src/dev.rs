@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use strata_node::config::{FilesConfig, LimitsConfig};
 use strata_router::{RouterSettings, ShardMap};
 use strata_sandbox::cluster::auth_with_fresh_key;
-use strata_sandbox::monitoring::MonitoringPorts;
+use strata_sandbox::monitoring::MonitoringSpec;
 use strata_sandbox::{Cluster, ClusterSpec, OnDrop};
 
 /// Local cluster commands.
@@ -96,6 +96,13 @@ pub struct UpArgs {
     /// exporters (one per Postgres host) on the ones after.
     #[arg(long, default_value_t = 9090)]
     prometheus_port: u16,
+    /// Seconds between Prometheus' scrapes and rule evaluations.
+    #[arg(
+        long,
+        default_value_t = strata_sandbox::monitoring::DEFAULT_SCRAPE_INTERVAL_SECS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    scrape_interval: u64,
     /// Leave out Prometheus and the exporters.
     #[arg(long)]
     no_monitoring: bool,
@@ -161,12 +168,13 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let hosts: usize = spec.shard_map.shards.iter().map(|s| s.hosts.len()).sum();
     let spec = ClusterSpec {
-        monitoring: (!args.no_monitoring).then(|| MonitoringPorts {
+        monitoring: (!args.no_monitoring).then(|| MonitoringSpec {
             prometheus: args.prometheus_port,
             redis_exporter: args.prometheus_port + 1,
             postgres_exporters: (0..hosts as u16)
                 .map(|i| args.prometheus_port + 2 + i)
                 .collect(),
+            scrape_interval_secs: args.scrape_interval,
         }),
         ..spec
     };

@@ -10,7 +10,7 @@ use strata_router::{RouterSettings, ShardMap};
 
 use crate::cluster::{Cluster, ClusterSpec, OnDrop, auth_with_fresh_key};
 use crate::error::SandboxError;
-use crate::monitoring::MonitoringPorts;
+use crate::monitoring::MonitoringSpec;
 use crate::process::free_ports;
 use crate::reaper;
 
@@ -182,10 +182,12 @@ impl ClusterBuilder {
             fsync: false,
             request_timeout_ms: self.request_timeout_ms,
             upload_idle_timeout_ms: self.upload_idle_timeout_ms,
-            monitoring: self.monitoring.then(|| MonitoringPorts {
+            monitoring: self.monitoring.then(|| MonitoringSpec {
                 prometheus: ports.next().unwrap(),
                 redis_exporter: ports.next().unwrap(),
                 postgres_exporters: ports.by_ref().take(pg_count).collect(),
+                // Short: the tests wait on what Prometheus has seen.
+                scrape_interval_secs: 2,
             }),
         })
     }

@@ -12,7 +12,7 @@ use strata_router::{HostAddr, RouterSettings, ShardId, ShardMap, Topology};
 use crate::endpoints::{Endpoints, NodeEndpoint, PostgresEndpoint};
 use crate::error::SandboxError;
 use crate::haproxy::LoadBalancer;
-use crate::monitoring::{Monitoring, MonitoringPorts, PostgresTarget};
+use crate::monitoring::{Monitoring, MonitoringSpec, PostgresTarget};
 use crate::nodes::{NodeProcess, node_binary};
 use crate::postgres::{APP_ROLE, PgInstance};
 use crate::process::{self, wait_until};
@@ -60,7 +60,7 @@ pub struct ClusterSpec {
     pub upload_idle_timeout_ms: Option<u64>,
     /// Prometheus and the exporters, when the cluster is monitored.
     #[serde(default)]
-    pub monitoring: Option<MonitoringPorts>,
+    pub monitoring: Option<MonitoringSpec>,
 }
 
 fn default_max_upload() -> u64 {

@@ -22,22 +22,30 @@ use crate::process::{self, wait_until};
 /// The project's rules, as shipped in `compose/prometheus/rules/`.
 pub const RULES: &str = include_str!("../../compose/prometheus/rules/strata.yml");
 
-/// How often Prometheus scrapes and evaluates rules here (short: tests wait on it).
-pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the local Prometheus scrapes and evaluates rules unless told otherwise:
+/// as often as the compose file's, 5 s. Test clusters use 2 s (tests wait on it).
+pub const DEFAULT_SCRAPE_INTERVAL_SECS: u64 = 5;
+
+fn default_scrape_interval() -> u64 {
+    DEFAULT_SCRAPE_INTERVAL_SECS
+}
 
 /// The `namespace` label every local target carries.
 pub const NAMESPACE: &str = "strata-local";
 
-/// Ports of the monitoring processes.
+/// Ports of the monitoring processes, and how often Prometheus scrapes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MonitoringPorts {
+pub struct MonitoringSpec {
     pub prometheus: u16,
     pub redis_exporter: u16,
     /// One per Postgres host, in the order of the shard map's hosts.
     pub postgres_exporters: Vec<u16>,
+    /// Seconds between scrapes (and rule evaluations).
+    #[serde(default = "default_scrape_interval")]
+    pub scrape_interval_secs: u64,
 }
 
-impl MonitoringPorts {
+impl MonitoringSpec {
     /// Whether one of the monitoring processes listens on `port`.
     pub fn uses(&self, port: u16) -> bool {
         self.prometheus == port
@@ -60,7 +68,7 @@ pub struct PostgresTarget {
 /// Prometheus and the exporters of one local cluster.
 #[derive(Debug, Clone)]
 pub struct Monitoring {
-    pub ports: MonitoringPorts,
+    pub ports: MonitoringSpec,
     pub postgres: Vec<PostgresTarget>,
     /// `host:port` of every Redis server.
     pub redis: Vec<String>,
@@ -270,7 +278,7 @@ impl Monitoring {
 
     /// The Prometheus configuration.
     pub fn config_text(&self) -> String {
-        let interval = SCRAPE_INTERVAL.as_secs();
+        let interval = self.ports.scrape_interval_secs;
         let postgres: String = self
             .postgres
             .iter()

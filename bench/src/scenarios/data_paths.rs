@@ -10,6 +10,7 @@
 //! | `POST /v1/tasks` | pgbench doing the same inserts, feed row and WAL-position query on the same primary | ≥ 0.7 |
 //! | write p99 at half the maximum rate | pgbench's p99 at half its maximum | ≤ 2.0 |
 //! | read and write with 16 shards | the same with 2 shards ([`ShardScaling`]) | ≥ 0.9 |
+//! | the private read with Prometheus and the exporters running | the same with them paused ([`MonitoringSwitch`]) | (reported) |
 //!
 //! Each maximum is a closed loop at `--connections`; the half-rate phases are open loops
 //! (pgbench throttled with `-R`), so queueing from the schedule counts in the latency.
@@ -23,6 +24,7 @@ use serde_json::json;
 use strata_router::{Placement, ShardMap, route_hash};
 
 use crate::load::{closed_loop, open_loop};
+use crate::monitoring_switch::MonitoringSwitch;
 use crate::pgbench::{self, PgbenchRun};
 use crate::recorder::{Outcome, Recorder};
 use crate::reference::ReferenceProcess;
@@ -225,7 +227,11 @@ impl DataPaths {
         let read_rate = rate_of(&read_max) / 2.0;
         eprintln!("read path: open loop at {read_rate:.0} req/s ...");
         let read_half = self
-            .open(read, read_rate, "read at half the maximum (open loop)")
+            .open(
+                read.clone(),
+                read_rate,
+                "read at half the maximum (open loop)",
+            )
             .await;
 
         let write = {
@@ -235,6 +241,39 @@ impl DataPaths {
                 let (http, token) = (http.clone(), Arc::clone(&token));
                 async move { post_task(&http, url, &token, i).await }
             }
+        };
+        let monitored = match target
+            .data_dir
+            .as_deref()
+            .and_then(MonitoringSwitch::of_cluster)
+        {
+            Some(switch) => {
+                eprintln!("monitoring: running, then paused ...");
+                let (on, off) = (|| switch.resume(), || switch.pause());
+                let reads = self
+                    .closed_pair_around(
+                        (read.clone(), "read, monitoring running (closed loop)", &on),
+                        (read.clone(), "read, monitoring paused (closed loop)", &off),
+                    )
+                    .await;
+                let writes = self
+                    .closed_pair_around(
+                        (
+                            write.clone(),
+                            "write, monitoring running (closed loop)",
+                            &on,
+                        ),
+                        (
+                            write.clone(),
+                            "write, monitoring paused (closed loop)",
+                            &off,
+                        ),
+                    )
+                    .await;
+                switch.resume();
+                Some([reads, writes])
+            }
+            None => None,
         };
         eprintln!(
             "write path: closed loop, {} connections ...",
@@ -315,6 +354,21 @@ impl DataPaths {
                 Some(Goal::AtLeast(0.8)),
             );
         }
+        for (path, (on, off)) in ["private read", "POST /v1/tasks"]
+            .into_iter()
+            .zip(monitored.iter().flatten())
+        {
+            let (value, n, d) = rates(on, off);
+            ratio(
+                &format!(
+                    "{path} with Prometheus and the exporters scraping ÷ with them paused (what monitoring costs)"
+                ),
+                value,
+                n,
+                d,
+                None,
+            );
+        }
         ratio(
             "POST /v1/tasks ÷ pgbench, same inserts + WAL position (same primary, same concurrency)",
             rate_of(&write_max) / pg_write_max.tps,
@@ -384,6 +438,9 @@ impl DataPaths {
         if let Some((through, straight)) = balanced {
             report.phases.extend([through, straight]);
         }
+        for (on, off) in monitored.into_iter().flatten() {
+            report.phases.extend([on, off]);
+        }
         report.phases.extend([read_half, write_max, write_half]);
         for run in scaling {
             report.phases.extend([run.read, run.write]);
@@ -405,10 +462,29 @@ impl DataPaths {
         B: Fn(u64) -> FB + Send + Sync + Clone + 'static,
         FB: std::future::Future<Output = Outcome> + Send + 'static,
     {
+        self.closed_pair_around((a, name_a, &|| ()), (b, name_b, &|| ()))
+            .await
+    }
+
+    /// [`Self::closed_pair`], with a step run before each turn of each side (to switch
+    /// something on or off for it).
+    async fn closed_pair_around<A, FA, B, FB>(
+        &self,
+        (a, name_a, before_a): (A, &str, &dyn Fn()),
+        (b, name_b, before_b): (B, &str, &dyn Fn()),
+    ) -> (Phase, Phase)
+    where
+        A: Fn(u64) -> FA + Send + Sync + Clone + 'static,
+        FA: std::future::Future<Output = Outcome> + Send + 'static,
+        B: Fn(u64) -> FB + Send + Sync + Clone + 'static,
+        FB: std::future::Future<Output = Outcome> + Send + 'static,
+    {
         let (recorder_a, recorder_b) = (Arc::new(Recorder::new()), Arc::new(Recorder::new()));
         let turn = self.duration / ROUNDS;
         for _ in 0..ROUNDS {
+            before_a();
             closed_loop(Arc::clone(&recorder_a), self.connections, turn, a.clone()).await;
+            before_b();
             closed_loop(Arc::clone(&recorder_b), self.connections, turn, b.clone()).await;
         }
         let phase = |name: &str, recorder: &Recorder| Phase {
