@@ -105,7 +105,9 @@ pub fn start(state: &AppState) -> BackgroundJobs {
         let state = state.clone();
         every(invalidation::HEARTBEAT, move || {
             let state = state.clone();
-            async move { invalidation::publish_heartbeat(state.redis()).await }
+            async move {
+                invalidation::publish_heartbeat(state.invalidations(), state.redis()).await;
+            }
         })
     } else {
         tokio::spawn(async {})

@@ -217,20 +217,28 @@ impl Default for AuthConfig {
     }
 }
 
-/// The node's local caches, trusted only while it hears every invalidation (see
-/// docs/architecture.md, "Sessions" and "Items"). Off by default: an invalidation
-/// reaches a node's listener thread at about the time the change is acknowledged, not
-/// provably before, so a busy node can still answer one request from a copy that was
-/// just invalidated.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The node's local caches, trusted only while it hears itself on the invalidation
+/// channel; a change is acknowledged only once every node has dropped what it made
+/// stale (see docs/architecture.md, "Sessions" and "Items"). Every node of a cluster
+/// must use the same settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// How long a session check this node made answers for the session; 0 asks Redis
-    /// on every request. Default 0.
+    /// on every request. Default 30 s.
     pub session_checks_ms: u64,
     /// How long a public post this node read stays in its memory; 0 asks the shared
-    /// Redis cache on every read. Default 0.
+    /// Redis cache on every read. Default 30 s (as long as the Redis cache keeps it).
     pub public_posts_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            session_checks_ms: 30_000,
+            public_posts_ms: 30_000,
+        }
+    }
 }
 
 /// Rate limits, counted in Redis so every node shares one budget.

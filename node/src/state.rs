@@ -58,6 +58,7 @@ impl AppState {
         let cursors = CursorSigner::from_secret(config.auth.signing_secret().as_bytes());
         let hasher = PasswordHasher::start(config.auth.hash_threads, config.auth.hash_queue);
         let invalidations = Arc::new(Invalidations::new(
+            &config.node_id,
             Duration::from_millis(config.cache.session_checks_ms),
             Duration::from_millis(config.cache.public_posts_ms),
         ));
@@ -162,7 +163,7 @@ impl AppState {
         SessionStore::new(
             &self.inner.redis,
             self.session_ttl(),
-            &self.inner.invalidations.sessions,
+            &self.inner.invalidations,
         )
     }
 

@@ -112,6 +112,7 @@ async fn a_user_signed_up_on_one_node_logs_in_on_the_other_and_logout_ends_it_ev
 #[tokio::test]
 async fn a_session_another_node_served_a_moment_ago_is_refused_there_at_once_after_it_ends() {
     const ROUNDS: usize = 8;
+    let hits_before = session_cache_hits(1).await;
     for round in 0..ROUNDS {
         let name = unique("cached");
         let first = node(0).signup_ok(&name, PASSWORD).await;
@@ -187,6 +188,26 @@ async fn a_session_another_node_served_a_moment_ago_is_refused_there_at_once_aft
         StatusCode::UNAUTHORIZED,
         "reuse"
     );
+    // The sessions node 1 refused were answered from its memory a moment before: the
+    // test is about a cache that was really used.
+    let hits = session_cache_hits(1).await - hits_before;
+    assert!(
+        hits >= ROUNDS as u64,
+        "node 1 answered {hits} session checks from its cache"
+    );
+}
+
+/// How many session checks node `i` answered from its own cache so far.
+async fn session_cache_hits(i: usize) -> u64 {
+    let text = node(i).get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("strata_cache_requests_total{")
+                && l.contains("cache=\"session\"")
+                && l.contains("result=\"hit\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use redis::Script;
 use crate::auth::ids::{SessionId, UserId};
 use crate::auth::tokens::unix_now;
 use crate::invalidation::local_cache::LocalCache;
-use crate::invalidation::{self, CachedSession, Subject};
+use crate::invalidation::{CachedSession, Invalidations, Subject};
 use crate::redis_handle::{RedisError, RedisHandle, retry_idempotent};
 
 /// How stale `last_seen_at` may get before a request refreshes it (one write a minute
@@ -89,7 +89,8 @@ pub enum Rotation {
 pub struct SessionStore<'a> {
     redis: &'a RedisHandle,
     ttl: Duration,
-    cache: &'a LocalCache<CachedSession>,
+    /// The node's caches; its session checks are `invalidations.sessions`.
+    invalidations: &'a Invalidations,
 }
 
 const CREATE: &str = r"
@@ -151,12 +152,16 @@ fn failed(e: redis::RedisError) -> RedisError {
 impl<'a> SessionStore<'a> {
     /// A store whose sessions live `ttl` after their last refresh, with the node's
     /// cache of recent checks.
-    pub fn new(
-        redis: &'a RedisHandle,
-        ttl: Duration,
-        cache: &'a LocalCache<CachedSession>,
-    ) -> Self {
-        Self { redis, ttl, cache }
+    pub fn new(redis: &'a RedisHandle, ttl: Duration, invalidations: &'a Invalidations) -> Self {
+        Self {
+            redis,
+            ttl,
+            invalidations,
+        }
+    }
+
+    fn cache(&self) -> &LocalCache<CachedSession> {
+        &self.invalidations.sessions
     }
 
     /// The user's credentials generation now (0 before any password change).
@@ -215,7 +220,7 @@ impl<'a> SessionStore<'a> {
         session: &SessionId,
     ) -> Result<Option<LiveSession>, RedisError> {
         if let Some(cached) = self
-            .cache
+            .cache()
             .get(session.as_str())
             .filter(|c| c.user == user.as_str())
         {
@@ -223,18 +228,18 @@ impl<'a> SessionStore<'a> {
                 .increment(1);
             return Ok(Some(cached.live));
         }
-        if self.cache.enabled() {
+        if self.cache().enabled() {
             metrics::counter!("strata_cache_requests_total", "cache" => "session", "result" => "miss")
                 .increment(1);
         }
-        let generation = self.cache.generation();
+        let generation = self.cache().generation();
         let live = retry_idempotent(|| self.check_once(user, session)).await?;
         if let Some(live) = &live {
             let cached = CachedSession {
                 user: user.as_str().to_owned(),
                 live: live.clone(),
             };
-            self.cache.insert(session.as_str(), cached, generation);
+            self.cache().insert(session.as_str(), cached, generation);
         }
         Ok(live)
     }
@@ -423,7 +428,9 @@ impl<'a> SessionStore<'a> {
             return Ok(());
         }
         let ids: Vec<&str> = sessions.iter().map(String::as_str).collect();
-        invalidation::publish(self.redis, Subject::Sessions, &ids).await?;
+        self.invalidations
+            .publish(self.redis, Subject::Sessions, &ids)
+            .await?;
         self.unmark_active(user, sessions).await;
         Ok(())
     }

@@ -6,17 +6,23 @@
 //!
 //! **How an invalidation reaches every node.** Every change that ends a session (logout,
 //! logout-all, a password change, a reused refresh token) or changes a post is published
-//! with `SPUBLISH` on [`CHANNEL`] before it is acknowledged. A sharded channel lives on
-//! one Redis master (its slot's), and every node subscribes *on that master*, so the
-//! server writes the message to every subscriber in the same step as it answers the
-//! publish: the entry leaves every node's cache before the client can have the answer.
-//! Each node listens from a thread of its own, so a busy runtime cannot delay it.
+//! with `SPUBLISH` on [`CHANNEL`], a sharded channel that lives on one Redis master (its
+//! slot's); every node subscribes on that master from a thread of its own, drops the
+//! entries named, and answers with an ack on the channel.
+//!
+//! **The change is acknowledged only once every node applied it.** The publishing node
+//! waits for the ack of every node it heard lately (see [`acks`]), usually well under a
+//! millisecond. A node that does not answer within [`ACK_DEADLINE`] is not hearing its
+//! own heartbeats either (they travel after the invalidation on the same connection),
+//! so it has stopped trusting its caches by then: the wait ends there at the latest. So
+//! when a client has the answer to a logout, no node serves that session from memory,
+//! however late a node's listener thread would have got to the message.
 //!
 //! **When a cached value is trusted.** Only while all of these hold:
-//! - it is younger than its cache's maximum age (`auth.session_cache_ms`,
-//!   `cache.local_post_ms`);
-//! - the listener hears the channel: every node publishes a heartbeat there every
-//!   [`HEARTBEAT`], and a listener that heard nothing for [`LIVENESS`], or lost its
+//! - it is younger than its cache's maximum age (`cache.session_checks_ms`,
+//!   `cache.public_posts_ms`);
+//! - the node hears itself on the channel: every node publishes a heartbeat there every
+//!   [`HEARTBEAT`], and a node that has not heard its own for [`LIVENESS`], or lost its
 //!   connection, empties the caches and stops them being used until it hears again;
 //! - no invalidation of its cache arrived between reading the value from its source and
 //!   caching it (a generation counter), so a fetch racing a change cannot cache the old
@@ -26,13 +32,17 @@
 //! [`LIVENESS`]: when the channel's master is unreachable, every node has stopped
 //! trusting its caches by then. When that master fails over, the listener loses its
 //! connection (the caches are bypassed) and subscribes again on the promoted replica.
+//! Every node of a cluster must run with the same cache settings: a node whose caches
+//! are off does not listen, so it publishes without waiting for acks.
 
+pub mod acks;
 pub mod local_cache;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use acks::Acks;
 use local_cache::{Liveness, LocalCache};
 
 use crate::auth::sessions::LiveSession;
@@ -45,8 +55,12 @@ pub const CHANNEL: &str = "strata:invalidations";
 /// How often each node publishes a heartbeat on the channel.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// How long a listener may hear nothing before the caches stop being used.
+/// How long a node may not hear its own heartbeat before its caches stop being used.
 pub const LIVENESS: Duration = Duration::from_millis(1_500);
+
+/// The longest a change waits for the acks of its invalidation: by then a node that did
+/// not answer has not heard its own heartbeat for [`LIVENESS`], so trusts nothing.
+pub const ACK_DEADLINE: Duration = Duration::from_millis(1_500 + 500 + 250);
 
 /// How long the listener waits for the next message before it takes the connection
 /// for dead and subscribes again.
@@ -82,7 +96,10 @@ pub struct CachedSession {
 
 /// The node's local caches and its hearing of the channel.
 pub struct Invalidations {
+    /// This node's id, as it signs its heartbeats and acks.
+    node_id: String,
     liveness: Arc<Liveness>,
+    acks: Acks,
     /// Session checks by session id.
     pub sessions: LocalCache<CachedSession>,
     /// Public posts by id.
@@ -91,11 +108,13 @@ pub struct Invalidations {
 }
 
 impl Invalidations {
-    /// Caches trusting session checks for `session_max_age` and public posts for
-    /// `post_max_age` (zero turns a cache off).
-    pub fn new(session_max_age: Duration, post_max_age: Duration) -> Self {
+    /// Caches of node `node_id` trusting session checks for `session_max_age` and
+    /// public posts for `post_max_age` (zero turns a cache off).
+    pub fn new(node_id: &str, session_max_age: Duration, post_max_age: Duration) -> Self {
         let liveness = Arc::new(Liveness::new(LIVENESS));
         Self {
+            node_id: node_id.to_owned(),
+            acks: Acks::default(),
             sessions: LocalCache::new(session_max_age, CAPACITY, Arc::clone(&liveness)),
             posts: LocalCache::new(post_max_age, CAPACITY, Arc::clone(&liveness)),
             liveness,
@@ -108,23 +127,92 @@ impl Invalidations {
         self.sessions.enabled() || self.posts.enabled()
     }
 
-    /// Handles one message of the channel: a heartbeat, or a subject tag followed by
-    /// the ids it invalidates, separated by spaces.
-    pub fn hear(&self, message: &str) {
+    /// Handles one message of the channel, words separated by spaces, and returns the
+    /// ack to publish for an invalidation it applied:
+    /// - `hb <node>`: a heartbeat;
+    /// - `s|p <origin> <nonce> <id>...`: sessions or posts that changed;
+    /// - `a <origin> <nonce> <node>`: `node` applied `origin`'s invalidation `nonce`.
+    pub fn hear(&self, message: &str) -> Option<String> {
         let mut words = message.split(' ');
-        let subject = match words.next() {
-            Some("s") => {
-                self.sessions.invalidate(words);
-                "sessions"
+        let tag = words.next().unwrap_or_default();
+        let (subject, ack) = match tag {
+            "s" | "p" => {
+                let (origin, nonce) = (words.next()?, words.next()?);
+                if tag == "s" {
+                    self.sessions.invalidate(words);
+                } else {
+                    self.posts.invalidate(words);
+                }
+                let ack = format!("a {origin} {nonce} {}", self.node_id);
+                (if tag == "s" { "sessions" } else { "posts" }, Some(ack))
             }
-            Some("p") => {
-                self.posts.invalidate(words);
-                "posts"
+            "a" => {
+                let (origin, nonce, node) = (words.next()?, words.next()?, words.next()?);
+                self.acks.seen(node);
+                if origin == self.node_id
+                    && let Ok(nonce) = nonce.parse()
+                {
+                    self.acks.acked(nonce, node);
+                }
+                ("ack", None)
             }
-            _ => "heartbeat",
+            _ => {
+                let node = words.next().unwrap_or_default();
+                self.acks.seen(node);
+                if node == self.node_id {
+                    self.liveness.heard();
+                }
+                ("heartbeat", None)
+            }
         };
         metrics::counter!("strata_invalidations_heard_total", "subject" => subject).increment(1);
-        self.liveness.heard();
+        ack
+    }
+
+    /// Publishes an invalidation and returns once every node applied it (see the
+    /// module's documentation), or the master did not take it (retried through a
+    /// failover).
+    pub async fn publish(
+        &self,
+        redis: &RedisHandle,
+        subject: Subject,
+        ids: &[&str],
+    ) -> Result<(), RedisError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let hearing = self.liveness.listening();
+        let expected = self.acks.expect(LIVENESS);
+        let message = format!(
+            "{} {} {} {}",
+            subject.tag(),
+            self.node_id,
+            expected.nonce,
+            ids.join(" ")
+        );
+        let sent = publish_message(redis, &message).await;
+        if sent.is_ok() && self.enabled() {
+            let all_acked = if hearing {
+                tokio::time::timeout(ACK_DEADLINE, expected.all_acked)
+                    .await
+                    .is_ok()
+            } else {
+                // Deaf: no ack can be heard, so wait until no node can still trust a
+                // cache the change makes stale.
+                tokio::time::sleep(ACK_DEADLINE).await;
+                false
+            };
+            if !all_acked {
+                metrics::counter!("strata_invalidation_ack_timeouts_total").increment(1);
+            }
+        }
+        self.acks.forget(expected.nonce);
+        sent
+    }
+
+    /// The heartbeat this node publishes.
+    pub fn heartbeat(&self) -> String {
+        format!("{HEARTBEAT_MESSAGE} {}", self.node_id)
     }
 
     /// Stops trusting anything cached: the listener lost the channel.
@@ -144,25 +232,18 @@ impl Invalidations {
     }
 }
 
-/// The heartbeat message (invalidations start with a subject tag, never equal to it).
+/// The heartbeat message's tag (invalidations start with a subject tag, never equal
+/// to it).
 pub const HEARTBEAT_MESSAGE: &str = "hb";
 
-/// Publishes an invalidation; returns once the channel's master took it (retried
-/// through a failover).
-pub async fn publish(
-    redis: &RedisHandle,
-    subject: Subject,
-    ids: &[&str],
-) -> Result<(), RedisError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let message = format!("{} {}", subject.tag(), ids.join(" "));
+/// Publishes one message on the channel; returns once the channel's master took it
+/// (retried through a failover).
+async fn publish_message(redis: &RedisHandle, message: &str) -> Result<(), RedisError> {
     retry_idempotent(|| async {
         let mut conn = redis.connection().await?;
         redis::cmd("SPUBLISH")
             .arg(CHANNEL)
-            .arg(&message)
+            .arg(message)
             .query_async::<i64>(&mut conn)
             .await
             .map(drop)
@@ -171,14 +252,15 @@ pub async fn publish(
     .await
 }
 
-/// Tells every node's listener the channel works (see [`LIVENESS`]).
-pub async fn publish_heartbeat(redis: &RedisHandle) {
+/// Tells every node's listener this node is there, and this node that the channel
+/// works (see [`LIVENESS`]).
+pub async fn publish_heartbeat(node: &Invalidations, redis: &RedisHandle) {
     let Ok(mut conn) = redis.connection().await else {
         return;
     };
     let sent: Result<i64, _> = redis::cmd("SPUBLISH")
         .arg(CHANNEL)
-        .arg(HEARTBEAT_MESSAGE)
+        .arg(node.heartbeat())
         .query_async(&mut conn)
         .await;
     if let Err(e) = sent {
@@ -244,10 +326,17 @@ fn subscribe_and_hear(node: &Invalidations, addr: &str) -> Result<(), Redirect> 
     // Whatever went by before this subscription is unknown: start empty.
     node.deafen();
     tracing::info!(addr, "listening for cache invalidations");
+    // Acks go out on a connection of their own to the same master (a subscribed
+    // connection cannot publish), opened again whenever it fails.
+    let mut acks: Option<redis::Connection> = None;
     while !node.is_stopped() {
         match conn.recv_response() {
             Ok(value) => match message_of(value) {
-                Some(Message::Payload(text)) => node.hear(&text),
+                Some(Message::Payload(text)) => {
+                    if let Some(ack) = node.hear(&text) {
+                        send_ack(&client, &mut acks, &ack);
+                    }
+                }
                 // The channel's slot moved (or the server unsubscribed us): find it again.
                 Some(Message::Unsubscribed) => return Err(Redirect(None)),
                 None => {}
@@ -256,6 +345,27 @@ fn subscribe_and_hear(node: &Invalidations, addr: &str) -> Result<(), Redirect> 
         }
     }
     Ok(())
+}
+
+/// Publishes an ack; on failure the connection is dropped and the ack lost (the node
+/// that waits for it stops waiting at [`ACK_DEADLINE`]).
+fn send_ack(client: &redis::Client, acks: &mut Option<redis::Connection>, ack: &str) {
+    if acks.is_none() {
+        *acks = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok();
+        if let Some(conn) = acks {
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+        }
+    }
+    let Some(conn) = acks else {
+        return;
+    };
+    let sent: Result<i64, _> = redis::cmd("SPUBLISH").arg(CHANNEL).arg(ack).query(conn);
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "invalidation ack not sent");
+        *acks = None;
+    }
 }
 
 enum Message {
@@ -286,9 +396,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_reach_the_cache_they_name() {
-        let node = Invalidations::new(Duration::from_secs(5), Duration::from_secs(5));
-        node.hear(HEARTBEAT_MESSAGE);
+    fn messages_reach_the_cache_they_name_and_are_acked() {
+        let node = Invalidations::new("node-1", Duration::from_secs(5), Duration::from_secs(5));
+        node.hear("hb node-2");
+        assert!(
+            node.sessions.get("any").is_none() && !node.liveness.listening(),
+            "another node's heartbeat is not this node hearing itself"
+        );
+        node.hear(&node.heartbeat());
+        assert!(node.liveness.listening());
         let live = CachedSession {
             user: "u".into(),
             live: LiveSession { csrf_hash: None },
@@ -296,12 +412,18 @@ mod tests {
         node.sessions
             .insert("s1", live.clone(), node.sessions.generation());
         node.sessions.insert("s2", live, node.sessions.generation());
-        node.hear("p s1");
+        assert_eq!(
+            node.hear("p node-2 7 s1").as_deref(),
+            Some("a node-2 7 node-1")
+        );
         assert!(
             node.sessions.get("s1").is_some(),
             "a post id is not a session"
         );
-        node.hear("s s1 s3");
+        assert_eq!(
+            node.hear("s node-2 8 s1 s3").as_deref(),
+            Some("a node-2 8 node-1")
+        );
         assert!(node.sessions.get("s1").is_none());
         assert!(node.sessions.get("s2").is_some());
         node.deafen();

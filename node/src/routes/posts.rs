@@ -16,7 +16,7 @@ use crate::auth::ids::UserId;
 use crate::consistency::ReadConsistency;
 use crate::error::Problem;
 use crate::error::{ApiError, FieldError};
-use crate::invalidation::{self, Subject};
+use crate::invalidation::Subject;
 use crate::items::cursor::{Cursor, CursorSigner, page_size};
 use crate::items::ids::ItemId;
 use crate::items::posts::{NewPost, Post, PostChanges, PostStore, Visibility};
@@ -285,7 +285,11 @@ async fn drop_cache(state: &AppState, id: &ItemId, version: Option<i64>) {
             .invoke_async(&mut conn)
             .await;
     }
-    if let Err(e) = invalidation::publish(state.redis(), Subject::Posts, &[id.as_str()]).await {
+    let published = state
+        .invalidations()
+        .publish(state.redis(), Subject::Posts, &[id.as_str()])
+        .await;
+    if let Err(e) = published {
         // Published for longer than a listener's liveness: every node that could not
         // hear it has stopped trusting its copies by now.
         tracing::warn!(post = %id.as_str(), error = %e, "post change not published to the nodes' caches");
