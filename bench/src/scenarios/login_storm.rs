@@ -7,6 +7,8 @@
 //!    they can across the nodes: its p99 again, and logins per second.
 //!
 //! Ratios: logins/s ÷ raw hashes/s (all cores), and me p99 during ÷ me p99 alone.
+//! And what an active session costs Redis: the masters' `used_memory` before and after
+//! the storm, divided by the sessions it added to the active-sessions set.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,9 +71,11 @@ impl LoginStorm {
             "phase: GET /v1/me during a login storm of {} connections ...",
             self.connections
         );
+        let before = RedisSessions::measure(&target.redis).await;
         let storm = self
             .me_phase(target, http, &me_token, Some(users.clone()))
             .await;
+        let after = RedisSessions::measure(&target.redis).await;
 
         let p99 = |phase: &Phase, endpoint: &str| {
             phase
@@ -109,6 +113,22 @@ impl LoginStorm {
             numerator: format!("{me_storm:.2} ms"),
             denominator: format!("{me_alone:.2} ms"),
         });
+        match (before, after) {
+            (Ok(before), Ok(after)) if after.sessions > before.sessions => {
+                let added = after.sessions - before.sessions;
+                let bytes = after.used_memory.saturating_sub(before.used_memory);
+                report.baselines.insert(
+                    "redis_bytes_per_active_session".into(),
+                    json!(bytes as f64 / added as f64),
+                );
+                eprintln!(
+                    "Redis: {added} sessions added, masters' memory +{bytes} bytes: {:.0} bytes a session",
+                    bytes as f64 / added as f64
+                );
+            }
+            (Err(e), _) | (_, Err(e)) => eprintln!("Redis memory not measured: {e}"),
+            _ => eprintln!("Redis memory not measured: the storm added no session"),
+        }
         report.phases = vec![alone, storm];
         Ok(report)
     }
@@ -280,4 +300,49 @@ pub async fn raw_hashes_per_sec(threads: usize, duration: Duration) -> f64 {
         let _ = w.await;
     }
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// What the Redis Cluster holds for sessions at one moment.
+struct RedisSessions {
+    /// Sum of `used_memory` over the masters.
+    used_memory: u64,
+    /// Members of the active-sessions set (one per live session).
+    sessions: u64,
+}
+
+impl RedisSessions {
+    async fn measure(servers: &[String]) -> anyhow::Result<Self> {
+        let mut used_memory = 0;
+        for server in servers {
+            let mut conn = redis::Client::open(server.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await?;
+            if info.lines().any(|l| l.trim() == "role:master") {
+                used_memory += info_field(&info, "used_memory").unwrap_or(0);
+            }
+        }
+        let mut cluster = redis::cluster::ClusterClient::new(servers.to_vec())?
+            .get_async_connection()
+            .await?;
+        let sessions: u64 = redis::cmd("ZCARD")
+            .arg(strata_node::auth::sessions::ACTIVE_SESSIONS_KEY)
+            .query_async(&mut cluster)
+            .await?;
+        Ok(Self {
+            used_memory,
+            sessions,
+        })
+    }
+}
+
+/// A numeric `name:value` line of `INFO`.
+fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.parse().ok())
 }

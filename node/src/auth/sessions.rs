@@ -23,7 +23,7 @@ const LAST_SEEN_RESOLUTION_SECS: u64 = 60;
 
 /// A global sorted set of live sessions (score: expiry in ms), for the active-sessions
 /// gauge. Kept apart from the per-user slots, so updated outside the scripts.
-const ACTIVE_SESSIONS_KEY: &str = "strata:active-sessions";
+pub const ACTIVE_SESSIONS_KEY: &str = "strata:active-sessions";
 
 fn session_key(user: &UserId, session: &str) -> String {
     format!("strata:{{u:{user}}}:session:{session}")
