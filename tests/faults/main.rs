@@ -426,6 +426,10 @@ async fn scaling_the_nodes_two_to_four_to_two_under_load_fails_no_request() {
     let tally = load.stop().await;
 
     let (sent, failed) = tally.totals();
+    eprintln!(
+        "scaling 2 -> 4 -> 2: {sent} requests, {failed} failed; {} slow uploads while nodes left",
+        uploads.len()
+    );
     assert!(sent > 100, "the load ran ({sent} requests)");
     assert_eq!(
         failed,
