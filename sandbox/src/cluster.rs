@@ -155,7 +155,7 @@ impl Cluster {
             tools: tools.clone(),
         });
         let monitoring = spec.monitoring.as_ref().map(|ports| Monitoring {
-            ports: ports.clone(),
+            spec: ports.clone(),
             postgres: postgres
                 .iter()
                 .zip(&ports.postgres_exporters)
@@ -473,10 +473,7 @@ impl Cluster {
         for replica in &instances[1..] {
             replica.init_replica(&instances[0])?;
         }
-        let exporter_ports = match &self.spec.monitoring {
-            Some(_) => self.ports_for_new_exporters(instances.len())?,
-            None => Vec::new(),
-        };
+        let exporter_ports = self.ports_for_new_exporters(instances.len())?;
         let targets: Vec<PostgresTarget> = instances
             .iter()
             .zip(&exporter_ports)
@@ -511,7 +508,7 @@ impl Cluster {
             });
         if let Some(monitoring) = &mut self.monitoring {
             monitoring.add_postgres(targets)?;
-            self.spec.monitoring = Some(monitoring.ports.clone());
+            self.spec.monitoring = Some(monitoring.spec.clone());
         }
         self.write_spec_and_map()?;
         self.endpoints().write()?;
@@ -530,7 +527,7 @@ impl Cluster {
         self.spec.shard_map.shards.retain(|s| &s.id != id);
         if let Some(monitoring) = &mut self.monitoring {
             monitoring.remove_shard(id.as_str())?;
-            self.spec.monitoring = Some(monitoring.ports.clone());
+            self.spec.monitoring = Some(monitoring.spec.clone());
         }
         self.write_spec_and_map()?;
         self.endpoints().write()

@@ -68,7 +68,7 @@ pub struct PostgresTarget {
 /// Prometheus and the exporters of one local cluster.
 #[derive(Debug, Clone)]
 pub struct Monitoring {
-    pub ports: MonitoringSpec,
+    pub spec: MonitoringSpec,
     pub postgres: Vec<PostgresTarget>,
     /// `host:port` of every Redis server.
     pub redis: Vec<String>,
@@ -110,7 +110,7 @@ impl PostgresTarget {
 impl Monitoring {
     /// Prometheus's base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.prometheus)
+        format!("http://127.0.0.1:{}", self.spec.prometheus)
     }
 
     /// Starts whatever is not running, then waits until Prometheus answers.
@@ -124,7 +124,7 @@ impl Monitoring {
             "redis-exporter",
             Command::new(&tools.redis_exporter)
                 .arg("-web.listen-address")
-                .arg(format!("127.0.0.1:{}", self.ports.redis_exporter))
+                .arg(format!("127.0.0.1:{}", self.spec.redis_exporter))
                 .arg("-is-cluster"),
         )?;
         let rules = self.dir.join("rules.yml");
@@ -144,7 +144,7 @@ impl Monitoring {
                 .arg("--storage.tsdb.retention.time=2d")
                 .arg(format!(
                     "--web.listen-address=127.0.0.1:{}",
-                    self.ports.prometheus
+                    self.spec.prometheus
                 ))
                 .arg("--web.enable-lifecycle"),
         )?;
@@ -152,7 +152,7 @@ impl Monitoring {
             "prometheus to be ready",
             Duration::from_secs(60),
             &self.dir.join("prometheus.log"),
-            || process::http_status(self.ports.prometheus, "/-/ready") == Some(200),
+            || process::http_status(self.spec.prometheus, "/-/ready") == Some(200),
         )
     }
 
@@ -180,7 +180,7 @@ impl Monitoring {
         for target in &targets {
             self.start_postgres_exporter(&tools, target)?;
         }
-        self.ports
+        self.spec
             .postgres_exporters
             .extend(targets.iter().map(|t| t.port));
         self.postgres.extend(targets);
@@ -196,7 +196,7 @@ impl Monitoring {
             }
         }
         self.postgres.retain(|t| t.shard != shard);
-        self.ports.postgres_exporters = self.postgres.iter().map(|t| t.port).collect();
+        self.spec.postgres_exporters = self.postgres.iter().map(|t| t.port).collect();
         self.reload()
     }
 
@@ -278,7 +278,7 @@ impl Monitoring {
 
     /// The Prometheus configuration.
     pub fn config_text(&self) -> String {
-        let interval = self.ports.scrape_interval_secs;
+        let interval = self.spec.scrape_interval_secs;
         let postgres: String = self
             .postgres
             .iter()
@@ -310,8 +310,8 @@ impl Monitoring {
              \x20 - job_name: prometheus\n    static_configs:\n      - targets: [\"127.0.0.1:{prometheus}\"]\n",
             rules = self.dir.join("rules.yml").display(),
             nodes = self.dir.join("nodes.json").display(),
-            redis_exporter = self.ports.redis_exporter,
-            prometheus = self.ports.prometheus,
+            redis_exporter = self.spec.redis_exporter,
+            prometheus = self.spec.prometheus,
         )
     }
 }

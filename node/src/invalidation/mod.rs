@@ -429,4 +429,25 @@ mod tests {
         node.deafen();
         assert!(node.sessions.get("s2").is_none());
     }
+
+    #[test]
+    fn an_invalidation_waits_for_the_ack_of_every_node_heard_lately() {
+        let node = Invalidations::new("node-1", Duration::from_secs(5), Duration::from_secs(5));
+        node.hear(&node.heartbeat());
+        node.hear("hb node-2");
+        let mut expected = node.acks.expect(LIVENESS);
+        let nonce = expected.nonce;
+        node.hear(&format!("a node-1 {nonce} node-2"));
+        assert!(
+            expected.all_acked.try_recv().is_err(),
+            "node-1 itself has not acked"
+        );
+        node.hear(&format!("a node-3 {nonce} node-1"));
+        assert!(
+            expected.all_acked.try_recv().is_err(),
+            "an ack of another node's invalidation"
+        );
+        node.hear(&format!("a node-1 {nonce} node-1"));
+        assert!(expected.all_acked.try_recv().is_ok());
+    }
 }
