@@ -261,24 +261,32 @@ impl SearchIndex {
 
     /// Whether the index has followed every feed to its head since start-up.
     pub fn caught_up(&self) -> bool {
-        self.caught_up.load(Ordering::Relaxed)
+        self.caught_up.load(Ordering::SeqCst)
     }
 
-    /// Records that every feed has been followed to its head.
+    /// Records that every feed has been followed to its head, unless a rebuild was
+    /// asked for meanwhile: the index is about to be emptied, so the node must not say
+    /// it is ready (a tailer round that ends just after the request would otherwise
+    /// mark the old index caught up, and `/readyz` answer 200 before the rebuild began).
     pub fn mark_caught_up(&self) {
-        self.caught_up.store(true, Ordering::Relaxed);
+        self.caught_up.store(true, Ordering::SeqCst);
+        // `request_rebuild` sets the request before it clears the flag, so either its
+        // clearing comes after the store above, or the request is seen here.
+        if self.rebuild_requested.load(Ordering::SeqCst) {
+            self.caught_up.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Asks the tailer to rebuild the index from the start of every feed.
     pub fn request_rebuild(&self) {
+        self.rebuild_requested.store(true, Ordering::SeqCst);
         // Not ready from this moment: the index is about to be emptied.
-        self.caught_up.store(false, Ordering::Relaxed);
-        self.rebuild_requested.store(true, Ordering::Relaxed);
+        self.caught_up.store(false, Ordering::SeqCst);
     }
 
     /// Takes a pending rebuild request, if any.
     pub fn take_rebuild_request(&self) -> bool {
-        self.rebuild_requested.swap(false, Ordering::Relaxed)
+        self.rebuild_requested.swap(false, Ordering::SeqCst)
     }
 
     /// Drops every document and cursor (the index then rebuilds from the feeds).
@@ -398,5 +406,28 @@ mod tests {
             BTreeMap::from([("s0".to_owned(), 41), ("s1".to_owned(), 7)])
         );
         assert_eq!(titles(&reopened), vec!["kept"]);
+    }
+
+    #[test]
+    fn a_round_that_ends_after_a_rebuild_request_does_not_mark_the_index_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SearchIndex::open(dir.path()).unwrap();
+        index.mark_caught_up();
+        assert!(index.caught_up());
+        index.request_rebuild();
+        assert!(!index.caught_up(), "not ready once a rebuild is asked for");
+        // The tailer's round in flight reached the old index's head.
+        index.mark_caught_up();
+        assert!(
+            !index.caught_up(),
+            "the pending rebuild keeps the node not ready"
+        );
+        assert!(index.take_rebuild_request());
+        index.clear().unwrap();
+        index.mark_caught_up();
+        assert!(
+            index.caught_up(),
+            "ready again once the rebuild reached the head"
+        );
     }
 }
