@@ -8,3 +8,4 @@ pub mod passwords;
 pub mod rate_limit;
 pub mod sessions;
 pub mod tokens;
+pub mod verified_tokens;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::auth::ids::{SessionId, UserId};
+use crate::auth::verified_tokens::VerifiedTokens;
 use crate::config::AuthConfig;
 
 /// The JOSE `typ` of access tokens (RFC 9068).
@@ -57,6 +58,8 @@ pub struct TokenIssuer {
     encoding: EncodingKey,
     decoding: HashMap<String, DecodingKey>,
     validation: Validation,
+    /// Tokens verified before, answered without the signature check.
+    verified: VerifiedTokens,
     issuer: String,
     audience: String,
     access_ttl_secs: u64,
@@ -95,6 +98,7 @@ impl TokenIssuer {
             encoding: EncodingKey::from_secret(&decode(signing.secret.expose())),
             decoding,
             validation,
+            verified: VerifiedTokens::default(),
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             access_ttl_secs: auth.access_ttl_secs,
@@ -124,8 +128,12 @@ impl TokenIssuer {
         jsonwebtoken::encode(&header, &claims, &self.encoding).expect("HMAC signing cannot fail")
     }
 
-    /// Verifies an access token and returns its claims.
+    /// Verifies an access token and returns its claims. A token verified before is
+    /// answered from memory while it has not expired.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        if let Some(claims) = self.verified.get(token, unix_now(), self.validation.leeway) {
+            return Ok(claims);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.typ.as_deref() != Some(ACCESS_TYP) {
             return Err(TokenError::WrongType);
@@ -134,6 +142,7 @@ impl TokenIssuer {
         let key = self.decoding.get(&kid).ok_or(TokenError::UnknownKey)?;
         let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        self.verified.insert(token, &data.claims);
         Ok(data.claims)
     }
 }
