@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
 
-use crate::conn::{ShardConn, role_label};
+use crate::conn::{ShardConn, ShardTimers};
 use futures::future::join_all;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -75,6 +75,7 @@ struct Host {
 struct Shard {
     id: ShardId,
     hosts: Vec<Host>,
+    timers: ShardTimers,
     /// Samples of the primary's WAL position, from which replica lag in seconds is derived.
     history: Mutex<PrimaryHistory>,
 }
@@ -468,8 +469,8 @@ impl Topology {
         let host = &shard.hosts[index];
         let waited = Instant::now();
         let conn = host.pool.get().await;
-        record_pool_wait(id, HostRole::Primary, waited);
-        conn.map(|conn| ShardConn::new(conn, id, HostRole::Primary))
+        shard.timers.record_pool_wait(HostRole::Primary, waited);
+        conn.map(|conn| shard.timers.checked_out(conn, HostRole::Primary))
             .map_err(|e| {
                 let mut seen = host.seen.lock().expect("host lock");
                 seen.role = HostRole::Down;
@@ -504,8 +505,8 @@ impl Topology {
                     } else {
                         HostRole::Replica
                     };
-                    record_pool_wait(id, role, waited);
-                    return Ok((ShardConn::new(conn, id, role), role));
+                    shard.timers.record_pool_wait(role, waited);
+                    return Ok((shard.timers.checked_out(conn, role), role));
                 }
                 Err(e) => {
                     let mut seen = host.seen.lock().expect("host lock");
@@ -558,6 +559,7 @@ fn new_shard(map: &ShardMap, settings: &RouterSettings, id: &ShardId, hosts: &[H
     Shard {
         id: id.clone(),
         hosts,
+        timers: ShardTimers::new(id),
         history: Mutex::new(PrimaryHistory::new(256)),
     }
 }
@@ -645,14 +647,6 @@ fn no_primary_reason(shard: &Shard) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// How long a request waited for a pooled connection (a full pool makes it queue),
-/// by shard and role: `strata_db_pool_wait_seconds`.
-fn record_pool_wait(shard: &ShardId, role: HostRole, since: Instant) {
-    let role = role_label(role);
-    metrics::histogram!("strata_db_pool_wait_seconds", "shard" => shard.to_string(), "role" => role)
-        .record(since.elapsed().as_secs_f64());
 }
 
 fn view(host: &Host, now: Instant) -> HostView {

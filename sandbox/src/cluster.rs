@@ -220,12 +220,7 @@ impl Cluster {
             node.start()?;
         }
         for node in &self.nodes {
-            wait_until(
-                &format!("{} to be ready", node.id),
-                Duration::from_secs(60),
-                &node.log_file(),
-                || process::http_status(node.port, "/readyz") == Some(200),
-            )?;
+            node.wait_ready()?;
         }
         if let Some(lb) = &self.load_balancer {
             lb.start()?;
@@ -546,22 +541,18 @@ impl Cluster {
                 "a cluster needs at least one API node".into(),
             ));
         }
+        let seeds = self
+            .redis
+            .as_ref()
+            .map(RedisCluster::seeds)
+            .unwrap_or_default();
+        let binary = node_binary()?;
         while self.nodes.len() < count {
             let index = self.nodes.len();
             let port = self.port_for_new_node()?;
-            let seeds = self
-                .redis
-                .as_ref()
-                .map(RedisCluster::seeds)
-                .unwrap_or_default();
-            let node = node_process(&self.spec, &seeds, &node_binary()?, index, port);
+            let node = node_process(&self.spec, &seeds, &binary, index, port);
             node.start()?;
-            wait_until(
-                &format!("{} to be ready", node.id),
-                Duration::from_secs(60),
-                &node.log_file(),
-                || process::http_status(node.port, "/readyz") == Some(200),
-            )?;
+            node.wait_ready()?;
             if let Some(lb) = &mut self.load_balancer {
                 lb.add_node(port)?;
             }

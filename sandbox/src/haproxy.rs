@@ -41,6 +41,10 @@ impl LoadBalancer {
         self.dir.join("haproxy.pid")
     }
 
+    fn config_file(&self) -> PathBuf {
+        self.dir.join("haproxy.cfg")
+    }
+
     /// HAProxy's runtime API socket.
     fn admin_socket(&self) -> PathBuf {
         self.dir.join("admin.sock")
@@ -113,7 +117,7 @@ impl LoadBalancer {
         }
         std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create haproxy dir"))?;
         self.write_config()?;
-        let cfg = self.dir.join("haproxy.cfg");
+        let cfg = self.config_file();
         run(
             Command::new(&self.tools.haproxy)
                 .arg("-c")
@@ -142,7 +146,7 @@ impl LoadBalancer {
     /// Rewrites the config file for the current node list, so a restart starts with the
     /// nodes the runtime API added or removed.
     fn write_config(&self) -> Result<(), SandboxError> {
-        std::fs::write(self.dir.join("haproxy.cfg"), self.config_text())
+        std::fs::write(self.config_file(), self.config_text())
             .map_err(SandboxError::io("write haproxy.cfg"))
     }
 
@@ -165,10 +169,11 @@ impl LoadBalancer {
         Ok(answer.trim().to_owned())
     }
 
-    /// Runs a runtime API command whose success answer is empty or `expected`.
-    fn admin_expect(&self, command: &str, expected: &str) -> Result<(), SandboxError> {
+    /// Runs a runtime API command whose success answer is empty, or contains
+    /// `expected` when given.
+    fn admin_expect(&self, command: &str, expected: Option<&str>) -> Result<(), SandboxError> {
         let answer = self.admin(command)?;
-        if answer.is_empty() || answer.contains(expected) {
+        if answer.is_empty() || expected.is_some_and(|e| answer.contains(e)) {
             Ok(())
         } else {
             Err(SandboxError::Command {
@@ -187,12 +192,12 @@ impl LoadBalancer {
         for (name, args) in Self::server_entries(index, port) {
             self.admin_expect(
                 &format!("add server {BACKEND}/{name} {args}"),
-                "New server registered",
+                Some("New server registered"),
             )?;
             if args.contains(" check") {
-                self.admin_expect(&format!("enable health {BACKEND}/{name}"), "")?;
+                self.admin_expect(&format!("enable health {BACKEND}/{name}"), None)?;
             }
-            self.admin_expect(&format!("enable server {BACKEND}/{name}"), "")?;
+            self.admin_expect(&format!("enable server {BACKEND}/{name}"), None)?;
         }
         self.node_ports.push(port);
         self.write_config()
@@ -205,8 +210,11 @@ impl LoadBalancer {
     pub fn drain_last_node(&self) -> Result<(), SandboxError> {
         let index = self.last_node_index()?;
         let [(checked, _), (fail_open, _)] = Self::server_entries(index, 0);
-        self.admin_expect(&format!("set server {BACKEND}/{fail_open} state maint"), "")?;
-        self.admin_expect(&format!("set server {BACKEND}/{checked} state drain"), "")
+        self.admin_expect(
+            &format!("set server {BACKEND}/{fail_open} state maint"),
+            None,
+        )?;
+        self.admin_expect(&format!("set server {BACKEND}/{checked} state drain"), None)
     }
 
     /// Second half: deletes the stopped last node's entries and rewrites the config
@@ -215,10 +223,13 @@ impl LoadBalancer {
     pub fn forget_last_node(&mut self) -> Result<(), SandboxError> {
         let index = self.last_node_index()?;
         for (name, _) in Self::server_entries(index, 0) {
-            self.admin_expect(&format!("set server {BACKEND}/{name} state maint"), "")?;
+            self.admin_expect(&format!("set server {BACKEND}/{name} state maint"), None)?;
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                match self.admin_expect(&format!("del server {BACKEND}/{name}"), "Server deleted") {
+                match self.admin_expect(
+                    &format!("del server {BACKEND}/{name}"),
+                    Some("Server deleted"),
+                ) {
                     Ok(()) => break,
                     Err(e) if Instant::now() > deadline => return Err(e),
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),

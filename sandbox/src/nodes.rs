@@ -123,6 +123,17 @@ impl NodeProcess {
         Ok(())
     }
 
+    /// Waits until the node answers `/readyz` with 200 (its shards, Redis and search
+    /// index are there).
+    pub fn wait_ready(&self) -> Result<(), SandboxError> {
+        wait_until(
+            &format!("{} to be ready", self.id),
+            Duration::from_secs(60),
+            &self.log_file(),
+            || process::http_status(self.port, "/readyz") == Some(200),
+        )
+    }
+
     /// Stops the node gracefully (SIGTERM), killing it if it has not exited in 15 s.
     pub fn stop(&self) {
         if let Some(pid) = self.pid() {

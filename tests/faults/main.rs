@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use strata_router::{Placement, ShardId, route_hash};
 use strata_sandbox::Cluster;
 use strata_tests::api::{Api, Tokens, status_and_json, unique};
-use strata_tests::{SharedCluster, eventually, fast_router_settings, shard};
+use strata_tests::{SharedCluster, eventually, fast_router_settings, shard, strata_dev};
 
 use steady::{Running, Tally};
 
@@ -133,6 +133,13 @@ fn assert_within_budget(what: &str, tally: &Tally) {
         tally.describe(),
         node_warnings()
     );
+}
+
+/// The load ran, and not one request failed.
+fn assert_none_failed(what: &str, tally: &Tally) {
+    let (sent, failed) = tally.totals();
+    assert!(sent > 100, "{what}: the load ran ({sent} requests)");
+    assert_eq!(failed, 0, "{what} fails no request: {}", tally.describe());
 }
 
 /// The last warnings the nodes logged, to say why requests failed.
@@ -280,14 +287,7 @@ async fn a_node_stopped_with_sigterm_fails_no_request_and_a_killed_one_almost_no
         node.start().expect("restart the node");
     })
     .await;
-    let (sent, failed) = stopped.totals();
-    assert!(sent > 100, "the load ran");
-    assert_eq!(
-        failed,
-        0,
-        "a rolling restart fails nothing: {}",
-        stopped.describe()
-    );
+    assert_none_failed("a rolling restart", &stopped);
     assert_all_acked_present(&load_users, &stopped).await;
 
     let killed = under_load(&load_users, || async {
@@ -299,26 +299,12 @@ async fn a_node_stopped_with_sigterm_fails_no_request_and_a_killed_one_almost_no
     assert_all_acked_present(&load_users, &killed).await;
 }
 
-/// `strata dev scale --nodes N` on this cluster's data directory: the operator command
-/// itself, run without blocking the load's runtime. Returns the node ids it printed.
+/// `strata dev scale --nodes N` on this cluster: the node ids it printed.
 async fn dev_scale(nodes: usize) -> Vec<String> {
-    let output = tokio::process::Command::new(
-        strata_sandbox::nodes::binary("strata").expect("the strata binary is built"),
-    )
-    .args(["dev", "scale", "--json", "--nodes", &nodes.to_string()])
-    .arg("--data-dir")
-    .arg(&cluster().spec.data_dir)
-    .output()
-    .await
-    .expect("run strata dev scale");
-    assert!(
-        output.status.success(),
-        "strata dev scale --nodes {nodes}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let listed: Vec<serde_json::Value> =
-        serde_json::from_slice(&output.stdout).expect("dev scale --json prints the nodes");
+    let listed = strata_dev(cluster(), &["scale", "--nodes", &nodes.to_string()]).await;
     listed
+        .as_array()
+        .expect("dev scale --json prints the nodes")
         .iter()
         .map(|n| n["id"].as_str().expect("a node id").to_owned())
         .collect()
@@ -430,13 +416,7 @@ async fn scaling_the_nodes_two_to_four_to_two_under_load_fails_no_request() {
         "scaling 2 -> 4 -> 2: {sent} requests, {failed} failed; {} slow uploads while nodes left",
         uploads.len()
     );
-    assert!(sent > 100, "the load ran ({sent} requests)");
-    assert_eq!(
-        failed,
-        0,
-        "scaling 2 -> 4 -> 2 fails no request: {}",
-        tally.describe()
-    );
+    assert_none_failed("scaling 2 -> 4 -> 2", &tally);
     assert_all_acked_present(&load_users, &tally).await;
 }
 

@@ -16,7 +16,7 @@ use strata_node::config::LimitsConfig;
 use strata_sandbox::Cluster;
 use strata_sandbox::monitoring::NAMESPACE;
 use strata_tests::api::{Api, status_and_json, unique};
-use strata_tests::{SharedCluster, eventually};
+use strata_tests::{SharedCluster, eventually, strata_dev};
 
 static CLUSTER: SharedCluster = SharedCluster::new();
 
@@ -231,27 +231,7 @@ async fn prometheus_scrapes_every_node_and_exporter_and_loads_the_rules() {
 async fn a_shard_added_to_the_running_cluster_is_scraped_by_its_own_exporter() {
     // Not during the load tests: starting Postgres takes the machine for a moment.
     let _load = LOAD.lock().await;
-    let output = tokio::process::Command::new(
-        strata_sandbox::nodes::binary("strata").expect("the strata binary is built"),
-    )
-    .args([
-        "dev",
-        "add-shard",
-        "--replicas",
-        "0",
-        "--json",
-        "--data-dir",
-    ])
-    .arg(&cluster().spec.data_dir)
-    .output()
-    .await
-    .expect("run strata dev add-shard");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let shard: Value = serde_json::from_slice(&output.stdout).expect("the new shard as JSON");
+    let shard = strata_dev(cluster(), &["add-shard", "--replicas", "0"]).await;
     let id = shard["id"].as_str().expect("a shard id").to_owned();
     let host = shard["hosts"][0].as_str().expect("a host").to_owned();
     let expr = format!("pg_up{{shard=\"{id}\", server=\"{host}\"}}");

@@ -12,6 +12,29 @@ use std::time::{Duration, Instant};
 use strata_router::{RouterSettings, ShardId, Topology};
 use strata_sandbox::{Cluster, ClusterBuilder};
 
+/// Runs `strata dev <args> --json` on `cluster`'s data directory (the operator command
+/// itself, without blocking the test's runtime) and returns what it printed; a failed
+/// command fails the test with its error output.
+pub async fn strata_dev(cluster: &Cluster, args: &[&str]) -> serde_json::Value {
+    let output = tokio::process::Command::new(
+        strata_sandbox::nodes::binary("strata").expect("the strata binary is built"),
+    )
+    .arg("dev")
+    .args(args)
+    .arg("--json")
+    .arg("--data-dir")
+    .arg(&cluster.spec.data_dir)
+    .output()
+    .await
+    .expect("run strata dev");
+    assert!(
+        output.status.success(),
+        "strata dev {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("strata dev --json prints JSON")
+}
+
 /// A cluster shared by every test of one binary.
 pub struct SharedCluster(OnceLock<Cluster>);
 

@@ -60,7 +60,9 @@ pub const LIVENESS: Duration = Duration::from_millis(1_500);
 
 /// The longest a change waits for the acks of its invalidation: by then a node that did
 /// not answer has not heard its own heartbeat for [`LIVENESS`], so trusts nothing.
-pub const ACK_DEADLINE: Duration = Duration::from_millis(1_500 + 500 + 250);
+pub const ACK_DEADLINE: Duration = LIVENESS
+    .saturating_add(HEARTBEAT)
+    .saturating_add(Duration::from_millis(250));
 
 /// How long the listener waits for the next message before it takes the connection
 /// for dead and subscribes again.
@@ -138,13 +140,17 @@ impl Invalidations {
         let (subject, ack) = match tag {
             "s" | "p" => {
                 let (origin, nonce) = (words.next()?, words.next()?);
-                if tag == "s" {
+                let subject = if tag == "s" {
                     self.sessions.invalidate(words);
+                    "sessions"
                 } else {
                     self.posts.invalidate(words);
-                }
-                let ack = format!("a {origin} {nonce} {}", self.node_id);
-                (if tag == "s" { "sessions" } else { "posts" }, Some(ack))
+                    "posts"
+                };
+                (
+                    subject,
+                    Some(format!("a {origin} {nonce} {}", self.node_id)),
+                )
             }
             "a" => {
                 let (origin, nonce, node) = (words.next()?, words.next()?, words.next()?);
