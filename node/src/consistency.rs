@@ -12,8 +12,9 @@ use strata_router::{Lsn, ShardId};
 /// The header (and cookie) name.
 pub const CONSISTENCY_HEADER: &str = "x-strata-consistency";
 
-/// Most shards a token may name (bounds what a client can make a node parse).
-const MAX_ENTRIES: usize = 64;
+/// Most shards a token may name (bounds what a client can make a node parse). The
+/// OpenAPI pattern allows one more entry: the epoch.
+pub const MAX_ENTRIES: usize = 64;
 
 /// Shard → the WAL position a reader must have reached, and the placement epoch the
 /// reader must know.
@@ -29,29 +30,35 @@ pub struct ConsistencyToken {
 pub struct TokenFormatError;
 
 impl ConsistencyToken {
-    /// Parses `shard@lsn[,shard@lsn...][,eEPOCH]`.
+    /// Parses `shard@lsn[,shard@lsn...][,eEPOCH]`, exactly the grammar the OpenAPI
+    /// description publishes (`CONSISTENCY_PATTERN`): no blanks, no empty entries (one
+    /// trailing comma allowed), upper-case hex positions, at most `MAX_ENTRIES` shards
+    /// and one epoch. The empty string is the empty token.
     pub fn parse(raw: &str) -> Result<Self, TokenFormatError> {
-        let mut entries = BTreeMap::new();
-        let mut epoch = 0;
-        for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
-            let part = part.trim();
+        let mut token = Self::default();
+        if raw.is_empty() {
+            return Ok(token);
+        }
+        let body = raw.strip_suffix(',').unwrap_or(raw);
+        let parts: Vec<&str> = body.split(',').collect();
+        if parts.len() > MAX_ENTRIES + 1 {
+            return Err(TokenFormatError);
+        }
+        for part in parts {
             if let Some(digits) = part.strip_prefix('e').filter(|d| !d.contains('@')) {
-                epoch = digits.parse().map_err(|_| TokenFormatError)?;
+                token.epoch = token.epoch.max(parse_epoch(digits)?);
                 continue;
             }
             let (shard, lsn) = part.split_once('@').ok_or(TokenFormatError)?;
             let shard = ShardId::parse(shard).map_err(|_| TokenFormatError)?;
-            let lsn: Lsn = lsn.parse().map_err(|_| TokenFormatError)?;
-            let entry = entries.entry(shard).or_insert(lsn);
+            let lsn = parse_position(lsn)?;
+            let entry = token.positions.entry(shard).or_insert(lsn);
             *entry = (*entry).max(lsn);
-            if entries.len() > MAX_ENTRIES {
-                return Err(TokenFormatError);
-            }
         }
-        Ok(Self {
-            positions: entries,
-            epoch,
-        })
+        if token.positions.len() > MAX_ENTRIES {
+            return Err(TokenFormatError);
+        }
+        Ok(token)
     }
 
     /// A token for one write.
@@ -87,6 +94,30 @@ impl ConsistencyToken {
     /// The position a read of `shard` must wait for, if any.
     pub fn required(&self, shard: &ShardId) -> Option<Lsn> {
         self.positions.get(shard).copied()
+    }
+}
+
+/// `eN`'s digits: 1 to 19 ASCII digits (no sign).
+fn parse_epoch(digits: &str) -> Result<u64, TokenFormatError> {
+    if !(1..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TokenFormatError);
+    }
+    digits.parse().map_err(|_| TokenFormatError)
+}
+
+/// A WAL position as Postgres prints it: `HI/LO`, each 1 to 8 upper-case hex digits.
+fn parse_position(text: &str) -> Result<Lsn, TokenFormatError> {
+    let upper_hex = |half: &str| {
+        (1..=8).contains(&half.len())
+            && half
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    };
+    match text.split_once('/') {
+        Some((hi, lo)) if upper_hex(hi) && upper_hex(lo) => {
+            text.parse().map_err(|_| TokenFormatError)
+        }
+        _ => Err(TokenFormatError),
     }
 }
 
@@ -150,6 +181,15 @@ mod tests {
             "s0@0/1;s1@0/2",
             "e",
             "ex1",
+            ",",
+            ",s0@0/1",
+            "s0@0/1,,",
+            " s0@0/1",
+            "s0@0/1 ",
+            "s0@0/a",
+            "s0@+1/1",
+            "e+1",
+            "e12345678901234567890",
         ] {
             assert_eq!(
                 ConsistencyToken::parse(bad),
@@ -166,6 +206,18 @@ mod tests {
             ConsistencyToken::parse("").unwrap(),
             ConsistencyToken::default()
         );
+    }
+
+    #[test]
+    fn what_the_published_pattern_allows_is_accepted() {
+        let token = ConsistencyToken::parse("s0@0/1,").unwrap();
+        assert_eq!(token.required(&shard("s0")), Some("0/1".parse().unwrap()));
+        let most: Vec<String> = (0..MAX_ENTRIES)
+            .map(|i| format!("s{i}@0/1"))
+            .chain(["e3".to_owned()])
+            .collect();
+        let token = ConsistencyToken::parse(&most.join(",")).unwrap();
+        assert_eq!(token.epoch(), 3);
     }
 }
 

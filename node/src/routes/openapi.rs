@@ -91,9 +91,10 @@ impl Modify for BearerToken {
 struct CommonAnswers;
 
 /// A consistency token as writes return it: `shard@lsn` entries and the catalog epoch
-/// (`eN`), comma-separated.
+/// (`eN`), comma-separated; what `ConsistencyToken::parse` accepts (up to
+/// `MAX_ENTRIES` shards and the epoch).
 const CONSISTENCY_PATTERN: &str =
-    "^(?:(?:e[0-9]{1,19}|[a-z0-9_-]{1,32}@[0-9A-F]{1,8}/[0-9A-F]{1,8})(?:,|$)){0,16}$";
+    "^(?:(?:e[0-9]{1,19}|[a-z0-9_-]{1,32}@[0-9A-F]{1,8}/[0-9A-F]{1,8})(?:,|$)){0,65}$";
 
 /// Operations whose callers are rate limited (429).
 const RATE_LIMITED: &[&str] = &[
@@ -283,6 +284,50 @@ mod tests {
             assert!(
                 upload["responses"].get(code).is_some(),
                 "upload documents {code}"
+            );
+        }
+    }
+
+    /// A header the description calls invalid must be refused, and one it allows must
+    /// be read: the node's parser and the published pattern agree.
+    #[test]
+    fn the_consistency_pattern_and_the_parser_agree() {
+        use crate::consistency::{ConsistencyToken, MAX_ENTRIES};
+        let pattern = regex::Regex::new(CONSISTENCY_PATTERN).unwrap();
+        let most: Vec<String> = (0..MAX_ENTRIES).map(|i| format!("s{i}@0/1")).collect();
+        let most = most.join(",");
+        let too_many = format!("{most},s{MAX_ENTRIES}@0/1,e1");
+        let samples = [
+            "",
+            ",",
+            ",,",
+            "s0@0/1",
+            "s0@0/1,",
+            "s0@0/1,,",
+            ",s0@0/1",
+            "s0@0/1,s1@A/FF,e7",
+            "e7",
+            "e7,",
+            "e",
+            "e+1",
+            "e01234567890123456789",
+            "s0@0/a",
+            "s0@+1/1",
+            "s0@123456789/1",
+            " s0@0/1",
+            "s0@0/1 ",
+            "S0@0/1",
+            "s0",
+            "@0/1",
+            &most,
+            &format!("{most},e2"),
+            &too_many,
+        ];
+        for sample in samples {
+            assert_eq!(
+                ConsistencyToken::parse(sample).is_ok(),
+                pattern.is_match(sample),
+                "{sample:?}"
             );
         }
     }
