@@ -1,5 +1,6 @@
 //! The Strata load-bench harness.
 //!
+//! - [`cpu_meter`] — the machine's and the load balancer's CPU time, per request.
 //! - [`load`] — the open-loop (fixed arrival rate, latency from due time) and
 //!   closed-loop (N connections) load models.
 //! - [`pgbench`] — same-run baselines against the cluster's own Postgres hosts.
@@ -16,6 +17,7 @@
 pub mod chart;
 pub mod compare;
 pub mod corpus;
+pub mod cpu_meter;
 pub mod load;
 pub mod monitoring_switch;
 pub mod pgbench;

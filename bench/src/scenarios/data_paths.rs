@@ -11,6 +11,7 @@
 //! | write p99 at half the maximum rate | pgbench's p99 at half its maximum | ≤ 2.0 |
 //! | read and write with 16 shards | the same with 2 shards ([`ShardScaling`]) | ≥ 0.9 |
 //! | the private read with Prometheus and the exporters running | the same with them paused ([`MonitoringSwitch`]) | (reported) |
+//! | the machine's CPU per request through the load balancer, and the balancer's share | the same straight at the nodes ([`CpuMeter`]) | (reported) |
 //!
 //! Each maximum is a closed loop at `--connections`; the half-rate phases are open loops
 //! (pgbench throttled with `-R`), so queueing from the schedule counts in the latency.
@@ -23,6 +24,7 @@ use reqwest::{Client, Method};
 use serde_json::json;
 use strata_router::{Placement, ShardMap, route_hash};
 
+use crate::cpu_meter::{CpuMeter, CpuTimes};
 use crate::load::{closed_loop, open_loop};
 use crate::monitoring_switch::MonitoringSwitch;
 use crate::pgbench::{self, PgbenchRun};
@@ -213,13 +215,24 @@ impl DataPaths {
                     Some(token.clone()),
                 );
                 eprintln!("load balancer: through it, then straight at the nodes ...");
-                Some(
-                    self.closed_pair(
-                        (through, "read through the load balancer (closed loop)"),
-                        (straight, "read straight at every node (closed loop)"),
+                let meter = target.data_dir.as_deref().and_then(CpuMeter::of_cluster);
+                let ((through, through_cpu), (straight, straight_cpu)) = self
+                    .alternate(
+                        (
+                            through,
+                            "read through the load balancer (closed loop)",
+                            &|| (),
+                        ),
+                        (
+                            straight,
+                            "read straight at every node (closed loop)",
+                            &|| (),
+                        ),
+                        meter.as_ref(),
                     )
-                    .await,
-                )
+                    .await;
+                let cpu = meter.map(|_| (through_cpu, straight_cpu));
+                Some((through, straight, cpu))
             }
             None => None,
         };
@@ -250,14 +263,15 @@ impl DataPaths {
             Some(switch) => {
                 eprintln!("monitoring: running, then paused ...");
                 let (on, off) = (|| switch.resume(), || switch.pause());
-                let reads = self
-                    .closed_pair_around(
+                let ((read_on, _), (read_off, _)) = self
+                    .alternate(
                         (read.clone(), "read, monitoring running (closed loop)", &on),
                         (read.clone(), "read, monitoring paused (closed loop)", &off),
+                        None,
                     )
                     .await;
-                let writes = self
-                    .closed_pair_around(
+                let ((write_on, _), (write_off, _)) = self
+                    .alternate(
                         (
                             write.clone(),
                             "write, monitoring running (closed loop)",
@@ -268,10 +282,11 @@ impl DataPaths {
                             "write, monitoring paused (closed loop)",
                             &off,
                         ),
+                        None,
                     )
                     .await;
                 switch.resume();
-                Some([reads, writes])
+                Some([(read_on, read_off), (write_on, write_off)])
             }
             None => None,
         };
@@ -344,7 +359,7 @@ impl DataPaths {
             d,
             Some(Goal::AtLeast(0.8)),
         );
-        if let Some((through, straight)) = &balanced {
+        if let Some((through, straight, cpu)) = &balanced {
             let (value, n, d) = rates(through, straight);
             ratio(
                 "private read through HAProxy ÷ the same load straight at the nodes",
@@ -353,6 +368,37 @@ impl DataPaths {
                 d,
                 Some(Goal::AtLeast(0.8)),
             );
+            if let Some((through_cpu, straight_cpu)) = cpu {
+                let per_request = |cpu: f64, phase: &Phase| {
+                    let served = phase.endpoints.first().map_or(0, |e| e.requests);
+                    cpu * 1e6 / served.max(1) as f64
+                };
+                let through_us = per_request(through_cpu.machine_secs, through);
+                let straight_us = per_request(straight_cpu.machine_secs, straight);
+                let balancer_us = per_request(through_cpu.balancer_secs, through);
+                let us = |v: f64| format!("{v:.1} µs");
+                ratio(
+                    "machine CPU per private read: straight at the nodes ÷ through HAProxy (the rate ratio of a saturated machine)",
+                    straight_us / through_us,
+                    us(straight_us),
+                    us(through_us),
+                    None,
+                );
+                ratio(
+                    "HAProxy's own CPU per private read ÷ the machine's per read through it",
+                    balancer_us / through_us,
+                    us(balancer_us),
+                    us(through_us),
+                    None,
+                );
+                ratio(
+                    "best through ÷ straight HAProxy's CPU alone allows: straight cost ÷ (straight cost + HAProxy's)",
+                    straight_us / (straight_us + balancer_us),
+                    us(straight_us),
+                    us(straight_us + balancer_us),
+                    None,
+                );
+            }
         }
         for (path, (on, off)) in ["private read", "POST /v1/tasks"]
             .into_iter()
@@ -435,7 +481,7 @@ impl DataPaths {
             list_max,
             reference_list_max,
         ];
-        if let Some((through, straight)) = balanced {
+        if let Some((through, straight, _)) = balanced {
             report.phases.extend([through, straight]);
         }
         for (on, off) in monitored.into_iter().flatten() {
@@ -462,17 +508,21 @@ impl DataPaths {
         B: Fn(u64) -> FB + Send + Sync + Clone + 'static,
         FB: std::future::Future<Output = Outcome> + Send + 'static,
     {
-        self.closed_pair_around((a, name_a, &|| ()), (b, name_b, &|| ()))
-            .await
+        let ((a, _), (b, _)) = self
+            .alternate((a, name_a, &|| ()), (b, name_b, &|| ()), None)
+            .await;
+        (a, b)
     }
 
     /// [`Self::closed_pair`], with a step run before each turn of each side (to switch
-    /// something on or off for it).
-    async fn closed_pair_around<A, FA, B, FB>(
+    /// something on or off for it), also adding up the CPU `meter` reads over each
+    /// side's turns (zero without a meter).
+    async fn alternate<A, FA, B, FB>(
         &self,
         (a, name_a, before_a): (A, &str, &dyn Fn()),
         (b, name_b, before_b): (B, &str, &dyn Fn()),
-    ) -> (Phase, Phase)
+        meter: Option<&CpuMeter>,
+    ) -> ((Phase, CpuTimes), (Phase, CpuTimes))
     where
         A: Fn(u64) -> FA + Send + Sync + Clone + 'static,
         FA: std::future::Future<Output = Outcome> + Send + 'static,
@@ -480,12 +530,18 @@ impl DataPaths {
         FB: std::future::Future<Output = Outcome> + Send + 'static,
     {
         let (recorder_a, recorder_b) = (Arc::new(Recorder::new()), Arc::new(Recorder::new()));
+        let (mut cpu_a, mut cpu_b) = (CpuTimes::default(), CpuTimes::default());
+        let read = || meter.and_then(CpuMeter::read).unwrap_or_default();
         let turn = self.duration / ROUNDS;
         for _ in 0..ROUNDS {
             before_a();
+            let start = read();
             closed_loop(Arc::clone(&recorder_a), self.connections, turn, a.clone()).await;
+            cpu_a += read() - start;
             before_b();
+            let start = read();
             closed_loop(Arc::clone(&recorder_b), self.connections, turn, b.clone()).await;
+            cpu_b += read() - start;
         }
         let phase = |name: &str, recorder: &Recorder| Phase {
             name: name.into(),
@@ -496,7 +552,10 @@ impl DataPaths {
             duration_secs: (turn * ROUNDS).as_secs_f64(),
             endpoints: recorder.summarize(turn * ROUNDS),
         };
-        (phase(name_a, &recorder_a), phase(name_b, &recorder_b))
+        (
+            (phase(name_a, &recorder_a), cpu_a),
+            (phase(name_b, &recorder_b), cpu_b),
+        )
     }
 
     async fn closed<F, Fut>(&self, make: F, name: &str) -> Phase

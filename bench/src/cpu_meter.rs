@@ -1,0 +1,119 @@
+//! Where a load's CPU goes on this machine: the whole machine's busy time (from
+//! `/proc/stat`) and the load balancer's own (from `/proc/<pid>/stat`), read before and
+//! after each turn of a load. On a machine the load saturates, the rate a path reaches
+//! is the machine's cores divided by what one request costs them all, so the CPU per
+//! request says why one path is slower than another: `data-paths` uses it to show what
+//! the load balancer's hop costs next to the rest of a request.
+
+use std::path::Path;
+
+use strata_sandbox::Cluster;
+
+/// Busy CPU seconds, machine-wide and of the load balancer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// Every core's time not idle (user, nice, system, interrupts, steal).
+    pub machine_secs: f64,
+    /// The load balancer's user and system time.
+    pub balancer_secs: f64,
+}
+
+impl std::ops::Sub for CpuTimes {
+    type Output = CpuTimes;
+    fn sub(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            machine_secs: self.machine_secs - earlier.machine_secs,
+            balancer_secs: self.balancer_secs - earlier.balancer_secs,
+        }
+    }
+}
+
+impl std::ops::AddAssign for CpuTimes {
+    fn add_assign(&mut self, other: CpuTimes) {
+        self.machine_secs += other.machine_secs;
+        self.balancer_secs += other.balancer_secs;
+    }
+}
+
+/// Reads the CPU times of this machine and of a local cluster's load balancer.
+pub struct CpuMeter {
+    balancer_pid: i32,
+    ticks_per_sec: f64,
+}
+
+impl CpuMeter {
+    /// The meter of the local cluster in `data_dir`, or None when it has no running load
+    /// balancer (or `/proc` cannot be read: not Linux).
+    pub fn of_cluster(data_dir: &Path) -> Option<Self> {
+        let cluster = Cluster::open(data_dir).ok()?;
+        let balancer_pid = cluster.load_balancer.as_ref()?.pid()?;
+        // SAFETY: sysconf only reads a system constant.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let meter = Self {
+            balancer_pid,
+            ticks_per_sec: if ticks > 0 { ticks as f64 } else { 100.0 },
+        };
+        meter.read().map(|_| meter)
+    }
+
+    /// The times now (None when `/proc` no longer has them: the balancer stopped).
+    pub fn read(&self) -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let process = std::fs::read_to_string(format!("/proc/{}/stat", self.balancer_pid)).ok()?;
+        Some(CpuTimes {
+            machine_secs: machine_busy_ticks(&stat)? as f64 / self.ticks_per_sec,
+            balancer_secs: process_ticks(&process)? as f64 / self.ticks_per_sec,
+        })
+    }
+}
+
+/// The busy ticks of `/proc/stat`'s first line (`cpu  user nice system idle iowait irq
+/// softirq steal ...`): everything but idle and iowait. (Guest time is already counted
+/// in user.)
+fn machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    Some(field(0) + field(1) + field(2) + field(5) + field(6) + field(7))
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line. The command name (field 2) may hold
+/// spaces and parentheses, so fields are counted after its last `)`.
+fn process_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_machine_is_busy_for_all_but_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 40 3 2 7 0 0\ncpu0 50 2 25 500 20 1 1 3 0 0\n";
+        assert_eq!(machine_busy_ticks(stat), Some(100 + 5 + 50 + 3 + 2 + 7));
+        assert_eq!(machine_busy_ticks("intr 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn a_process_name_with_spaces_and_parentheses_does_not_shift_the_fields() {
+        let stat = "4242 (odd (name) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 123 45 0 0 20 0 1 0 99 1000 10";
+        assert_eq!(process_ticks(stat), Some(123 + 45));
+    }
+
+    #[test]
+    fn this_machine_reads() {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        assert!(machine_busy_ticks(&stat).unwrap() > 0);
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(process_ticks(&me).is_some());
+    }
+}
