@@ -1,21 +1,22 @@
 //! Where a load's CPU goes on this machine: the whole machine's busy time (from
-//! `/proc/stat`) and the load balancer's own (from `/proc/<pid>/stat`), read before and
-//! after each turn of a load. On a machine the load saturates, the rate a path reaches
-//! is the machine's cores divided by what one request costs them all, so the CPU per
-//! request says why one path is slower than another: `data-paths` uses it to show what
-//! the load balancer's hop costs next to the rest of a request.
+//! `/proc/stat`) and one process's own (from `/proc/<pid>/stat`), read before and after
+//! each turn of a load. On a machine the load saturates, the rate a path reaches is the
+//! machine's cores divided by what one request costs them all, so the CPU per request
+//! says why one path is slower than another: `data-paths` uses it to show what the load
+//! balancer's hop costs next to the rest of a request, and what a node spends per
+//! request with 2 shards and with 16 (the routing cost, apart from Postgres').
 
 use std::path::Path;
 
 use strata_sandbox::Cluster;
 
-/// Busy CPU seconds, machine-wide and of the load balancer.
+/// Busy CPU seconds, machine-wide and of the metered process.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CpuTimes {
     /// Every core's time not idle (user, nice, system, interrupts, steal).
     pub machine_secs: f64,
-    /// The load balancer's user and system time.
-    pub balancer_secs: f64,
+    /// The metered process's user and system time.
+    pub process_secs: f64,
 }
 
 impl std::ops::Sub for CpuTimes {
@@ -23,7 +24,7 @@ impl std::ops::Sub for CpuTimes {
     fn sub(self, earlier: CpuTimes) -> CpuTimes {
         CpuTimes {
             machine_secs: self.machine_secs - earlier.machine_secs,
-            balancer_secs: self.balancer_secs - earlier.balancer_secs,
+            process_secs: self.process_secs - earlier.process_secs,
         }
     }
 }
@@ -31,40 +32,75 @@ impl std::ops::Sub for CpuTimes {
 impl std::ops::AddAssign for CpuTimes {
     fn add_assign(&mut self, other: CpuTimes) {
         self.machine_secs += other.machine_secs;
-        self.balancer_secs += other.balancer_secs;
+        self.process_secs += other.process_secs;
     }
 }
 
-/// Reads the CPU times of this machine and of a local cluster's load balancer.
+/// Reads the CPU times of this machine and of one process.
 pub struct CpuMeter {
-    balancer_pid: i32,
+    pid: i32,
     ticks_per_sec: f64,
 }
 
 impl CpuMeter {
-    /// The meter of the local cluster in `data_dir`, or None when it has no running load
-    /// balancer (or `/proc` cannot be read: not Linux).
-    pub fn of_cluster(data_dir: &Path) -> Option<Self> {
-        let cluster = Cluster::open(data_dir).ok()?;
-        let balancer_pid = cluster.load_balancer.as_ref()?.pid()?;
+    /// The meter of process `pid`, or None when `/proc` cannot be read (not Linux, or
+    /// no such process).
+    pub fn of_process(pid: i32) -> Option<Self> {
         // SAFETY: sysconf only reads a system constant.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         let meter = Self {
-            balancer_pid,
+            pid,
             ticks_per_sec: if ticks > 0 { ticks as f64 } else { 100.0 },
         };
         meter.read().map(|_| meter)
     }
 
-    /// The times now (None when `/proc` no longer has them: the balancer stopped).
+    /// The meter of the load balancer of the local cluster in `data_dir`, or None when
+    /// it has none running.
+    pub fn of_balancer(data_dir: &Path) -> Option<Self> {
+        let cluster = Cluster::open(data_dir).ok()?;
+        Self::of_process(cluster.load_balancer.as_ref()?.pid()?)
+    }
+
+    /// The times now (None when `/proc` no longer has them: the process stopped).
     pub fn read(&self) -> Option<CpuTimes> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let process = std::fs::read_to_string(format!("/proc/{}/stat", self.balancer_pid)).ok()?;
+        let process = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
         Some(CpuTimes {
             machine_secs: machine_busy_ticks(&stat)? as f64 / self.ticks_per_sec,
-            balancer_secs: process_ticks(&process)? as f64 / self.ticks_per_sec,
+            process_secs: process_ticks(&process)? as f64 / self.ticks_per_sec,
         })
     }
+
+    /// Runs `work` and returns what the machine and the process spent meanwhile (zero
+    /// when the times cannot be read).
+    pub async fn measure<F: std::future::Future<Output = ()>>(&self, work: F) -> CpuTimes {
+        let start = self.read();
+        work.await;
+        match (start, self.read()) {
+            (Some(start), Some(end)) => end - start,
+            _ => CpuTimes::default(),
+        }
+    }
+}
+
+/// What `meter` reads over `load` (zero without a meter).
+pub async fn metered<F: std::future::Future<Output = ()>>(
+    meter: Option<&CpuMeter>,
+    load: F,
+) -> CpuTimes {
+    match meter {
+        Some(meter) => meter.measure(load).await,
+        None => {
+            load.await;
+            CpuTimes::default()
+        }
+    }
+}
+
+/// Microseconds of `secs` per request, over `requests` (at least one).
+pub fn micros_per_request(secs: f64, requests: u64) -> f64 {
+    secs * 1e6 / requests.max(1) as f64
 }
 
 /// The busy ticks of `/proc/stat`'s first line (`cpu  user nice system idle iowait irq
@@ -109,11 +145,22 @@ mod tests {
         assert_eq!(process_ticks(stat), Some(123 + 45));
     }
 
-    #[test]
-    fn this_machine_reads() {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap();
-        assert!(machine_busy_ticks(&stat).unwrap() > 0);
-        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert!(process_ticks(&me).is_some());
+    #[tokio::test]
+    async fn this_process_is_metered_while_it_works() {
+        let meter = CpuMeter::of_process(std::process::id() as i32).unwrap();
+        let spent = meter
+            .measure(async {
+                // Busy for at least a few clock ticks.
+                let start = std::time::Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < std::time::Duration::from_millis(200) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                std::hint::black_box(x);
+            })
+            .await;
+        assert!(spent.process_secs > 0.0, "{spent:?}");
+        assert!(spent.machine_secs >= spent.process_secs * 0.5, "{spent:?}");
+        assert!(CpuMeter::of_process(i32::MAX).is_none());
     }
 }

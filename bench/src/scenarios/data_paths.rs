@@ -12,6 +12,7 @@
 //! | read and write with 16 shards | the same with 2 shards ([`ShardScaling`]) | ≥ 0.9 |
 //! | the private read with Prometheus and the exporters running | the same with them paused ([`MonitoringSwitch`]) | (reported) |
 //! | the machine's CPU per request through the load balancer, and the balancer's share | the same straight at the nodes ([`CpuMeter`]) | (reported) |
+//! | the node's CPU per read and write with 16 shards | the same with 2 shards | (reported) |
 //!
 //! Each maximum is a closed loop at `--connections`; the half-rate phases are open loops
 //! (pgbench throttled with `-R`), so queueing from the schedule counts in the latency.
@@ -24,7 +25,7 @@ use reqwest::{Client, Method};
 use serde_json::json;
 use strata_router::{Placement, ShardMap, route_hash};
 
-use crate::cpu_meter::{CpuMeter, CpuTimes};
+use crate::cpu_meter::{CpuMeter, CpuTimes, metered, micros_per_request};
 use crate::load::{closed_loop, open_loop};
 use crate::monitoring_switch::MonitoringSwitch;
 use crate::pgbench::{self, PgbenchRun};
@@ -215,7 +216,7 @@ impl DataPaths {
                     Some(token.clone()),
                 );
                 eprintln!("load balancer: through it, then straight at the nodes ...");
-                let meter = target.data_dir.as_deref().and_then(CpuMeter::of_cluster);
+                let meter = target.data_dir.as_deref().and_then(CpuMeter::of_balancer);
                 let ((through, through_cpu), (straight, straight_cpu)) = self
                     .alternate(
                         (
@@ -369,14 +370,9 @@ impl DataPaths {
                 Some(Goal::AtLeast(0.8)),
             );
             if let Some((through_cpu, straight_cpu)) = cpu {
-                let per_request = |cpu: f64, phase: &Phase| {
-                    let served = phase.endpoints.first().map_or(0, |e| e.requests);
-                    cpu * 1e6 / served.max(1) as f64
-                };
-                let through_us = per_request(through_cpu.machine_secs, through);
-                let straight_us = per_request(straight_cpu.machine_secs, straight);
-                let balancer_us = per_request(through_cpu.balancer_secs, through);
-                let us = |v: f64| format!("{v:.1} µs");
+                let through_us = micros_per_request(through_cpu.machine_secs, requests(through));
+                let straight_us = micros_per_request(straight_cpu.machine_secs, requests(straight));
+                let balancer_us = micros_per_request(through_cpu.process_secs, requests(through));
                 ratio(
                     "machine CPU per private read: straight at the nodes ÷ through HAProxy (the rate ratio of a saturated machine)",
                     straight_us / through_us,
@@ -446,9 +442,17 @@ impl DataPaths {
         if let (Some(fewest), Some(most)) = (scaling.first(), scaling.last())
             && scaling.len() > 1
         {
-            for (path, a, b) in [
-                ("read", &most.read, &fewest.read),
-                ("write", &most.write, &fewest.write),
+            for (path, (a, a_cpu), (b, b_cpu)) in [
+                (
+                    "read",
+                    (&most.read, most.read_cpu),
+                    (&fewest.read, fewest.read_cpu),
+                ),
+                (
+                    "write",
+                    (&most.write, most.write_cpu),
+                    (&fewest.write, fewest.write_cpu),
+                ),
             ] {
                 let (value, n, d) = rates(a, b);
                 ratio(
@@ -460,6 +464,20 @@ impl DataPaths {
                     n,
                     d,
                     Some(Goal::AtLeast(0.9)),
+                );
+                let node_us = |cpu: CpuTimes, phase: &Phase| {
+                    micros_per_request(cpu.process_secs, requests(phase))
+                };
+                let (few_us, most_us) = (node_us(b_cpu, b), node_us(a_cpu, a));
+                ratio(
+                    &format!(
+                        "node CPU per {path}: with {} shards ÷ with {} shards (the routing cost, without Postgres')",
+                        fewest.shards, most.shards
+                    ),
+                    few_us / most_us,
+                    us(few_us),
+                    us(most_us),
+                    None,
                 );
             }
         }
@@ -531,17 +549,14 @@ impl DataPaths {
     {
         let (recorder_a, recorder_b) = (Arc::new(Recorder::new()), Arc::new(Recorder::new()));
         let (mut cpu_a, mut cpu_b) = (CpuTimes::default(), CpuTimes::default());
-        let read = || meter.and_then(CpuMeter::read).unwrap_or_default();
         let turn = self.duration / ROUNDS;
         for _ in 0..ROUNDS {
             before_a();
-            let start = read();
-            closed_loop(Arc::clone(&recorder_a), self.connections, turn, a.clone()).await;
-            cpu_a += read() - start;
+            let load = closed_loop(Arc::clone(&recorder_a), self.connections, turn, a.clone());
+            cpu_a += metered(meter, load).await;
             before_b();
-            let start = read();
-            closed_loop(Arc::clone(&recorder_b), self.connections, turn, b.clone()).await;
-            cpu_b += read() - start;
+            let load = closed_loop(Arc::clone(&recorder_b), self.connections, turn, b.clone());
+            cpu_b += metered(meter, load).await;
         }
         let phase = |name: &str, recorder: &Recorder| Phase {
             name: name.into(),
@@ -711,6 +726,16 @@ fn p50(phase: &Phase) -> f64 {
 
 fn p99(phase: &Phase) -> f64 {
     phase.endpoints.first().map_or(f64::NAN, |e| e.p99_ms)
+}
+
+/// Requests a phase sent (answered or not).
+fn requests(phase: &Phase) -> u64 {
+    phase.endpoints.first().map_or(0, |e| e.requests)
+}
+
+/// A figure in microseconds, for a ratio's sides.
+fn us(micros: f64) -> String {
+    format!("{micros:.1} µs")
 }
 
 fn rate_of(phase: &Phase) -> f64 {

@@ -3,7 +3,8 @@
 //! replicas, one node, Redis without replicas), seeds the same users and posts, and
 //! measures the read path (an owner reading their posts) and the write path
 //! (`POST /v1/tasks`) at the maximum rate. Same data, same hardware, only the shard
-//! count differs.
+//! count differs. The node's own CPU per request is measured too: the rates also carry
+//! what 16 Postgres servers cost two cores, the node's CPU only the routing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use reqwest::{Client, Method};
 use serde_json::json;
 use strata_sandbox::Cluster;
 
+use crate::cpu_meter::{CpuMeter, CpuTimes, metered};
 use crate::load::closed_loop;
 use crate::recorder::Recorder;
 use crate::report::Phase;
@@ -34,6 +36,10 @@ pub struct ScalingRun {
     pub shards: usize,
     pub read: Phase,
     pub write: Phase,
+    /// The machine's and the node's CPU over the measured read turns.
+    pub read_cpu: CpuTimes,
+    /// The same over the measured write turns.
+    pub write_cpu: CpuTimes,
 }
 
 /// One started cluster with its seeded load.
@@ -82,9 +88,16 @@ impl ShardScaling {
             .iter()
             .map(|_| (Arc::new(Recorder::new()), Arc::new(Recorder::new())))
             .collect();
+        let meters: Vec<Option<CpuMeter>> = seeded
+            .iter()
+            .map(|s| s.cluster.nodes[0].pid().and_then(CpuMeter::of_process))
+            .collect();
+        let mut cpu = vec![(CpuTimes::default(), CpuTimes::default()); seeded.len()];
         let turn = self.duration / TURNS;
         for t in 0..TURNS {
-            for (s, (read, write)) in seeded.iter().zip(&recorders) {
+            for (((s, (read, write)), meter), (read_cpu, write_cpu)) in
+                seeded.iter().zip(&recorders).zip(&meters).zip(&mut cpu)
+            {
                 eprintln!(
                     "shard scaling: {} shards, turn {} of {TURNS} ...",
                     s.shards,
@@ -92,17 +105,21 @@ impl ShardScaling {
                 );
                 self.load_reads(http, s, Arc::new(Recorder::new()), WARM_UP)
                     .await;
-                self.load_reads(http, s, Arc::clone(read), turn).await;
+                let reads = self.load_reads(http, s, Arc::clone(read), turn);
+                *read_cpu += metered(meter.as_ref(), reads).await;
                 self.load_writes(http, s, Arc::new(Recorder::new()), WARM_UP)
                     .await;
-                self.load_writes(http, s, Arc::clone(write), turn).await;
+                let writes = self.load_writes(http, s, Arc::clone(write), turn);
+                *write_cpu += metered(meter.as_ref(), writes).await;
             }
         }
-        for (s, (read, write)) in seeded.iter().zip(&recorders) {
+        for ((s, (read, write)), (read_cpu, write_cpu)) in seeded.iter().zip(&recorders).zip(cpu) {
             runs.push(ScalingRun {
                 shards: s.shards,
                 read: self.phase(s.shards, "read", read, turn * TURNS),
                 write: self.phase(s.shards, "write", write, turn * TURNS),
+                read_cpu,
+                write_cpu,
             });
         }
         drop_all(seeded).await;
