@@ -150,13 +150,21 @@ mod tests {
         let meter = CpuMeter::of_process(std::process::id() as i32).unwrap();
         let spent = meter
             .measure(async {
-                // Busy for at least a few clock ticks.
-                let start = std::time::Instant::now();
+                // Busy until the kernel has charged this process a few clock ticks
+                // (however loaded the machine), with a cap so a broken reading ends.
+                let ticks =
+                    || process_ticks(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+                let start = ticks();
                 let mut x = 0u64;
-                while start.elapsed() < std::time::Duration::from_millis(200) {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                for _ in 0..100_000 {
+                    for _ in 0..100_000 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    std::hint::black_box(x);
+                    if ticks() >= start + 3 {
+                        break;
+                    }
                 }
-                std::hint::black_box(x);
             })
             .await;
         assert!(spent.process_secs > 0.0, "{spent:?}");
