@@ -469,16 +469,19 @@ impl DataPaths {
                     micros_per_request(cpu.process_secs, requests(phase))
                 };
                 let (few_us, most_us) = (node_us(b_cpu, b), node_us(a_cpu, a));
-                ratio(
-                    &format!(
-                        "node CPU per {path}: with {} shards ÷ with {} shards (the routing cost, without Postgres')",
-                        fewest.shards, most.shards
-                    ),
-                    few_us / most_us,
-                    us(few_us),
-                    us(most_us),
-                    None,
-                );
+                // Zero when a node's CPU could not be read (no pid): no figure then.
+                if few_us > 0.0 && most_us > 0.0 {
+                    ratio(
+                        &format!(
+                            "node CPU per {path}: with {} shards ÷ with {} shards (the routing cost, without Postgres')",
+                            fewest.shards, most.shards
+                        ),
+                        few_us / most_us,
+                        us(few_us),
+                        us(most_us),
+                        None,
+                    );
+                }
             }
         }
         for run in [pg_read_max, pg_write_max, pg_write_half] {
