@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use strata_sandbox::Cluster;
+use strata_sandbox::{Cluster, process};
 
 /// Busy CPU seconds, machine-wide and of the metered process.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -65,10 +65,9 @@ impl CpuMeter {
     /// The times now (None when `/proc` no longer has them: the process stopped).
     pub fn read(&self) -> Option<CpuTimes> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let process = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
         Some(CpuTimes {
             machine_secs: machine_busy_ticks(&stat)? as f64 / self.ticks_per_sec,
-            process_secs: process_ticks(&process)? as f64 / self.ticks_per_sec,
+            process_secs: process::cpu_ticks(self.pid)? as f64 / self.ticks_per_sec,
         })
     }
 
@@ -117,17 +116,6 @@ fn machine_busy_ticks(stat: &str) -> Option<u64> {
     Some(field(0) + field(1) + field(2) + field(5) + field(6) + field(7))
 }
 
-/// utime + stime of a `/proc/<pid>/stat` line. The command name (field 2) may hold
-/// spaces and parentheses, so fields are counted after its last `)`.
-fn process_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // After the name: state is field 3, utime field 14, stime field 15.
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,12 +127,6 @@ mod tests {
         assert_eq!(machine_busy_ticks("intr 1 2 3\n"), None);
     }
 
-    #[test]
-    fn a_process_name_with_spaces_and_parentheses_does_not_shift_the_fields() {
-        let stat = "4242 (odd (name) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 123 45 0 0 20 0 1 0 99 1000 10";
-        assert_eq!(process_ticks(stat), Some(123 + 45));
-    }
-
     #[tokio::test]
     async fn this_process_is_metered_while_it_works() {
         let meter = CpuMeter::of_process(std::process::id() as i32).unwrap();
@@ -152,8 +134,7 @@ mod tests {
             .measure(async {
                 // Busy until the kernel has charged this process a few clock ticks
                 // (however loaded the machine), with a cap so a broken reading ends.
-                let ticks =
-                    || process_ticks(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+                let ticks = || process::cpu_ticks(std::process::id() as i32).unwrap();
                 let start = ticks();
                 let mut x = 0u64;
                 for _ in 0..100_000 {

@@ -160,16 +160,34 @@ pub fn alive(pid: i32) -> bool {
         return false;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat
-        .rsplit(')')
-        .next()
-        .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+    let zombie = after_name(&stat).is_some_and(|rest| rest.trim_start().starts_with('Z'));
     // A killed process's main thread can turn zombie before its other threads have
     // exited (and let go of its files and locks): it is gone once only that one is left.
     !zombie
         || std::fs::read_dir(format!("/proc/{pid}/task"))
             .map(|tasks| tasks.count() > 1)
             .unwrap_or(false)
+}
+
+/// The CPU time (user + system) the kernel has charged `pid`, in clock ticks; None when
+/// it is gone.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = after_name(stat)?.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `/proc/<pid>/stat` line after the command name (field 2), which may itself hold
+/// spaces and parentheses: everything after its last `)`.
+fn after_name(stat: &str) -> Option<&str> {
+    Some(&stat[stat.rfind(')')? + 1..])
 }
 
 /// A process and all its direct children (Postgres backends and helpers are children of
@@ -253,5 +271,16 @@ pub fn stop_pid(pid: i32, sig: libc::c_int, grace: Duration) {
     }
     if alive(pid) {
         signal(pid, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_name_with_spaces_and_parentheses_does_not_shift_the_fields() {
+        let stat = "4242 (odd (name) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 123 45 0 0 20 0 1 0 99 1000 10";
+        assert_eq!(stat_cpu_ticks(stat), Some(123 + 45));
     }
 }

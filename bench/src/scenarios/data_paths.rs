@@ -465,12 +465,11 @@ impl DataPaths {
                     d,
                     Some(Goal::AtLeast(0.9)),
                 );
-                let node_us = |cpu: CpuTimes, phase: &Phase| {
-                    micros_per_request(cpu.process_secs, requests(phase))
-                };
-                let (few_us, most_us) = (node_us(b_cpu, b), node_us(a_cpu, a));
-                // Zero when a node's CPU could not be read (no pid): no figure then.
-                if few_us > 0.0 && most_us > 0.0 {
+                if let (Some(a_cpu), Some(b_cpu)) = (a_cpu, b_cpu) {
+                    let node_us = |cpu: CpuTimes, phase: &Phase| {
+                        micros_per_request(cpu.process_secs, requests(phase))
+                    };
+                    let (few_us, most_us) = (node_us(b_cpu, b), node_us(a_cpu, a));
                     ratio(
                         &format!(
                             "node CPU per {path}: with {} shards ÷ with {} shards (the routing cost, without Postgres')",

@@ -36,10 +36,11 @@ pub struct ScalingRun {
     pub shards: usize,
     pub read: Phase,
     pub write: Phase,
-    /// The machine's and the node's CPU over the measured read turns.
-    pub read_cpu: CpuTimes,
+    /// The machine's and the node's CPU over the measured read turns (None when the
+    /// node's CPU could not be read).
+    pub read_cpu: Option<CpuTimes>,
     /// The same over the measured write turns.
-    pub write_cpu: CpuTimes,
+    pub write_cpu: Option<CpuTimes>,
 }
 
 /// One started cluster with its seeded load.
@@ -113,13 +114,15 @@ impl ShardScaling {
                 *write_cpu += metered(meter.as_ref(), writes).await;
             }
         }
-        for ((s, (read, write)), (read_cpu, write_cpu)) in seeded.iter().zip(&recorders).zip(cpu) {
+        for (((s, (read, write)), meter), (read_cpu, write_cpu)) in
+            seeded.iter().zip(&recorders).zip(&meters).zip(cpu)
+        {
             runs.push(ScalingRun {
                 shards: s.shards,
                 read: self.phase(s.shards, "read", read, turn * TURNS),
                 write: self.phase(s.shards, "write", write, turn * TURNS),
-                read_cpu,
-                write_cpu,
+                read_cpu: meter.as_ref().map(|_| read_cpu),
+                write_cpu: meter.as_ref().map(|_| write_cpu),
             });
         }
         drop_all(seeded).await;
