@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Strata's local cluster and tests need on a Debian machine, and nothing
 # that is already there: PostgreSQL 15 server and client, Redis (server and redis-cli),
-# HAProxy, Prometheus with the Postgres and Redis exporters; schemathesis and
+# HAProxy, nftables, Prometheus with the Postgres and Redis exporters; schemathesis and
 # kubernetes-validate from PyPI. Without root (or sudo) it prints the exact command to run instead.
 set -euo pipefail
 
@@ -12,6 +12,8 @@ command -v psql >/dev/null || missing+=(postgresql-client-15)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v haproxy >/dev/null || missing+=(haproxy)
+# The kernel balancer next to HAProxy: an nftables rule.
+command -v nft >/dev/null || missing+=(nftables)
 # Monitoring of the local cluster: Prometheus (with promtool) and its exporters.
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-postgres-exporter >/dev/null || missing+=(prometheus-postgres-exporter)

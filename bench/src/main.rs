@@ -383,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     postgres: Vec::new(),
                     shard_map: None,
                     load_balancer: None,
+                    kernel_balancer: None,
                     redis: Vec::new(),
                     data_dir: None,
                 }

@@ -38,6 +38,8 @@ pub struct Target {
     pub shard_map: Option<std::path::PathBuf>,
     /// The load balancer's base URL, when the cluster has one.
     pub load_balancer: Option<String>,
+    /// The kernel balancer's base URL, when the cluster has one.
+    pub kernel_balancer: Option<String>,
     /// Redis Cluster seeds (`redis://host:port`).
     pub redis: Vec<String>,
     /// The local cluster's data directory, when the target is one.
@@ -86,6 +88,7 @@ impl Target {
             .unwrap_or_default();
         let shard_map = doc["shard_map"].as_str().map(std::path::PathBuf::from);
         let load_balancer = doc["load_balancer"].as_str().map(str::to_owned);
+        let kernel_balancer = doc["kernel_balancer"].as_str().map(str::to_owned);
         let redis = doc["redis"]
             .as_array()
             .map(|seeds| {
@@ -101,6 +104,7 @@ impl Target {
             postgres,
             shard_map,
             load_balancer,
+            kernel_balancer,
             redis,
             data_dir,
         })

@@ -46,6 +46,10 @@ pub enum DevCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run the kernel balancer's controller of a cluster: keeps its nftables rule
+    /// equal to HAProxy's view of the nodes. Started by the cluster itself.
+    #[command(hide = true)]
+    KernelBalancer(DirArgs),
     /// Show what is running.
     Status {
         #[command(flatten)]
@@ -92,6 +96,13 @@ pub struct UpArgs {
     /// Load balancer (HAProxy) port.
     #[arg(long, default_value_t = 8100)]
     lb_port: u16,
+    /// Kernel balancer port: an nftables rule that spreads connections over the nodes
+    /// HAProxy finds ready, with no process on the way (needs root).
+    #[arg(long, default_value_t = 8099)]
+    kernel_lb_port: u16,
+    /// Leave out the kernel balancer.
+    #[arg(long)]
+    no_kernel_balancer: bool,
     /// Prometheus port; the Redis exporter listens on the next one, the Postgres
     /// exporters (one per Postgres host) on the ones after.
     #[arg(long, default_value_t = 9090)]
@@ -117,6 +128,10 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::Up(args) => up(args),
         DevCommand::Down(dir) => down(&dir.data_dir),
         DevCommand::Status { dir, json } => status(&dir.data_dir, json),
+        DevCommand::KernelBalancer(dir) => {
+            strata_sandbox::cluster::follow_with_kernel_balancer(&dir.data_dir)?;
+            Ok(())
+        }
         DevCommand::AddShard {
             dir,
             replicas,
@@ -157,6 +172,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         redis_replicas,
         node_ports: (0..args.nodes).map(|i| args.node_port + i).collect(),
         lb_port: Some(args.lb_port),
+        kernel_lb_port: kernel_balancer_port(&args),
         router: RouterSettings::default(),
         auth,
         limits: LimitsConfig::default(),
@@ -213,6 +229,18 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     eprintln!("stopped");
     Ok(())
+}
+
+/// The kernel balancer's port, unless it is left out or cannot run (not root).
+fn kernel_balancer_port(args: &UpArgs) -> Option<u16> {
+    if args.no_kernel_balancer {
+        return None;
+    }
+    if !strata_sandbox::process::is_root() {
+        eprintln!("note: the kernel balancer needs root; starting without it");
+        return None;
+    }
+    Some(args.kernel_lb_port)
 }
 
 fn down(data_dir: &Path) -> anyhow::Result<()> {

@@ -23,6 +23,7 @@ pub struct ClusterBuilder {
     redis_replicas: usize,
     nodes: usize,
     load_balancer: bool,
+    kernel_balancer: bool,
     router: RouterSettings,
     auth: AuthConfig,
     limits: LimitsConfig,
@@ -43,6 +44,7 @@ impl Default for ClusterBuilder {
             redis_replicas: 1,
             nodes: 2,
             load_balancer: true,
+            kernel_balancer: false,
             router: RouterSettings::default(),
             auth: auth_with_fresh_key(),
             limits: LimitsConfig::default(),
@@ -93,6 +95,11 @@ impl ClusterBuilder {
     /// HAProxy in front of the nodes.
     pub fn load_balancer(mut self, on: bool) -> Self {
         self.load_balancer = on;
+        self
+    }
+    /// The kernel balancer next to HAProxy (off by default: it needs root and `nft`).
+    pub fn kernel_balancer(mut self, on: bool) -> Self {
+        self.kernel_balancer = on;
         self
     }
     /// Router settings for the nodes.
@@ -151,10 +158,12 @@ impl ClusterBuilder {
     pub fn spec(&self) -> Result<ClusterSpec, SandboxError> {
         let pg_count = self.shards * (1 + self.replicas);
         let lb = usize::from(self.load_balancer && self.nodes > 0);
+        let kernel_lb = usize::from(lb == 1 && self.kernel_balancer);
         let redis_count = self.redis_masters * (1 + self.redis_replicas);
         let monitoring_count = if self.monitoring { 2 + pg_count } else { 0 };
         let mut ports =
-            free_ports(pg_count + redis_count + self.nodes + lb + monitoring_count)?.into_iter();
+            free_ports(pg_count + redis_count + self.nodes + lb + kernel_lb + monitoring_count)?
+                .into_iter();
         let mut map_text = format!("database = \"{}\"\nuser = \"strata\"\n", self.database);
         for s in 0..self.shards {
             let hosts: Vec<String> = (0..=self.replicas)
@@ -175,6 +184,7 @@ impl ClusterBuilder {
             redis_replicas: self.redis_replicas,
             node_ports: ports.by_ref().take(self.nodes).collect(),
             lb_port: if lb == 1 { ports.next() } else { None },
+            kernel_lb_port: if kernel_lb == 1 { ports.next() } else { None },
             router: self.router.clone(),
             auth: self.auth.clone(),
             limits: self.limits.clone(),

@@ -12,6 +12,7 @@ use strata_router::{HostAddr, RouterSettings, ShardId, ShardMap, Topology};
 use crate::endpoints::{Endpoints, NodeEndpoint, PostgresEndpoint};
 use crate::error::SandboxError;
 use crate::haproxy::LoadBalancer;
+use crate::kernel_balancer::KernelBalancer;
 use crate::monitoring::{Monitoring, MonitoringSpec, PostgresTarget};
 use crate::nodes::{NodeProcess, node_binary};
 use crate::postgres::{APP_ROLE, PgInstance};
@@ -40,6 +41,10 @@ pub struct ClusterSpec {
     pub node_ports: Vec<u16>,
     /// HAProxy in front of the nodes, when set.
     pub lb_port: Option<u16>,
+    /// The kernel balancer (see [`crate::kernel_balancer`]), when set; it follows
+    /// HAProxy, so it runs only with it.
+    #[serde(default)]
+    pub kernel_lb_port: Option<u16>,
     /// Router settings given to every node.
     pub router: RouterSettings,
     /// Token, session and hashing settings given to every node, signing key included
@@ -99,6 +104,7 @@ pub struct Cluster {
     pub redis: Option<RedisCluster>,
     pub nodes: Vec<NodeProcess>,
     pub load_balancer: Option<LoadBalancer>,
+    pub kernel_balancer: Option<KernelBalancer>,
     pub monitoring: Option<Monitoring>,
     on_drop: OnDrop,
 }
@@ -154,6 +160,13 @@ impl Cluster {
             dir: spec.data_dir.join("haproxy"),
             tools: tools.clone(),
         });
+        let kernel_balancer = spec
+            .kernel_lb_port
+            .filter(|_| load_balancer.is_some())
+            .map(|port| KernelBalancer {
+                port,
+                dir: spec.data_dir.join("kernel-balancer"),
+            });
         let monitoring = spec.monitoring.as_ref().map(|ports| Monitoring {
             spec: ports.clone(),
             postgres: postgres
@@ -180,6 +193,7 @@ impl Cluster {
             redis,
             nodes,
             load_balancer,
+            kernel_balancer,
             monitoring,
             on_drop: OnDrop::Stop,
         })
@@ -231,6 +245,9 @@ impl Cluster {
                 || process::http_status(lb.port, "/readyz") == Some(200),
             )?;
         }
+        if let Some(kernel) = &self.kernel_balancer {
+            kernel.start(&self.spec.node_ports)?;
+        }
         if let Some(monitoring) = &self.monitoring {
             monitoring.start()?;
         }
@@ -252,10 +269,13 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Stops everything, front to back: load balancer, nodes, Redis, replicas, primaries.
+    /// Stops everything, front to back: load balancers, nodes, Redis, replicas, primaries.
     pub fn stop(&self) {
         if let Some(monitoring) = &self.monitoring {
             monitoring.stop();
+        }
+        if let Some(kernel) = &self.kernel_balancer {
+            kernel.stop();
         }
         if let Some(lb) = &self.load_balancer {
             lb.stop();
@@ -305,6 +325,7 @@ impl Cluster {
             data_dir: self.spec.data_dir.clone(),
             shard_map: self.shard_map_path(),
             load_balancer: self.load_balancer.as_ref().map(LoadBalancer::url),
+            kernel_balancer: self.kernel_balancer.as_ref().map(KernelBalancer::url),
             prometheus: self.monitoring.as_ref().map(Monitoring::url),
             nodes: self
                 .nodes
@@ -556,6 +577,9 @@ impl Cluster {
             if let Some(lb) = &mut self.load_balancer {
                 lb.add_node(port)?;
             }
+            if let Some(kernel) = &self.kernel_balancer {
+                kernel.wait_following(port, true)?;
+            }
             self.nodes.push(node);
             self.spec.node_ports.push(port);
             self.record_nodes()?;
@@ -568,6 +592,9 @@ impl Cluster {
                 .clone();
             if let Some(lb) = &self.load_balancer {
                 lb.drain_last_node()?;
+            }
+            if let Some(kernel) = &self.kernel_balancer {
+                kernel.wait_following(node.port, false)?;
             }
             node.stop();
             if let Some(lb) = &mut self.load_balancer {
@@ -601,6 +628,7 @@ impl Cluster {
             .and_then(|p| p.checked_add(1));
         let taken_by_cluster = |p: u16| {
             self.spec.lb_port == Some(p)
+                || self.spec.kernel_lb_port == Some(p)
                 || self.spec.redis_ports.contains(&p)
                 || self.postgres.iter().any(|pg| pg.addr.port() == p)
                 || self.spec.monitoring.as_ref().is_some_and(|m| m.uses(p))
@@ -670,10 +698,23 @@ impl Cluster {
     }
 }
 
+/// Runs the kernel balancer's controller of the cluster in `data_dir` until it is
+/// stopped (`strata dev kernel-balancer`, started by the cluster itself).
+pub fn follow_with_kernel_balancer(data_dir: &Path) -> Result<(), SandboxError> {
+    let cluster = Cluster::open(data_dir)?;
+    match (&cluster.kernel_balancer, &cluster.load_balancer) {
+        (Some(kernel), Some(haproxy)) => kernel.follow(haproxy),
+        _ => Err(SandboxError::Config(format!(
+            "the cluster in {} has no kernel balancer",
+            data_dir.display()
+        ))),
+    }
+}
+
 /// What `strata dev status` reports of one process.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProcessState {
-    /// `postgres`, `redis`, `node` or `haproxy`.
+    /// `postgres`, `redis`, `node`, `haproxy` or `nftables`.
     pub kind: &'static str,
     pub name: String,
     pub addr: String,
@@ -745,6 +786,19 @@ impl Cluster {
                 name: "load-balancer".into(),
                 addr: lb.url(),
                 running,
+                detail,
+            });
+        }
+        if let Some(kernel) = &self.kernel_balancer {
+            let detail = match kernel.applied() {
+                Some(ports) => format!("new connections to ports {ports:?}"),
+                None => "no rule yet".into(),
+            };
+            out.push(ProcessState {
+                kind: "nftables",
+                name: "kernel-balancer".into(),
+                addr: kernel.url(),
+                running: kernel.pid().is_some(),
                 detail,
             });
         }

@@ -18,6 +18,9 @@ pub struct Endpoints {
     pub shard_map: PathBuf,
     /// Base URL of the load balancer, when there is one.
     pub load_balancer: Option<String>,
+    /// Base URL of the kernel balancer, when there is one.
+    #[serde(default)]
+    pub kernel_balancer: Option<String>,
     /// Base URL of Prometheus, when the cluster is monitored.
     #[serde(default)]
     pub prometheus: Option<String>,
@@ -63,6 +66,9 @@ impl Endpoints {
         let mut out = String::new();
         if let Some(lb) = &self.load_balancer {
             out += &format!("load balancer   {lb}\n");
+        }
+        if let Some(kernel) = &self.kernel_balancer {
+            out += &format!("kernel balancer {kernel}   (connections, following HAProxy)\n");
         }
         for node in &self.nodes {
             out += &format!(

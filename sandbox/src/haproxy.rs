@@ -184,6 +184,20 @@ impl LoadBalancer {
         }
     }
 
+    /// The node ports HAProxy gives new requests to right now: the health-checked
+    /// entries that are up and neither drained nor in maintenance; when there is none,
+    /// the fail-open entries not in maintenance (HAProxy's `allbackups`). Read from the
+    /// runtime API, so whoever follows it (the kernel balancer) sees exactly HAProxy's
+    /// view of the nodes.
+    pub fn serving_node_ports(&self) -> Result<Vec<u16>, SandboxError> {
+        let state = self.admin(&format!("show servers state {BACKEND}"))?;
+        serving_ports(&state).ok_or_else(|| SandboxError::Command {
+            what: format!("HAProxy runtime API `show servers state {BACKEND}`"),
+            status: "unreadable answer".into(),
+            output: state,
+        })
+    }
+
     /// Puts a running node behind the load balancer: both its entries, enabled and
     /// health-checked, and the config file rewritten to match. The node must be ready:
     /// a new server takes traffic before its first check.
@@ -257,5 +271,103 @@ impl LoadBalancer {
         if let Some(pid) = self.pid() {
             process::stop_pid(pid, libc::SIGTERM, Duration::from_secs(5));
         }
+    }
+}
+
+/// `srv_op_state` of a server that is up.
+const SERVER_RUNNING: u32 = 2;
+
+/// The node ports of [`LoadBalancer::serving_node_ports`], from the text of `show
+/// servers state` (a version line, a `#` header naming the columns, a line per server).
+/// `None` when the header or a server line is not what HAProxy writes.
+fn serving_ports(state: &str) -> Option<Vec<u16>> {
+    let mut lines = state.lines().map(str::trim).filter(|l| !l.is_empty());
+    let header = lines.find(|l| l.starts_with('#'))?;
+    let columns: Vec<&str> = header.trim_start_matches('#').split_whitespace().collect();
+    let column = |name: &str| columns.iter().position(|c| *c == name);
+    let (name, op, admin, weight, port) = (
+        column("srv_name")?,
+        column("srv_op_state")?,
+        column("srv_admin_state")?,
+        column("srv_uweight")?,
+        column("srv_port")?,
+    );
+    let mut checked = Vec::new();
+    let mut fail_open = Vec::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let number = |i: usize| fields.get(i)?.parse::<u32>().ok();
+        let takes_requests = number(admin)? == 0 && number(weight)? > 0;
+        let server_port = u16::try_from(number(port)?).ok()?;
+        if fields.get(name)?.ends_with("-fail-open") {
+            if takes_requests {
+                fail_open.push(server_port);
+            }
+        } else if takes_requests && number(op)? == SERVER_RUNNING {
+            checked.push(server_port);
+        }
+    }
+    Some(if checked.is_empty() {
+        fail_open
+    } else {
+        checked
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n";
+
+    fn server(name: &str, op: u32, admin: u32, port: u16) -> String {
+        format!(
+            "3 nodes 1 {name} 127.0.0.1 {op} {admin} 1 1 132 15 3 2 6 0 0 0 - {port} - 0 0 - - 0\n"
+        )
+    }
+
+    fn state(servers: &[String]) -> String {
+        format!("{HEADER}{}", servers.concat())
+    }
+
+    #[test]
+    fn the_checked_nodes_that_are_up_serve() {
+        let text = state(&[
+            server("node-1", 2, 0, 8101),
+            server("node-2", 0, 0, 8102),
+            server("node-1-fail-open", 2, 0, 8101),
+            server("node-2-fail-open", 2, 0, 8102),
+        ]);
+        assert_eq!(serving_ports(&text), Some(vec![8101]));
+    }
+
+    #[test]
+    fn a_drained_node_gets_no_new_requests() {
+        let drained = 0x08;
+        let text = state(&[
+            server("node-1", 2, 0, 8101),
+            server("node-2", 2, drained, 8102),
+            server("node-2-fail-open", 2, 0x01, 8102),
+        ]);
+        assert_eq!(serving_ports(&text), Some(vec![8101]));
+    }
+
+    #[test]
+    fn with_no_node_up_every_node_not_in_maintenance_serves() {
+        let text = state(&[
+            server("node-1", 0, 0, 8101),
+            server("node-2", 0, 0, 8102),
+            server("node-3", 0, 0, 8103),
+            server("node-1-fail-open", 2, 0, 8101),
+            server("node-2-fail-open", 2, 0, 8102),
+            server("node-3-fail-open", 2, 0x01, 8103),
+        ]);
+        assert_eq!(serving_ports(&text), Some(vec![8101, 8102]));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_a_server_state_is_refused() {
+        assert_eq!(serving_ports("Unknown command"), None);
+        assert_eq!(serving_ports(&format!("{HEADER}3 nodes 1 node-1\n")), None);
     }
 }

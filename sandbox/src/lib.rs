@@ -4,6 +4,7 @@
 //! - [`tools`] — finds initdb, pg_ctl, redis-server, haproxy (or names the package).
 //! - [`process`] — run, signal and wait for processes; free ports; a tiny HTTP probe.
 //! - [`postgres`], [`redis_cluster`], [`nodes`], [`haproxy`] — one kind of process each.
+//! - [`kernel_balancer`] — an nftables rule balancing connections, following HAProxy.
 //! - [`cluster`] — the whole cluster, started in dependency order and stopped in reverse.
 //! - [`builder`] — throwaway clusters for tests, cleaned up by the [`reaper`].
 //! - [`endpoints`] — every address, as printed and as `cluster.json`.
@@ -13,6 +14,7 @@ pub mod cluster;
 pub mod endpoints;
 pub mod error;
 pub mod haproxy;
+pub mod kernel_balancer;
 pub mod monitoring;
 pub mod nodes;
 pub mod postgres;

@@ -15,7 +15,7 @@ const SCRIPT: &str = r#"
 parent="$1"; dir="$2"; remove="$3"
 while kill -0 "$parent" 2>/dev/null; do sleep 0.2; done
 pids() {
-  for f in "$dir"/nodes/*/node.pid "$dir"/haproxy/haproxy.pid "$dir"/redis/*/redis.pid "$dir"/pg/*/data/postmaster.pid "$dir"/monitoring/*.pid; do
+  for f in "$dir"/kernel-balancer/controller.pid "$dir"/nodes/*/node.pid "$dir"/haproxy/haproxy.pid "$dir"/redis/*/redis.pid "$dir"/pg/*/data/postmaster.pid "$dir"/monitoring/*.pid; do
     [ -f "$f" ] && head -n 1 "$f"
   done
 }
@@ -33,6 +33,7 @@ done
 for p in $(pids); do
   pkill -KILL -P "$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null
 done
+[ -f "$dir"/kernel-balancer/table ] && nft delete table ip "$(cat "$dir"/kernel-balancer/table)" 2>/dev/null
 [ "$remove" = "remove" ] && rm -rf "$dir"
 exit 0
 "#;

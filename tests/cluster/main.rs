@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use strata_router::{RouterSettings, migrations, route_hash};
 use strata_sandbox::{Cluster, ClusterBuilder};
-use strata_tests::{SharedCluster, eventually, get, node_start_failure, router, shard};
+use strata_tests::api::{Api, status_and_json, unique};
+use strata_tests::{
+    SharedCluster, eventually, get, node_start_failure, nodes_answering, router, shard,
+};
 
 static CLUSTER: SharedCluster = SharedCluster::new();
 
 fn cluster() -> &'static Cluster {
-    CLUSTER.get(ClusterBuilder::default)
+    CLUSTER.get(|| ClusterBuilder::default().kernel_balancer(true))
 }
 
 #[tokio::test]
@@ -52,6 +55,60 @@ async fn the_load_balancer_is_ready_and_every_replica_streams_from_its_primary()
             "streaming"
         );
     }
+}
+
+/// The kernel balancer next to HAProxy: new connections go to every node in turn, and
+/// the API answers through it as through HAProxy, a write and the read after it.
+#[tokio::test]
+async fn the_kernel_balancer_spreads_connections_over_the_nodes_and_serves_the_api() {
+    let cluster = cluster();
+    let kernel = cluster
+        .kernel_balancer
+        .as_ref()
+        .expect("this cluster has a kernel balancer");
+    assert_eq!(kernel.applied(), Some(cluster.spec.node_ports.clone()));
+    let seen = nodes_answering(&kernel.url(), 8).await;
+    assert_eq!(seen.values().sum::<usize>(), 8);
+    for node in ["node-1", "node-2"] {
+        assert!(
+            seen.get(node).is_some_and(|&n| n >= 3),
+            "{node} gets its turn of new connections: {seen:?}"
+        );
+    }
+
+    let api = Api::new(kernel.url());
+    let user = api
+        .signup_ok(&unique("kernel"), "a password long enough")
+        .await;
+    let created = api
+        .post(
+            "/v1/tasks",
+            &serde_json::json!({"title": "through the kernel"}),
+            Some(&user.access),
+        )
+        .await;
+    let token = created
+        .headers()
+        .get("x-strata-consistency")
+        .expect("a write returns its consistency token")
+        .clone();
+    let (status, task) = status_and_json(created).await;
+    assert_eq!(status, 201, "{task}");
+    let read = api
+        .http
+        .get(format!(
+            "{}/v1/tasks/{}",
+            api.base,
+            task["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&user.access)
+        .header("x-strata-consistency", token)
+        .send()
+        .await
+        .expect("the read answers");
+    let (status, body) = status_and_json(read).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["title"], "through the kernel");
 }
 
 #[tokio::test]

@@ -17,8 +17,11 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use strata_router::{Placement, ShardId, route_hash};
 use strata_sandbox::Cluster;
+use strata_sandbox::kernel_balancer::KernelBalancer;
 use strata_tests::api::{Api, Tokens, status_and_json, unique};
-use strata_tests::{SharedCluster, eventually, fast_router_settings, shard, strata_dev};
+use strata_tests::{
+    SharedCluster, eventually, fast_router_settings, nodes_answering, shard, strata_dev,
+};
 
 use steady::{Running, Tally};
 
@@ -40,6 +43,7 @@ fn cluster() -> &'static Cluster {
             .synchronous(true)
             .redis_replicas(1)
             .nodes(2)
+            .kernel_balancer(true)
             .router(fast_router_settings())
             // Above the Redis client's own deadline (6 s), so a failover slows requests
             // without cutting them; short enough for the slow-upload test to outlast it.
@@ -297,6 +301,45 @@ async fn a_node_stopped_with_sigterm_fails_no_request_and_a_killed_one_almost_no
     .await;
     assert_within_budget("killing a node", &killed);
     assert_all_acked_present(&load_users, &killed).await;
+
+    // The kernel balancer follows HAProxy: a dead node gets no new connections once
+    // HAProxy has found it down, and gets them again once it is back.
+    node.kill();
+    kernel_follows(node.port, false).await;
+    let seen = nodes_answering(&kernel().url(), 6).await;
+    assert_eq!(
+        seen.get("node-1"),
+        Some(&6),
+        "every new connection reaches the live node: {seen:?}"
+    );
+    node.start().expect("restart the node");
+    kernel_follows(node.port, true).await;
+    let seen = nodes_answering(&kernel().url(), 6).await;
+    assert!(
+        seen.get("node-2").is_some_and(|&n| n >= 2),
+        "the node is back in turn: {seen:?}"
+    );
+}
+
+fn kernel() -> &'static KernelBalancer {
+    let kernel = cluster().kernel_balancer.as_ref();
+    kernel.expect("the cluster has a kernel balancer")
+}
+
+/// Waits until the kernel balancer sends new connections to `port` (`included`), or no
+/// longer does.
+async fn kernel_follows(port: u16, included: bool) {
+    eventually(
+        &format!("the kernel balancer to follow HAProxy for port {port} (in: {included})"),
+        Duration::from_secs(15),
+        || async move {
+            match kernel().applied() {
+                Some(ports) if ports.contains(&port) == included => Ok(()),
+                other => Err(format!("applied: {other:?}")),
+            }
+        },
+    )
+    .await;
 }
 
 /// `strata dev scale --nodes N` on this cluster: the node ids it printed.
@@ -379,6 +422,15 @@ async fn scaling_the_nodes_two_to_four_to_two_under_load_fails_no_request() {
         )
         .await;
     }
+    for &port in &ports[2..] {
+        kernel_follows(port, true).await;
+    }
+    let seen = nodes_answering(&kernel().url(), 8).await;
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["node-1", "node-2", "node-3", "node-4"],
+        "the kernel balancer gives the new nodes their turn: {seen:?}"
+    );
     tokio::time::sleep(STEADY).await;
 
     // Slow uploads keep requests in flight on every node while the last two leave:
@@ -402,6 +454,12 @@ async fn scaling_the_nodes_two_to_four_to_two_under_load_fails_no_request() {
         "every upload in flight while nodes left completed: {uploads:?}"
     );
     assert_eq!(spec_nodes().len(), 2, "spec.json forgets the removed nodes");
+    let seen = nodes_answering(&kernel().url(), 8).await;
+    assert_eq!(
+        seen,
+        [("node-1".to_owned(), 4), ("node-2".to_owned(), 4)].into(),
+        "the kernel balancer sends new connections only to the nodes left"
+    );
     for url in &new_nodes {
         assert!(
             reqwest::get(format!("{url}/healthz")).await.is_err(),

@@ -5,6 +5,7 @@
 
 pub mod api;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -115,6 +116,31 @@ pub async fn get(url: &str) -> (u16, String) {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
+}
+
+/// Which node answered each of `connections` requests for `/healthz` at `base`, each on
+/// a connection of its own: how a balancer of connections spread them. A request that
+/// fails counts under `"failed"`.
+pub async fn nodes_answering(base: &str, connections: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..connections {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client");
+        let node = match client.get(format!("{base}/healthz")).send().await {
+            Ok(response) => response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|body| body["node_id"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "unreadable".to_owned()),
+            Err(_) => "failed".to_owned(),
+        };
+        *seen.entry(node).or_insert(0) += 1;
+    }
+    seen
 }
 
 /// Writes a node config for `map_text` and runs the node binary, which must exit with

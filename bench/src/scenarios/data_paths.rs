@@ -6,12 +6,13 @@
 //! | `GET /v1/posts/{id}`, the owner's private post (auth, router, replica) | the bare reference server ([`crate::reference`]): one Redis round trip, one prepared read | ≥ 1.0 |
 //! | `GET /v1/posts/{id}`, a public post another user reads (from the cache) | the node's own `/healthz` | ≥ 0.5 |
 //! | `GET /v1/tasks?limit=20` | the reference server's same query | ≥ 0.8 |
-//! | the private read through the load balancer | the same load sent straight to the nodes, spread evenly | ≥ 0.8 |
+//! | the private read through the kernel balancer | the same load sent straight to the nodes, spread evenly | ≥ 0.8 |
+//! | the private read through HAProxy | the same | (reported) |
 //! | `POST /v1/tasks` | pgbench doing the same inserts, feed row and WAL-position query on the same primary | ≥ 0.7 |
 //! | write p99 at half the maximum rate | pgbench's p99 at half its maximum | ≤ 2.0 |
 //! | read and write with 16 shards | the same with 2 shards ([`ShardScaling`]) | ≥ 0.9 |
 //! | the private read with Prometheus and the exporters running | the same with them paused ([`MonitoringSwitch`]) | (reported) |
-//! | the machine's CPU per request through the load balancer, and the balancer's share | the same straight at the nodes ([`CpuMeter`]) | (reported) |
+//! | the machine's CPU per request through each balancer, and HAProxy's share | the same straight at the nodes ([`CpuMeter`]) | (reported) |
 //! | the node's CPU per read and write with 16 shards | the same with 2 shards | (reported) |
 //!
 //! Each maximum is a closed loop at `--connections`; the half-rate phases are open loops
@@ -35,6 +36,9 @@ use crate::report::{Goal, Phase, Ratio, Report};
 use crate::scenarios::shard_scaling::ShardScaling;
 use crate::scenarios::{client_ip, create_item, post_task, send, sign_in};
 use crate::target::Target;
+
+/// A read through a balancer, the same straight at the nodes, and the CPU of each.
+type BalancedPair = (Phase, Phase, Option<(CpuTimes, CpuTimes)>);
 
 /// Knobs of the scenario.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -201,42 +205,48 @@ impl DataPaths {
             )
             .await;
         drop(reference);
-        let balanced = match &target.load_balancer {
-            Some(balancer) => {
-                let through = get_each(
-                    http,
-                    "GET /v1/posts/{id}",
-                    urls(&one(balancer), &private_paths),
-                    Some(token.clone()),
-                );
-                let straight = get_each(
-                    http,
-                    "GET /v1/posts/{id}",
-                    urls(&target.nodes, &private_paths),
-                    Some(token.clone()),
-                );
-                eprintln!("load balancer: through it, then straight at the nodes ...");
-                let meter = target.data_dir.as_deref().and_then(CpuMeter::of_balancer);
-                let ((through, through_cpu), (straight, straight_cpu)) = self
-                    .alternate(
-                        (
-                            through,
-                            "read through the load balancer (closed loop)",
-                            &|| (),
-                        ),
-                        (
-                            straight,
-                            "read straight at every node (closed loop)",
-                            &|| (),
-                        ),
-                        meter.as_ref(),
-                    )
-                    .await;
-                let cpu = meter.map(|_| (through_cpu, straight_cpu));
-                Some((through, straight, cpu))
-            }
-            None => None,
+        let read_through = |balancer: &str| {
+            get_each(
+                http,
+                "GET /v1/posts/{id}",
+                urls(&one(balancer), &private_paths),
+                Some(token.clone()),
+            )
         };
+        let read_straight = get_each(
+            http,
+            "GET /v1/posts/{id}",
+            urls(&target.nodes, &private_paths),
+            Some(token.clone()),
+        );
+        let meter = target.data_dir.as_deref().and_then(CpuMeter::of_balancer);
+        let mut balanced = None;
+        if let Some(balancer) = &target.load_balancer {
+            eprintln!("load balancer: through it, then straight at the nodes ...");
+            let pair = self
+                .through_and_straight(
+                    (read_through(balancer), "read through the load balancer"),
+                    (read_straight.clone(), "read straight at every node"),
+                    meter.as_ref(),
+                )
+                .await;
+            balanced = Some(pair);
+        }
+        let mut kernel_balanced = None;
+        if let Some(balancer) = &target.kernel_balancer {
+            eprintln!("kernel balancer: through it, then straight at the nodes ...");
+            let pair = self
+                .through_and_straight(
+                    (read_through(balancer), "read through the kernel balancer"),
+                    (
+                        read_straight.clone(),
+                        "read straight at every node, the kernel balancer's baseline",
+                    ),
+                    meter.as_ref(),
+                )
+                .await;
+            kernel_balanced = Some(pair);
+        }
         let pg_read_max = self.pgbench_select(&primary, &replica, None, work_dir)?;
         let read_rate = rate_of(&read_max) / 2.0;
         eprintln!("read path: open loop at {read_rate:.0} req/s ...");
@@ -363,11 +373,11 @@ impl DataPaths {
         if let Some((through, straight, cpu)) = &balanced {
             let (value, n, d) = rates(through, straight);
             ratio(
-                "private read through HAProxy ÷ the same load straight at the nodes",
+                "private read through HAProxy ÷ the same load straight at the nodes (HAProxy shares the cores it balances)",
                 value,
                 n,
                 d,
-                Some(Goal::AtLeast(0.8)),
+                None,
             );
             if let Some((through_cpu, straight_cpu)) = cpu {
                 let through_us = micros_per_request(through_cpu.machine_secs, requests(through));
@@ -392,6 +402,27 @@ impl DataPaths {
                     straight_us / (straight_us + balancer_us),
                     us(straight_us),
                     us(straight_us + balancer_us),
+                    None,
+                );
+            }
+        }
+        if let Some((through, straight, cpu)) = &kernel_balanced {
+            let (value, n, d) = rates(through, straight);
+            ratio(
+                "private read through the kernel balancer ÷ the same load straight at the nodes",
+                value,
+                n,
+                d,
+                Some(Goal::AtLeast(0.8)),
+            );
+            if let Some((through_cpu, straight_cpu)) = cpu {
+                let through_us = micros_per_request(through_cpu.machine_secs, requests(through));
+                let straight_us = micros_per_request(straight_cpu.machine_secs, requests(straight));
+                ratio(
+                    "machine CPU per private read: straight at the nodes ÷ through the kernel balancer",
+                    straight_us / through_us,
+                    us(straight_us),
+                    us(through_us),
                     None,
                 );
             }
@@ -501,7 +532,7 @@ impl DataPaths {
             list_max,
             reference_list_max,
         ];
-        if let Some((through, straight, _)) = balanced {
+        for (through, straight, _) in balanced.into_iter().chain(kernel_balanced) {
             report.phases.extend([through, straight]);
         }
         for (on, off) in monitored.into_iter().flatten() {
@@ -573,6 +604,31 @@ impl DataPaths {
             (phase(name_a, &recorder_a), cpu_a),
             (phase(name_b, &recorder_b), cpu_b),
         )
+    }
+
+    /// A read through a balancer alternated with the same read straight at the nodes:
+    /// both phases, and the CPU each spent when `meter` is given.
+    async fn through_and_straight<A, FA, B, FB>(
+        &self,
+        (through, through_name): (A, &str),
+        (straight, straight_name): (B, &str),
+        meter: Option<&CpuMeter>,
+    ) -> BalancedPair
+    where
+        A: Fn(u64) -> FA + Send + Sync + Clone + 'static,
+        FA: std::future::Future<Output = Outcome> + Send + 'static,
+        B: Fn(u64) -> FB + Send + Sync + Clone + 'static,
+        FB: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        let ((through, through_cpu), (straight, straight_cpu)) = self
+            .alternate(
+                (through, &format!("{through_name} (closed loop)"), &|| ()),
+                (straight, &format!("{straight_name} (closed loop)"), &|| ()),
+                meter,
+            )
+            .await;
+        let cpu = meter.map(|_| (through_cpu, straight_cpu));
+        (through, straight, cpu)
     }
 
     async fn closed<F, Fut>(&self, make: F, name: &str) -> Phase
