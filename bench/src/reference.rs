@@ -234,17 +234,21 @@ pub struct ReferenceProcess {
 
 impl ReferenceProcess {
     /// Starts `strata-bench reference-server` (this program) and waits until it answers.
+    /// It runs `worker_threads` request threads, as many as a node of the local cluster,
+    /// so the two are compared on the same share of the machine.
     pub async fn start(
         replica: &str,
         redis_seeds: &[String],
         sessions: &[(String, String)],
         pool_size: usize,
+        worker_threads: usize,
     ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let mut command = std::process::Command::new(std::env::current_exe()?);
         command
+            .env("TOKIO_WORKER_THREADS", worker_threads.to_string())
             .arg("reference-server")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

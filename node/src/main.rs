@@ -17,11 +17,19 @@ struct Args {
     config: Vec<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let files = args.config.iter().map(PathBuf::as_path);
     let config = NodeConfig::load_files(files).context("load the node config")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().build().context("start the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     strata_node::telemetry::init(&config.log);
     let app = Application::build(config).await.context("start the node")?;
     app.run_until_stopped(shutdown_signal())

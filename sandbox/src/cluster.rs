@@ -409,6 +409,7 @@ fn node_process(
         search: SearchConfig {
             index_dir: spec.data_dir.join("nodes").join(&id).join("index"),
         },
+        worker_threads: Some(crate::nodes::worker_threads_per_node(spec.node_ports.len())),
         ..NodeConfig::default()
     };
     NodeProcess {

@@ -132,6 +132,7 @@ impl DataPaths {
             &target.redis,
             &[(reference_token.clone(), user_id.clone())],
             self.connections,
+            strata_sandbox::nodes::worker_threads_per_node(target.nodes.len()),
         )
         .await?;
 
