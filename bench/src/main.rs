@@ -445,7 +445,14 @@ fn baseline(
         None,
         work_dir,
     )?;
-    let insert = pgbench::insert_task(&primary.addr, clients, duration, None, work_dir)?;
+    let insert = pgbench::insert_task(
+        pgbench::TASK_INSERT,
+        &primary.addr,
+        clients,
+        duration,
+        None,
+        work_dir,
+    )?;
     report
         .baselines
         .insert("pgbench select-only".into(), serde_json::to_value(select)?);

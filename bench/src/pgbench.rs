@@ -156,6 +156,16 @@ END;
 SELECT pg_current_wal_insert_lsn();
 "#;
 
+/// The same work as [`INSERT_TASK_SCRIPT`], statement for statement what the node sends
+/// (`node/src/items/write.rs`): the two rows as one statement, pipelined with the WAL
+/// position query, one round trip. The floor a node could reach with no cost of its own.
+pub const NODE_STATEMENTS_SCRIPT: &str = r#"\set r random(1, 2000000000)
+\startpipeline
+WITH item AS (INSERT INTO tasks (id, owner_id, route_hash, slot, title, notes) VALUES ('pgbench_' || :client_id || '_' || :r || '_' || txid_current(), 'pgbench-owner', 0, :slot, 'bench task', '')) INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) VALUES (0, :slot, 'pgbench', 'pgbench_' || :client_id || '_' || :r, 1, 'upsert', '{"id": "pgbench", "owner_id": "pgbench-owner", "title": "bench task", "notes": "", "due_at": null, "done": false, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z", "version": 1}');
+SELECT pg_current_wal_insert_lsn();
+\endpipeline
+"#;
+
 fn psql(addr: &str, database: &str, sql: &str) -> anyhow::Result<String> {
     let (host, port) = addr
         .rsplit_once(':')
@@ -263,8 +273,18 @@ pub fn select_only(
     run(&job, work_dir)
 }
 
-/// The task insert ([`INSERT_TASK_SCRIPT`]) on `primary`, its rows removed afterwards.
+/// The task insert as a plain transaction ([`INSERT_TASK_SCRIPT`]): the write goal's
+/// yardstick, named for reports.
+pub const TASK_INSERT: (&str, &str) = ("insert-task", INSERT_TASK_SCRIPT);
+
+/// The task insert as the node sends it ([`NODE_STATEMENTS_SCRIPT`]), named for reports.
+pub const TASK_INSERT_AS_THE_NODE: (&str, &str) =
+    ("insert-task-node-statements", NODE_STATEMENTS_SCRIPT);
+
+/// A task insert script (`script_name` for reports: [`INSERT_TASK_SCRIPT`] or
+/// [`NODE_STATEMENTS_SCRIPT`]) on `primary`, its rows removed afterwards.
 pub fn insert_task(
+    (script_name, script_text): (&'static str, &str),
     primary: &str,
     clients: usize,
     duration: Duration,
@@ -272,8 +292,8 @@ pub fn insert_task(
     work_dir: &Path,
 ) -> anyhow::Result<PgbenchRun> {
     std::fs::create_dir_all(work_dir)?;
-    let script = work_dir.join("insert-task.sql");
-    std::fs::write(&script, INSERT_TASK_SCRIPT)?;
+    let script = work_dir.join(format!("{script_name}.sql"));
+    std::fs::write(&script, script_text)?;
     let script = script.canonicalize()?.to_string_lossy().into_owned();
     let slot = psql(
         primary,
@@ -287,7 +307,7 @@ pub fn insert_task(
         database: "strata",
         user: "strata",
         script_args: &["-D", &slot, "-f", &script],
-        script_name: "insert-task",
+        script_name,
         clients,
         duration,
         rate,

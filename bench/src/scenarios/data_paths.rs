@@ -307,14 +307,20 @@ impl DataPaths {
             self.connections
         );
         let write_max = self.closed(write.clone(), "write max (closed loop)").await;
-        let pg_write_max = self.pgbench_insert(&primary, None, work_dir)?;
+        let pg_write_max = self.pgbench_insert(pgbench::TASK_INSERT, &primary, None, work_dir)?;
+        let pg_node_statements_max =
+            self.pgbench_insert(pgbench::TASK_INSERT_AS_THE_NODE, &primary, None, work_dir)?;
         let write_rate = rate_of(&write_max) / 2.0;
         eprintln!("write path: open loop at {write_rate:.0} req/s ...");
         let write_half = self
             .open(write, write_rate, "write at half the maximum (open loop)")
             .await;
-        let pg_write_half =
-            self.pgbench_insert(&primary, Some(pg_write_max.tps / 2.0), work_dir)?;
+        let pg_write_half = self.pgbench_insert(
+            pgbench::TASK_INSERT,
+            &primary,
+            Some(pg_write_max.tps / 2.0),
+            work_dir,
+        )?;
 
         let scaling = ShardScaling {
             shard_counts: self.shard_counts.clone(),
@@ -444,11 +450,18 @@ impl DataPaths {
             );
         }
         ratio(
-            "POST /v1/tasks ÷ pgbench, same inserts + WAL position (same primary, same concurrency)",
+            "POST /v1/tasks ÷ pgbench, same inserts + WAL position in a BEGIN/COMMIT transaction (same primary, same concurrency)",
             rate_of(&write_max) / pg_write_max.tps,
             format!("{:.0} req/s", rate_of(&write_max)),
             format!("{:.0} tps", pg_write_max.tps),
             Some(Goal::AtLeast(0.7)),
+        );
+        ratio(
+            "POST /v1/tasks ÷ pgbench sending the node's own statements, pipelined as it does (one round trip: the floor)",
+            rate_of(&write_max) / pg_node_statements_max.tps,
+            format!("{:.0} req/s", rate_of(&write_max)),
+            format!("{:.0} tps", pg_node_statements_max.tps),
+            None,
         );
         ratio(
             "write p99 at half the maximum rate: HTTP ÷ pgbench",
@@ -515,7 +528,12 @@ impl DataPaths {
                 }
             }
         }
-        for run in [pg_read_max, pg_write_max, pg_write_half] {
+        for run in [
+            pg_read_max,
+            pg_write_max,
+            pg_node_statements_max,
+            pg_write_half,
+        ] {
             let key = format!(
                 "pgbench {} {}",
                 run.script,
@@ -681,11 +699,19 @@ impl DataPaths {
 
     fn pgbench_insert(
         &self,
+        script: (&'static str, &str),
         primary: &str,
         rate: Option<f64>,
         work_dir: &Path,
     ) -> anyhow::Result<PgbenchRun> {
-        pgbench::insert_task(primary, self.connections, self.duration, rate, work_dir)
+        pgbench::insert_task(
+            script,
+            primary,
+            self.connections,
+            self.duration,
+            rate,
+            work_dir,
+        )
     }
 
     async fn bench_user(

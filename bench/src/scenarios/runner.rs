@@ -207,8 +207,14 @@ impl MixRun {
             .baselines
             .insert("pgbench select-only".into(), serde_json::to_value(&select)?);
         if self.mix.writes() {
-            let insert =
-                pgbench::insert_task(&primary.addr, clients, self.duration, None, work_dir)?;
+            let insert = pgbench::insert_task(
+                pgbench::TASK_INSERT,
+                &primary.addr,
+                clients,
+                self.duration,
+                None,
+                work_dir,
+            )?;
             let write_endpoints: Vec<&str> = self
                 .mix
                 .0

@@ -242,15 +242,30 @@ pub struct NewItemFeed<'a> {
     pub payload: serde_json::Value,
 }
 
-const FEED_INSERT: &str = "INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) \
-     VALUES ($1, $2, $3, $4, 1, 'upsert', $5)";
+/// `insert_sql` (one `INSERT` taking `item_params` parameters) and the new item's feed
+/// entry as one statement: a data-modifying `WITH`, so both rows are written, fenced by
+/// their triggers and committed together without a `BEGIN` and a `COMMIT` around them.
+fn insert_and_feed_sql(insert_sql: &str, item_params: usize) -> String {
+    let p = |i: usize| item_params + i;
+    format!(
+        "WITH item AS ({insert_sql}) \
+         INSERT INTO change_feed (route_hash, slot, entity, entity_id, version, op, payload) \
+         VALUES (${}, ${}, ${}, ${}, 1, 'upsert', ${})",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
+    )
+}
 
 /// Inserts a new item row (`insert_sql`, one statement) and its feed entry in one
-/// transaction on the primary of `hash`'s shard, in two round trips: `BEGIN`, the row
-/// and the feed entry are sent pipelined, then `COMMIT` together with the query of the
-/// commit's WAL position. Retried like every write ([`retry_write`]): the fence or a dead
-/// connection before the commit was sent runs it again; a connection lost with the
-/// commit on its way is [`StoreError::CommitUncertain`].
+/// transaction on the primary of `hash`'s shard, in one round trip: the two rows as one
+/// statement (its own transaction), pipelined with the query of the WAL position, which
+/// runs after that commit and so is at or past it. Retried like every write
+/// ([`retry_write`]): the fence refuses the statement and nothing is written, so it runs
+/// again on the slot's new shard; a connection lost once the statement was on its way
+/// leaves the outcome unknown ([`StoreError::CommitUncertain`]).
 pub async fn insert_with_feed(
     topology: &Topology,
     hash: RouteHash,
@@ -258,13 +273,11 @@ pub async fn insert_with_feed(
     params: &[&(dyn ToSql + Sync)],
     feed: &NewItemFeed<'_>,
 ) -> Result<(ShardId, Lsn), StoreError> {
+    let sql = insert_and_feed_sql(insert_sql, params.len());
     retry_write(topology, || async {
         let (conn, shard) = primary_for(topology, hash).await?;
-        let insert = conn.prepare_cached(insert_sql).await?;
-        let log = conn.prepare_cached(FEED_INSERT).await?;
+        let write = conn.prepare_cached(&sql).await?;
         let position = conn.prepare_cached(COMMIT_POSITION).await?;
-        let open = OpenTransaction { conn: Some(conn) };
-        let client = open.client();
         let (route_hash, slot) = (hash.as_i64(), i32::from(hash.slot().get()));
         let feed_params: [&(dyn ToSql + Sync); 5] = [
             &route_hash,
@@ -273,21 +286,12 @@ pub async fn insert_with_feed(
             &feed.entity_id,
             &feed.payload,
         ];
-        let (begun, inserted, logged) = tokio::join!(
-            client.batch_execute("BEGIN"),
-            client.execute(&insert, params),
-            client.execute(&log, &feed_params),
+        let all: Vec<&(dyn ToSql + Sync)> = params.iter().copied().chain(feed_params).collect();
+        let (written, lsn) = tokio::join!(
+            conn.execute(&write, &all),
+            conn.query_one(&position, &[])
         );
-        if let Err(e) = begun.and(inserted).and(logged) {
-            open.roll_back().await;
-            return Err(StoreError::from(e));
-        }
-        let (committed, lsn) = tokio::join!(
-            client.batch_execute("COMMIT"),
-            client.query_one(&position, &[])
-        );
-        let conn = open.closed();
-        committed.map_err(|e| match StoreError::from(e) {
+        written.map_err(|e| match StoreError::from(e) {
             StoreError::ConnectionLost(e) => StoreError::CommitUncertain(e),
             other => other,
         })?;
@@ -302,45 +306,6 @@ pub async fn insert_with_feed(
         Ok((shard, lsn))
     })
     .await
-}
-
-/// A pooled connection inside a transaction opened by hand. Dropped before
-/// [`Self::closed`] (an error, a cancelled request), it is discarded, not pooled: the
-/// server rolls back when the session ends, and no later borrower finds itself inside
-/// someone else's transaction.
-struct OpenTransaction {
-    conn: Option<ShardConn>,
-}
-
-impl OpenTransaction {
-    fn client(&self) -> &Object {
-        self.conn
-            .as_ref()
-            .expect("an open transaction has its connection")
-    }
-
-    /// The connection, once its transaction is over (committed or rolled back).
-    fn closed(mut self) -> ShardConn {
-        self.conn
-            .take()
-            .expect("an open transaction has its connection")
-    }
-
-    /// Rolls back after a failed statement; the connection goes back to the pool only
-    /// when the rollback went through.
-    async fn roll_back(self) {
-        if self.client().batch_execute("ROLLBACK").await.is_ok() {
-            drop(self.closed());
-        }
-    }
-}
-
-impl Drop for OpenTransaction {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.discard();
-        }
-    }
 }
 
 /// A change to a non-item row (a user, a login name, a signup outcome), as the feed
