@@ -12,7 +12,6 @@
 //!
 //! It needs root (CAP_NET_ADMIN) and the `nft` tool (Debian's `nftables`).
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,7 +43,7 @@ impl KernelBalancer {
     /// The nftables table holding this balancer's rule (one per port, so clusters side
     /// by side do not touch each other's).
     pub fn table(&self) -> String {
-        table_for(self.port)
+        format!("strata_{}", self.port)
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -58,6 +57,11 @@ impl KernelBalancer {
     /// The node ports the controller last put in the rule, one per line.
     fn applied_file(&self) -> PathBuf {
         self.dir.join("applied")
+    }
+
+    /// The rule as last given to `nft -f`.
+    fn rule_file(&self) -> PathBuf {
+        self.dir.join("rule.nft")
     }
 
     /// The node ports in the rule now, as the controller last wrote them.
@@ -91,18 +95,14 @@ impl KernelBalancer {
 
     /// Waits until the controller has made the rule send new connections to exactly
     /// `nodes` (in any order).
-    pub fn wait_applied(&self, nodes: &[u16]) -> Result<(), SandboxError> {
+    fn wait_applied(&self, nodes: &[u16]) -> Result<(), SandboxError> {
         let mut wanted = nodes.to_vec();
         wanted.sort_unstable();
-        wait_until(
+        self.wait_for_rule(
             "the kernel balancer to follow HAProxy's nodes",
-            Duration::from_secs(15),
-            &self.log_file(),
-            || {
-                self.applied().is_some_and(|mut ports| {
-                    ports.sort_unstable();
-                    ports == wanted
-                })
+            |mut ports| {
+                ports.sort_unstable();
+                ports == wanted
             },
         )
     }
@@ -110,18 +110,22 @@ impl KernelBalancer {
     /// Waits until the rule sends new connections to `port` (`included`) or no longer
     /// does: after a node joined or left HAProxy.
     pub fn wait_following(&self, port: u16, included: bool) -> Result<(), SandboxError> {
-        wait_until(
-            &format!(
-                "the kernel balancer to {} port {port}",
-                if included { "add" } else { "drop" }
-            ),
-            Duration::from_secs(15),
-            &self.log_file(),
-            || {
-                self.applied()
-                    .is_some_and(|ports| ports.contains(&port) == included)
-            },
+        let change = if included { "add" } else { "drop" };
+        self.wait_for_rule(
+            &format!("the kernel balancer to {change} port {port}"),
+            |ports| ports.contains(&port) == included,
         )
+    }
+
+    /// Waits until the node list the controller last applied satisfies `wanted`.
+    fn wait_for_rule(
+        &self,
+        what: &str,
+        wanted: impl Fn(Vec<u16>) -> bool,
+    ) -> Result<(), SandboxError> {
+        wait_until(what, Duration::from_secs(15), &self.log_file(), || {
+            self.applied().is_some_and(&wanted)
+        })
     }
 
     /// The controller's pid while it runs.
@@ -129,43 +133,31 @@ impl KernelBalancer {
         process::read_pid(&self.pid_file()).filter(|pid| process::alive(*pid))
     }
 
-    /// Stops the controller and removes the rule.
+    /// Stops the controller and removes the rule's table, if it is there.
     pub fn stop(&self) {
         if let Some(pid) = self.pid() {
             process::stop_pid(pid, libc::SIGTERM, Duration::from_secs(5));
         }
-        remove_table(&self.table());
+        if let Ok(nft) = nft() {
+            let _ = Command::new(nft)
+                .args(["delete", "table", "ip", &self.table()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     /// Replaces the rule, in one nftables transaction, with one that sends each new
     /// connection to the next of `nodes`. With no node, connections are refused.
     fn apply(&self, nodes: &[u16]) -> Result<(), SandboxError> {
-        let nft = tools::on_path("nft", "nftables")?;
-        let mut child = Command::new(nft)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(SandboxError::io("start nft"))?;
-        let written = child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(ruleset(&self.table(), self.port, nodes).as_bytes());
-        let output = child
-            .wait_with_output()
-            .map_err(SandboxError::io("run nft"))?;
-        written.map_err(SandboxError::io("write the rule to nft"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(SandboxError::Command {
-                what: "nft -f (the kernel balancer's rule; it needs root)".into(),
-                status: output.status.to_string(),
-                output: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            })
-        }
+        let rule = self.rule_file();
+        std::fs::write(&rule, ruleset(&self.table(), self.port, nodes))
+            .map_err(SandboxError::io("write the kernel balancer's rule"))?;
+        process::run(
+            Command::new(nft()?).arg("-f").arg(&rule),
+            "nft -f (the kernel balancer's rule; it needs root)",
+        )
+        .map(drop)
     }
 
     /// The controller: keeps the rule equal to HAProxy's view of the nodes (see the
@@ -197,20 +189,9 @@ impl KernelBalancer {
     }
 }
 
-/// The nftables table name for a balancer on `port`.
-pub fn table_for(port: u16) -> String {
-    format!("strata_{port}")
-}
-
-/// Deletes a balancer's table if it is there.
-pub fn remove_table(table: &str) {
-    if let Ok(nft) = tools::on_path("nft", "nftables") {
-        let _ = Command::new(nft)
-            .args(["delete", "table", "ip", table])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
+/// The `nft` program, or an error naming its package.
+fn nft() -> Result<PathBuf, SandboxError> {
+    tools::on_path("nft", "nftables")
 }
 
 /// The whole table, as `nft -f` reads it: created if missing, deleted and created

@@ -327,19 +327,12 @@ fn kernel() -> &'static KernelBalancer {
 }
 
 /// Waits until the kernel balancer sends new connections to `port` (`included`), or no
-/// longer does.
+/// longer does, off the test's runtime (the steady load keeps running on it).
 async fn kernel_follows(port: u16, included: bool) {
-    eventually(
-        &format!("the kernel balancer to follow HAProxy for port {port} (in: {included})"),
-        Duration::from_secs(15),
-        || async move {
-            match kernel().applied() {
-                Some(ports) if ports.contains(&port) == included => Ok(()),
-                other => Err(format!("applied: {other:?}")),
-            }
-        },
-    )
-    .await;
+    tokio::task::spawn_blocking(move || kernel().wait_following(port, included))
+        .await
+        .expect("the wait runs")
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// `strata dev scale --nodes N` on this cluster: the node ids it printed.

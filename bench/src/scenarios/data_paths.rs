@@ -386,10 +386,9 @@ impl DataPaths {
                 d,
                 None,
             );
-            if let Some((through_cpu, straight_cpu)) = cpu {
-                let through_us = micros_per_request(through_cpu.machine_secs, requests(through));
-                let straight_us = micros_per_request(straight_cpu.machine_secs, requests(straight));
-                let balancer_us = micros_per_request(through_cpu.process_secs, requests(through));
+            if let Some(cpu) = cpu {
+                let (through_us, straight_us) = machine_micros(through, straight, cpu);
+                let balancer_us = micros_per_request(cpu.0.process_secs, requests(through));
                 ratio(
                     "machine CPU per private read: straight at the nodes ÷ through HAProxy (the rate ratio of a saturated machine)",
                     straight_us / through_us,
@@ -422,9 +421,8 @@ impl DataPaths {
                 d,
                 Some(Goal::AtLeast(0.8)),
             );
-            if let Some((through_cpu, straight_cpu)) = cpu {
-                let through_us = micros_per_request(through_cpu.machine_secs, requests(through));
-                let straight_us = micros_per_request(straight_cpu.machine_secs, requests(straight));
+            if let Some(cpu) = cpu {
+                let (through_us, straight_us) = machine_micros(through, straight, cpu);
                 ratio(
                     "machine CPU per private read: straight at the nodes ÷ through the kernel balancer",
                     straight_us / through_us,
@@ -816,6 +814,15 @@ fn p99(phase: &Phase) -> f64 {
 /// Requests a phase sent (answered or not).
 fn requests(phase: &Phase) -> u64 {
     phase.endpoints.first().map_or(0, |e| e.requests)
+}
+
+/// The machine's CPU per request through a balancer and straight at the nodes, from
+/// the CPU each side of a [`BalancedPair`] spent.
+fn machine_micros(through: &Phase, straight: &Phase, cpu: &(CpuTimes, CpuTimes)) -> (f64, f64) {
+    (
+        micros_per_request(cpu.0.machine_secs, requests(through)),
+        micros_per_request(cpu.1.machine_secs, requests(straight)),
+    )
 }
 
 /// A figure in microseconds, for a ratio's sides.
