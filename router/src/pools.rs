@@ -1,7 +1,7 @@
 //! One connection pool per Postgres host. Pools are built without connecting, so a host
 //! that is down at start-up costs nothing until it comes back.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::ids::HostAddr;
@@ -9,6 +9,14 @@ use crate::settings::RouterSettings;
 use crate::shard_map::ShardMap;
 
 /// Builds the pool for one host of the map.
+///
+/// The pool hands out the connection returned last (LIFO). With first-in-first-out,
+/// every request took the connection idle longest, so the work cycled through all of a
+/// host's backends and each query ran on a backend whose memory had gone cold in the
+/// CPU caches. With 16 shards on two cores that cost Postgres 79–89 µs of CPU per
+/// primary-key read against 50–57 µs with LIFO, and the read rate 0.78–0.80 of the rate
+/// with 2 shards against 0.94–0.96. Idle connections at the back of the queue stay
+/// open; like any other, one found closed when handed out is replaced.
 pub fn host_pool(map: &ShardMap, host: &HostAddr, settings: &RouterSettings) -> Pool {
     let mut pg = tokio_postgres::Config::new();
     pg.host(host.host())
@@ -30,6 +38,7 @@ pub fn host_pool(map: &ShardMap, host: &HostAddr, settings: &RouterSettings) -> 
     );
     Pool::builder(manager)
         .max_size(settings.pool_max_size)
+        .queue_mode(QueueMode::Lifo)
         .wait_timeout(Some(settings.connect_timeout()))
         .create_timeout(Some(settings.connect_timeout()))
         .runtime(Runtime::Tokio1)

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use strata_router::{RouterSettings, migrations, route_hash};
+use strata_router::{RouterSettings, Topology, migrations, route_hash};
 use strata_sandbox::{Cluster, ClusterBuilder};
 use strata_tests::api::{Api, status_and_json, unique};
 use strata_tests::{
@@ -202,6 +202,32 @@ async fn reads_are_served_by_replicas_while_they_are_healthy() {
             .get(0);
         assert!(in_recovery, "the reader of {id} should be a replica");
     }
+}
+
+#[tokio::test]
+async fn the_connection_handed_back_last_is_the_next_one_handed_out() {
+    let cluster = cluster();
+    // No background poller: nothing else takes connections from the pool meanwhile.
+    let topology =
+        Topology::connect(cluster.spec.shard_map.clone(), RouterSettings::default()).await;
+    let shard = shard("s0");
+
+    async fn backend(conn: &strata_router::ShardConn) -> i32 {
+        conn.query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+    let first = topology.primary(&shard).await.unwrap();
+    let second = topology.primary(&shard).await.unwrap();
+    let (first_pid, second_pid) = (backend(&first).await, backend(&second).await);
+    assert_ne!(first_pid, second_pid, "two connections held at once");
+    // Handed back oldest-first: a first-in-first-out pool would hand out `second` now,
+    // the one idle longest; the pool keeps the most recently used (warm) backend busy.
+    drop(second);
+    drop(first);
+    let next = topology.primary(&shard).await.unwrap();
+    assert_eq!(backend(&next).await, first_pid);
 }
 
 #[tokio::test]
