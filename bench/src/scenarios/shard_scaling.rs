@@ -52,12 +52,18 @@ struct Seeded {
     node: String,
 }
 
-/// Turns each shard count's load gets, alternating with the others.
-const TURNS: u32 = 3;
+/// Turns each shard count's load gets, alternating with the others. This machine's
+/// rate drifts by ±10 % over seconds; short turns taken in alternation put both shard
+/// counts through the same drift.
+const TURNS: u32 = 6;
 
-/// Load before each measured turn, not recorded: connection pools fill (16 shards mean
-/// 16 of them) and caches warm.
+/// Load before the first measured turn, not recorded: connection pools fill (16 shards
+/// mean 16 of them) and caches warm.
 const WARM_UP: Duration = Duration::from_secs(1);
+
+/// Load before every later turn, not recorded: the CPU caches warm again after the
+/// other cluster's turn.
+const SETTLE: Duration = Duration::from_millis(250);
 
 impl ShardScaling {
     /// Starts a cluster per shard count (all at once, so their loads can alternate),
@@ -104,11 +110,12 @@ impl ShardScaling {
                     s.shards,
                     t + 1
                 );
-                self.load_reads(http, s, Arc::new(Recorder::new()), WARM_UP)
+                let warm = if t == 0 { WARM_UP } else { SETTLE };
+                self.load_reads(http, s, Arc::new(Recorder::new()), warm)
                     .await;
                 let reads = self.load_reads(http, s, Arc::clone(read), turn);
                 *read_cpu += metered(meter.as_ref(), reads).await;
-                self.load_writes(http, s, Arc::new(Recorder::new()), WARM_UP)
+                self.load_writes(http, s, Arc::new(Recorder::new()), warm)
                     .await;
                 let writes = self.load_writes(http, s, Arc::clone(write), turn);
                 *write_cpu += metered(meter.as_ref(), writes).await;
