@@ -575,7 +575,12 @@ async fn probe(host: &Host, deadline: Duration) -> Result<(bool, Lsn), String> {
         let row = loop {
             tries += 1;
             let conn = host.pool.get().await.map_err(|e| e.to_string())?;
-            match conn.query_one(PROBE, &[]).await {
+            // Prepared once per connection: every later probe is one round trip.
+            let asked = match conn.prepare_cached(PROBE).await {
+                Ok(statement) => conn.query_one(&statement, &[]).await,
+                Err(e) => Err(e),
+            };
+            match asked {
                 Ok(row) => break row,
                 Err(e) if is_connection_lost(&e) && tries <= STALE_RETRIES => {
                     drop(Object::take(conn));

@@ -206,7 +206,13 @@ async fn read_batch(
         .query(&statement, &[&state.cursor, &BATCH])
         .await
         .map_err(|e| e.to_string())?;
-    record_lag(&conn, shard, state.cursor).await;
+    if rows.is_empty() {
+        // Nothing after the cursor: no lag, and no second round trip to say so (an idle
+        // node polls every feed five times a second).
+        publish_lag(shard, 0, 0.0);
+    } else {
+        record_lag(&conn, shard, state.cursor).await;
+    }
     let full = rows.len() == BATCH as usize;
     let mut out = Vec::with_capacity(rows.len());
     let mut expected = state.cursor + 1;
@@ -266,8 +272,13 @@ async fn record_lag(conn: &deadpool_postgres::Object, shard: &ShardId, cursor: i
     let lag = conn.query_one(&statement, &[&cursor]).await;
     if let Ok(row) = lag {
         let (head, seconds): (i64, f64) = (row.get(0), row.get(1));
-        let labels = [("shard", shard.to_string())];
-        metrics::gauge!("strata_search_lag_sequence", &labels).set((head - cursor).max(0) as f64);
-        metrics::gauge!("strata_search_lag_seconds", &labels).set(seconds.max(0.0));
+        publish_lag(shard, (head - cursor).max(0), seconds.max(0.0));
     }
+}
+
+/// Sets a shard's search lag gauges.
+fn publish_lag(shard: &ShardId, sequences: i64, seconds: f64) {
+    let labels = [("shard", shard.to_string())];
+    metrics::gauge!("strata_search_lag_sequence", &labels).set(sequences as f64);
+    metrics::gauge!("strata_search_lag_seconds", &labels).set(seconds);
 }
