@@ -1,21 +1,22 @@
 //! Where a load's CPU goes on this machine: the whole machine's busy time (from
-//! `/proc/stat`) and one process's own (from `/proc/<pid>/stat`), read before and after
-//! each turn of a load. On a machine the load saturates, the rate a path reaches is the
-//! machine's cores divided by what one request costs them all, so the CPU per request
-//! says why one path is slower than another: `data-paths` uses it to show what the load
-//! balancer's hop costs next to the rest of a request, and what a node spends per
-//! request with 2 shards and with 16 (the routing cost, apart from Postgres').
+//! `/proc/stat`) and that of some processes (from `/proc/<pid>/stat`), read before and
+//! after each turn of a load. On a machine the load saturates, the rate a path reaches
+//! is the machine's cores divided by what one request costs them all, so the CPU per
+//! request says why one path is slower than another: `data-paths` uses it to show what
+//! the load balancer's hop costs next to the rest of a request, and what a node and
+//! its Postgres servers each spend per request with 2 shards and with 16 (the routing
+//! cost, apart from Postgres').
 
 use std::path::Path;
 
 use strata_sandbox::{Cluster, process};
 
-/// Busy CPU seconds, machine-wide and of the metered process.
+/// Busy CPU seconds, machine-wide and of the metered processes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CpuTimes {
     /// Every core's time not idle (user, nice, system, interrupts, steal).
     pub machine_secs: f64,
-    /// The metered process's user and system time.
+    /// The metered processes' user and system time.
     pub process_secs: f64,
 }
 
@@ -36,9 +37,11 @@ impl std::ops::AddAssign for CpuTimes {
     }
 }
 
-/// Reads the CPU times of this machine and of one process.
+/// Reads the CPU times of this machine and of the metered processes.
 pub struct CpuMeter {
-    pid: i32,
+    pids: Vec<i32>,
+    /// Count each process's children too (live and exited): a postmaster's backends.
+    with_children: bool,
     ticks_per_sec: f64,
 }
 
@@ -46,10 +49,26 @@ impl CpuMeter {
     /// The meter of process `pid`, or None when `/proc` cannot be read (not Linux, or
     /// no such process).
     pub fn of_process(pid: i32) -> Option<Self> {
+        Self::new(vec![pid], false)
+    }
+
+    /// The meter of every Postgres server of `cluster`, each with all its backends and
+    /// helpers, or None when one is not running.
+    pub fn of_postgres(cluster: &Cluster) -> Option<Self> {
+        let postmasters = cluster
+            .postgres
+            .iter()
+            .map(|pg| pg.postmaster_pid())
+            .collect::<Option<Vec<i32>>>()?;
+        Self::new(postmasters, true)
+    }
+
+    fn new(pids: Vec<i32>, with_children: bool) -> Option<Self> {
         // SAFETY: sysconf only reads a system constant.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         let meter = Self {
-            pid,
+            pids,
+            with_children,
             ticks_per_sec: if ticks > 0 { ticks as f64 } else { 100.0 },
         };
         meter.read().map(|_| meter)
@@ -67,8 +86,18 @@ impl CpuMeter {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         Some(CpuTimes {
             machine_secs: machine_busy_ticks(&stat)? as f64 / self.ticks_per_sec,
-            process_secs: process::cpu_ticks(self.pid)? as f64 / self.ticks_per_sec,
+            process_secs: self.process_ticks()? as f64 / self.ticks_per_sec,
         })
+    }
+
+    /// The metered processes' ticks (None when one is gone).
+    fn process_ticks(&self) -> Option<u64> {
+        let ticks = if self.with_children {
+            process::family_cpu_ticks
+        } else {
+            process::cpu_ticks
+        };
+        self.pids.iter().map(|&pid| ticks(pid)).sum()
     }
 
     /// Runs `work` and returns what the machine and the process spent meanwhile (zero
@@ -95,6 +124,23 @@ pub async fn metered<F: std::future::Future<Output = ()>>(
             CpuTimes::default()
         }
     }
+}
+
+/// What two meters read over the same `load` (zero for a missing one or a failed read).
+pub async fn metered_pair<F: std::future::Future<Output = ()>>(
+    (a, b): (Option<&CpuMeter>, Option<&CpuMeter>),
+    load: F,
+) -> (CpuTimes, CpuTimes) {
+    let start = (a.and_then(CpuMeter::read), b.and_then(CpuMeter::read));
+    load.await;
+    let spent = |meter: Option<&CpuMeter>, start: Option<CpuTimes>| match (
+        start,
+        meter.and_then(CpuMeter::read),
+    ) {
+        (Some(start), Some(end)) => end - start,
+        _ => CpuTimes::default(),
+    };
+    (spent(a, start.0), spent(b, start.1))
 }
 
 /// Microseconds of `secs` per request, over `requests` (at least one).

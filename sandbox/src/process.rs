@@ -175,13 +175,35 @@ pub fn cpu_ticks(pid: i32) -> Option<u64> {
     stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// The CPU time, in clock ticks, of `pid` and of every child it has had: its own, its
+/// reaped children's (which the kernel adds to it when it waits for them), and its live
+/// children's. For a postmaster that is the whole server, backends that came and went
+/// included. None when `pid` is gone.
+pub fn family_cpu_ticks(pid: i32) -> Option<u64> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let reaped = stat_fields(&own, &[14, 15, 16, 17])?;
+    let live: u64 = with_children(pid)
+        .into_iter()
+        .filter(|&p| p != pid)
+        .filter_map(cpu_ticks)
+        .sum();
+    Some(reaped + live)
+}
+
 /// utime + stime of a `/proc/<pid>/stat` line.
 fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    stat_fields(stat, &[14, 15])
+}
+
+/// The sum of the numbered fields of a `/proc/<pid>/stat` line (1-based, as in proc(5):
+/// utime 14, stime 15, cutime 16, cstime 17).
+fn stat_fields(stat: &str, numbers: &[usize]) -> Option<u64> {
     let fields: Vec<&str> = after_name(stat)?.split_whitespace().collect();
-    // After the name: state is field 3, utime field 14, stime field 15.
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
+    // After the name, the first field is number 3 (state).
+    numbers
+        .iter()
+        .map(|n| fields.get(n - 3)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// A `/proc/<pid>/stat` line after the command name (field 2), which may itself hold
@@ -282,5 +304,40 @@ mod tests {
     fn a_process_name_with_spaces_and_parentheses_does_not_shift_the_fields() {
         let stat = "4242 (odd (name) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 123 45 0 0 20 0 1 0 99 1000 10";
         assert_eq!(stat_cpu_ticks(stat), Some(123 + 45));
+        assert_eq!(
+            stat_fields(stat, &[14, 15, 16, 17]),
+            Some(123 + 45),
+            "no reaped children"
+        );
+        let reaped =
+            "7 (postgres) S 1 7 7 0 -1 4194560 100 0 0 0 10 20 300 400 20 0 1 0 99 1000 10";
+        assert_eq!(
+            stat_fields(reaped, &[14, 15, 16, 17]),
+            Some(10 + 20 + 300 + 400)
+        );
+        assert_eq!(stat_fields("7 (short) S 1", &[14]), None);
+    }
+
+    #[test]
+    fn a_family_counts_the_cpu_of_a_child_that_has_exited() {
+        let me = std::process::id() as i32;
+        let reaped = || {
+            stat_fields(
+                &std::fs::read_to_string("/proc/self/stat").unwrap(),
+                &[16, 17],
+            )
+        };
+        let (before, reaped_before) = (family_cpu_ticks(me).unwrap(), reaped().unwrap());
+        // A child that burns CPU until the kernel charges it a tick, then is reaped.
+        let status = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "while [ $(cut -d' ' -f14 /proc/$$/stat) -lt 2 ]; do :; done",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(reaped().unwrap() >= reaped_before + 2);
+        assert!(family_cpu_ticks(me).unwrap() >= before + 2);
     }
 }

@@ -13,7 +13,7 @@ use reqwest::{Client, Method};
 use serde_json::json;
 use strata_sandbox::Cluster;
 
-use crate::cpu_meter::{CpuMeter, CpuTimes, metered};
+use crate::cpu_meter::{CpuMeter, CpuTimes, metered_pair};
 use crate::load::closed_loop;
 use crate::recorder::Recorder;
 use crate::report::Phase;
@@ -41,6 +41,11 @@ pub struct ScalingRun {
     pub read_cpu: Option<CpuTimes>,
     /// The same over the measured write turns.
     pub write_cpu: Option<CpuTimes>,
+    /// CPU seconds of all the cluster's Postgres servers (backends included) over the
+    /// measured read turns (None when they could not be read).
+    pub read_postgres_secs: Option<f64>,
+    /// The same over the measured write turns.
+    pub write_postgres_secs: Option<f64>,
 }
 
 /// One started cluster with its seeded load.
@@ -52,9 +57,9 @@ struct Seeded {
     node: String,
 }
 
-/// Turns each shard count's load gets, alternating with the others. This machine's
-/// rate drifts by ±10 % over seconds; short turns taken in alternation put both shard
-/// counts through the same drift.
+/// Turns each shard count's load gets, alternating with the others (the order reversed
+/// every turn). This machine's rate drifts by ±10 % over seconds; short turns taken in
+/// alternation put both shard counts through the same drift.
 const TURNS: u32 = 6;
 
 /// Load before the first measured turn, not recorded: connection pools fill (16 shards
@@ -99,12 +104,24 @@ impl ShardScaling {
             .iter()
             .map(|s| s.cluster.nodes[0].pid().and_then(CpuMeter::of_process))
             .collect();
+        let postgres: Vec<Option<CpuMeter>> = seeded
+            .iter()
+            .map(|s| CpuMeter::of_postgres(&s.cluster))
+            .collect();
         let mut cpu = vec![(CpuTimes::default(), CpuTimes::default()); seeded.len()];
+        let mut postgres_cpu = vec![(CpuTimes::default(), CpuTimes::default()); seeded.len()];
         let turn = self.duration / TURNS;
         for t in 0..TURNS {
-            for (((s, (read, write)), meter), (read_cpu, write_cpu)) in
-                seeded.iter().zip(&recorders).zip(&meters).zip(&mut cpu)
-            {
+            // The order reversed every turn: 2 16 16 2 2 16 ...
+            let mut order: Vec<usize> = (0..seeded.len()).collect();
+            if t % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let (s, (read, write)) = (&seeded[i], &recorders[i]);
+                let meters = (meters[i].as_ref(), postgres[i].as_ref());
+                let ((read_cpu, write_cpu), (read_pg, write_pg)) =
+                    (&mut cpu[i], &mut postgres_cpu[i]);
                 eprintln!(
                     "shard scaling: {} shards, turn {} of {TURNS} ...",
                     s.shards,
@@ -114,22 +131,29 @@ impl ShardScaling {
                 self.load_reads(http, s, Arc::new(Recorder::new()), warm)
                     .await;
                 let reads = self.load_reads(http, s, Arc::clone(read), turn);
-                *read_cpu += metered(meter.as_ref(), reads).await;
+                let (node, pg) = metered_pair(meters, reads).await;
+                *read_cpu += node;
+                *read_pg += pg;
                 self.load_writes(http, s, Arc::new(Recorder::new()), warm)
                     .await;
                 let writes = self.load_writes(http, s, Arc::clone(write), turn);
-                *write_cpu += metered(meter.as_ref(), writes).await;
+                let (node, pg) = metered_pair(meters, writes).await;
+                *write_cpu += node;
+                *write_pg += pg;
             }
         }
-        for (((s, (read, write)), meter), (read_cpu, write_cpu)) in
-            seeded.iter().zip(&recorders).zip(&meters).zip(cpu)
-        {
+        for (i, s) in seeded.iter().enumerate() {
+            let ((read, write), (read_cpu, write_cpu), (read_pg, write_pg)) =
+                (&recorders[i], cpu[i], postgres_cpu[i]);
+            let (node, pg) = (meters[i].is_some(), postgres[i].is_some());
             runs.push(ScalingRun {
                 shards: s.shards,
                 read: self.phase(s.shards, "read", read, turn * TURNS),
                 write: self.phase(s.shards, "write", write, turn * TURNS),
-                read_cpu: meter.as_ref().map(|_| read_cpu),
-                write_cpu: meter.as_ref().map(|_| write_cpu),
+                read_cpu: node.then_some(read_cpu),
+                write_cpu: node.then_some(write_cpu),
+                read_postgres_secs: pg.then_some(read_pg.process_secs),
+                write_postgres_secs: pg.then_some(write_pg.process_secs),
             });
         }
         drop_all(seeded).await;
