@@ -51,8 +51,10 @@ pub struct DataPaths {
     pub shard_counts: Vec<usize>,
 }
 
-/// Turns of each side of a paired measurement.
-const ROUNDS: u32 = 3;
+/// Turns of each side of a paired measurement. This machine's rate drifts by ±10 % over
+/// seconds: many short turns, in the order A B B A A B ..., put both sides through the
+/// same drift.
+const ROUNDS: u32 = 6;
 
 /// Public posts seeded for the cached read.
 const PUBLIC_POSTS: usize = 100;
@@ -485,16 +487,16 @@ impl DataPaths {
         if let (Some(fewest), Some(most)) = (scaling.first(), scaling.last())
             && scaling.len() > 1
         {
-            for (path, (a, a_cpu), (b, b_cpu)) in [
+            for (path, (a, a_cpu, a_pg), (b, b_cpu, b_pg)) in [
                 (
                     "read",
-                    (&most.read, most.read_cpu),
-                    (&fewest.read, fewest.read_cpu),
+                    (&most.read, most.read_cpu, most.read_postgres_secs),
+                    (&fewest.read, fewest.read_cpu, fewest.read_postgres_secs),
                 ),
                 (
                     "write",
-                    (&most.write, most.write_cpu),
-                    (&fewest.write, fewest.write_cpu),
+                    (&most.write, most.write_cpu, most.write_postgres_secs),
+                    (&fewest.write, fewest.write_cpu, fewest.write_postgres_secs),
                 ),
             ] {
                 let (value, n, d) = rates(a, b);
@@ -516,6 +518,20 @@ impl DataPaths {
                     ratio(
                         &format!(
                             "node CPU per {path}: with {} shards ÷ with {} shards (the routing cost, without Postgres')",
+                            fewest.shards, most.shards
+                        ),
+                        few_us / most_us,
+                        us(few_us),
+                        us(most_us),
+                        None,
+                    );
+                }
+                if let (Some(a_pg), Some(b_pg)) = (a_pg, b_pg) {
+                    let few_us = micros_per_request(b_pg, requests(b));
+                    let most_us = micros_per_request(a_pg, requests(a));
+                    ratio(
+                        &format!(
+                            "Postgres CPU per {path}, all servers: with {} shards ÷ with {} shards (the same rows and statements on more servers sharing the cores)",
                             fewest.shards, most.shards
                         ),
                         few_us / most_us,
@@ -600,18 +616,25 @@ impl DataPaths {
         let (recorder_a, recorder_b) = (Arc::new(Recorder::new()), Arc::new(Recorder::new()));
         let (mut cpu_a, mut cpu_b) = (CpuTimes::default(), CpuTimes::default());
         let turn = self.duration / ROUNDS;
-        for _ in 0..ROUNDS {
-            before_a();
-            let load = closed_loop(Arc::clone(&recorder_a), self.connections, turn, a.clone());
-            cpu_a += metered(meter, load).await;
-            before_b();
-            let load = closed_loop(Arc::clone(&recorder_b), self.connections, turn, b.clone());
-            cpu_b += metered(meter, load).await;
+        for round in 0..ROUNDS {
+            for side_a in [round % 2 == 0, round % 2 == 1] {
+                if side_a {
+                    before_a();
+                    let load =
+                        closed_loop(Arc::clone(&recorder_a), self.connections, turn, a.clone());
+                    cpu_a += metered(meter, load).await;
+                } else {
+                    before_b();
+                    let load =
+                        closed_loop(Arc::clone(&recorder_b), self.connections, turn, b.clone());
+                    cpu_b += metered(meter, load).await;
+                }
+            }
         }
         let phase = |name: &str, recorder: &Recorder| Phase {
             name: name.into(),
             load: format!(
-                "closed loop, {} connections, {ROUNDS} turns alternating with its baseline",
+                "closed loop, {} connections, {ROUNDS} turns alternating with its baseline, the order reversed every round",
                 self.connections
             ),
             duration_secs: (turn * ROUNDS).as_secs_f64(),
