@@ -178,8 +178,10 @@ mod tests {
         let meter = CpuMeter::of_process(std::process::id() as i32).unwrap();
         let spent = meter
             .measure(async {
-                // Busy until the kernel has charged this process a few clock ticks
+                // Busy until the kernel has charged this process 20 clock ticks
                 // (however loaded the machine), with a cap so a broken reading ends.
+                // Fewer would be within the sampling error of /proc/stat's
+                // machine-wide count, which takes a tick from whatever runs at it.
                 let ticks = || process::cpu_ticks(std::process::id() as i32).unwrap();
                 let start = ticks();
                 let mut x = 0u64;
@@ -188,7 +190,7 @@ mod tests {
                         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
                     }
                     std::hint::black_box(x);
-                    if ticks() >= start + 3 {
+                    if ticks() >= start + 20 {
                         break;
                     }
                 }
