@@ -677,7 +677,7 @@ impl Cluster {
             .iter()
             .map(|p| p.addr.port())
             .max()
-            .unwrap_or(55390);
+            .unwrap_or(25390);
         let base = (highest / 10 + 1) * 10;
         let block: Vec<u16> = (0..count as u16).map(|i| base + i).collect();
         // The next block of ten (the local cluster's layout) when it can be bound now,
