@@ -7,6 +7,12 @@ use clap::Parser;
 use strata_node::config::NodeConfig;
 use strata_node::startup::{Application, shutdown_signal};
 
+/// mimalloc instead of the system allocator: a request allocates and frees many small
+/// buffers (headers, JSON, rows), and glibc's malloc was 8–12 % of the node's CPU per
+/// read under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Strata API node.
 #[derive(Parser)]
 #[command(version, about)]
