@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use strata_node::config::LimitsConfig;
 use strata_router::{Placement, RouterSettings, ShardId, route_hash};
 use strata_sandbox::Cluster;
 use strata_tests::api::{Api, Tokens, status_and_json, unique};
@@ -30,6 +31,12 @@ fn cluster() -> &'static Cluster {
             .nodes(2)
             .load_balancer(false)
             .router(router)
+            // Placing users on a shard takes five signups each on average, all from this
+            // one address: the default 60 a minute is a limit these tests are not about.
+            .limits(LimitsConfig {
+                signup_per_ip: 100_000,
+                ..LimitsConfig::default()
+            })
     })
 }
 

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use strata_node::config::LimitsConfig;
 use strata_router::{Placement, ShardId, route_hash};
 use strata_sandbox::Cluster;
 use strata_sandbox::kernel_balancer::KernelBalancer;
@@ -49,6 +50,12 @@ fn cluster() -> &'static Cluster {
             // without cutting them; short enough for the slow-upload test to outlast it.
             .request_timeout_ms(8_000)
             .upload_idle_timeout_ms(2_000)
+            // Users are placed on a shard by signing up until one lands there, all from
+            // this one address: the default 60 signups a minute is not what these test.
+            .limits(LimitsConfig {
+                signup_per_ip: 100_000,
+                ..LimitsConfig::default()
+            })
     })
 }
 
