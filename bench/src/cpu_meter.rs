@@ -92,12 +92,11 @@ impl CpuMeter {
 
     /// The metered processes' ticks (None when one is gone).
     fn process_ticks(&self) -> Option<u64> {
-        let ticks = if self.with_children {
-            process::family_cpu_ticks
+        if self.with_children {
+            process::family_cpu_ticks(&self.pids)
         } else {
-            process::cpu_ticks
-        };
-        self.pids.iter().map(|&pid| ticks(pid)).sum()
+            self.pids.iter().map(|&pid| process::cpu_ticks(pid)).sum()
+        }
     }
 
     /// Runs `work` and returns what the machine and the process spent meanwhile (zero
@@ -105,6 +104,11 @@ impl CpuMeter {
     pub async fn measure<F: std::future::Future<Output = ()>>(&self, work: F) -> CpuTimes {
         let start = self.read();
         work.await;
+        self.since(start)
+    }
+
+    /// What was spent since the reading `start` (zero when either reading failed).
+    fn since(&self, start: Option<CpuTimes>) -> CpuTimes {
         match (start, self.read()) {
             (Some(start), Some(end)) => end - start,
             _ => CpuTimes::default(),
@@ -133,13 +137,8 @@ pub async fn metered_pair<F: std::future::Future<Output = ()>>(
 ) -> (CpuTimes, CpuTimes) {
     let start = (a.and_then(CpuMeter::read), b.and_then(CpuMeter::read));
     load.await;
-    let spent = |meter: Option<&CpuMeter>, start: Option<CpuTimes>| match (
-        start,
-        meter.and_then(CpuMeter::read),
-    ) {
-        (Some(start), Some(end)) => end - start,
-        _ => CpuTimes::default(),
-    };
+    let spent =
+        |meter: Option<&CpuMeter>, start| meter.map_or_else(CpuTimes::default, |m| m.since(start));
     (spent(a, start.0), spent(b, start.1))
 }
 

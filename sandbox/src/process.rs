@@ -175,17 +175,21 @@ pub fn cpu_ticks(pid: i32) -> Option<u64> {
     stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// The CPU time, in clock ticks, of `pid` and of every child it has had: its own, its
-/// reaped children's (which the kernel adds to it when it waits for them), and its live
-/// children's. For a postmaster that is the whole server, backends that came and went
-/// included. None when `pid` is gone.
-pub fn family_cpu_ticks(pid: i32) -> Option<u64> {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let reaped = stat_fields(&own, &[14, 15, 16, 17])?;
-    let live: u64 = with_children(pid)
-        .into_iter()
-        .filter(|&p| p != pid)
-        .filter_map(cpu_ticks)
+/// The CPU time, in clock ticks, of the processes `pids` and of every child they have
+/// had: their own, their reaped children's (which the kernel adds to a parent when it
+/// waits for them), and their live children's. For postmasters that is the whole of
+/// their servers, backends that came and went included. None when one of `pids` is gone.
+pub fn family_cpu_ticks(pids: &[i32]) -> Option<u64> {
+    let reaped = pids
+        .iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat_fields(&stat, &[14, 15, 16, 17])
+        })
+        .sum::<Option<u64>>()?;
+    let live: u64 = children_of(pids)
+        .iter()
+        .filter_map(|(_, stat)| stat_cpu_ticks(stat))
         .sum();
     Some(reaped + live)
 }
@@ -216,28 +220,25 @@ fn after_name(stat: &str) -> Option<&str> {
 /// the postmaster), read from /proc.
 pub fn with_children(pid: i32) -> Vec<i32> {
     let mut all = vec![pid];
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return all;
-    };
-    for entry in entries.flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // Fields after the command name: state, ppid, ...
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1));
-        if ppid.and_then(|p| p.parse::<i32>().ok()) == Some(pid) {
-            all.push(child);
-        }
-    }
+    all.extend(children_of(&[pid]).into_iter().map(|(child, _)| child));
     all
+}
+
+/// Every live process whose parent is one of `parents`, with its `/proc/<pid>/stat`
+/// line, from one pass over /proc.
+fn children_of(parents: &[i32]) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let child = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid = i32::try_from(stat_fields(&stat, &[4])?).ok()?;
+            parents.contains(&ppid).then_some((child, stat))
+        })
+        .collect()
 }
 
 /// Starts `command` in a process group of its own, its output appended to `log`, its
@@ -327,7 +328,7 @@ mod tests {
                 &[16, 17],
             )
         };
-        let (before, reaped_before) = (family_cpu_ticks(me).unwrap(), reaped().unwrap());
+        let (before, reaped_before) = (family_cpu_ticks(&[me]).unwrap(), reaped().unwrap());
         // A child that burns CPU until the kernel charges it a tick, then is reaped.
         let status = std::process::Command::new("sh")
             .args([
@@ -338,6 +339,6 @@ mod tests {
             .unwrap();
         assert!(status.success());
         assert!(reaped().unwrap() >= reaped_before + 2);
-        assert!(family_cpu_ticks(me).unwrap() >= before + 2);
+        assert!(family_cpu_ticks(&[me]).unwrap() >= before + 2);
     }
 }

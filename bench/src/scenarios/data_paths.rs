@@ -510,35 +510,28 @@ impl DataPaths {
                     d,
                     Some(Goal::AtLeast(0.9)),
                 );
-                if let (Some(a_cpu), Some(b_cpu)) = (a_cpu, b_cpu) {
-                    let node_us = |cpu: CpuTimes, phase: &Phase| {
-                        micros_per_request(cpu.process_secs, requests(phase))
-                    };
-                    let (few_us, most_us) = (node_us(b_cpu, b), node_us(a_cpu, a));
-                    ratio(
-                        &format!(
-                            "node CPU per {path}: with {} shards ÷ with {} shards (the routing cost, without Postgres')",
-                            fewest.shards, most.shards
+                let (few, many) = (fewest.shards, most.shards);
+                for (name, a_secs, b_secs) in [
+                    (
+                        format!(
+                            "node CPU per {path}: with {few} shards ÷ with {many} shards (the routing cost, without Postgres')"
                         ),
-                        few_us / most_us,
-                        us(few_us),
-                        us(most_us),
-                        None,
-                    );
-                }
-                if let (Some(a_pg), Some(b_pg)) = (a_pg, b_pg) {
-                    let few_us = micros_per_request(b_pg, requests(b));
-                    let most_us = micros_per_request(a_pg, requests(a));
-                    ratio(
-                        &format!(
-                            "Postgres CPU per {path}, all servers: with {} shards ÷ with {} shards (the same rows and statements on more servers sharing the cores)",
-                            fewest.shards, most.shards
+                        a_cpu.map(|c| c.process_secs),
+                        b_cpu.map(|c| c.process_secs),
+                    ),
+                    (
+                        format!(
+                            "Postgres CPU per {path}, all servers: with {few} shards ÷ with {many} shards (the same rows and statements on more servers sharing the cores)"
                         ),
-                        few_us / most_us,
-                        us(few_us),
-                        us(most_us),
-                        None,
-                    );
+                        a_pg,
+                        b_pg,
+                    ),
+                ] {
+                    if let (Some(a_secs), Some(b_secs)) = (a_secs, b_secs) {
+                        let few_us = micros_per_request(b_secs, requests(b));
+                        let most_us = micros_per_request(a_secs, requests(a));
+                        ratio(&name, few_us / most_us, us(few_us), us(most_us), None);
+                    }
                 }
             }
         }
@@ -617,18 +610,14 @@ impl DataPaths {
         let (mut cpu_a, mut cpu_b) = (CpuTimes::default(), CpuTimes::default());
         let turn = self.duration / ROUNDS;
         for round in 0..ROUNDS {
-            for side_a in [round % 2 == 0, round % 2 == 1] {
-                if side_a {
-                    before_a();
-                    let load =
-                        closed_loop(Arc::clone(&recorder_a), self.connections, turn, a.clone());
-                    cpu_a += metered(meter, load).await;
-                } else {
-                    before_b();
-                    let load =
-                        closed_loop(Arc::clone(&recorder_b), self.connections, turn, b.clone());
-                    cpu_b += metered(meter, load).await;
-                }
+            // A B, then B A: the order reversed every round.
+            let a_first = round % 2 == 0;
+            if a_first {
+                cpu_a += self.turn((&a, before_a, &recorder_a), turn, meter).await;
+            }
+            cpu_b += self.turn((&b, before_b, &recorder_b), turn, meter).await;
+            if !a_first {
+                cpu_a += self.turn((&a, before_a, &recorder_a), turn, meter).await;
             }
         }
         let phase = |name: &str, recorder: &Recorder| Phase {
@@ -644,6 +633,23 @@ impl DataPaths {
             (phase(name_a, &recorder_a), cpu_a),
             (phase(name_b, &recorder_b), cpu_b),
         )
+    }
+
+    /// One closed-loop turn of `load` into `recorder` after `before`, and what `meter`
+    /// read over it.
+    async fn turn<L, F>(
+        &self,
+        (load, before, recorder): (&L, &dyn Fn(), &Arc<Recorder>),
+        turn: Duration,
+        meter: Option<&CpuMeter>,
+    ) -> CpuTimes
+    where
+        L: Fn(u64) -> F + Send + Sync + Clone + 'static,
+        F: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        before();
+        let load = closed_loop(Arc::clone(recorder), self.connections, turn, load.clone());
+        metered(meter, load).await
     }
 
     /// A read through a balancer alternated with the same read straight at the nodes:
