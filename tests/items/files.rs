@@ -40,6 +40,8 @@ async fn an_upload_downloads_byte_identical_with_its_sha256_and_etag() {
             bytes.clone(),
         )
         .await;
+    // Read on the other node with the write's consistency token (read-your-writes).
+    let written = response.headers()["x-strata-consistency"].clone();
     let (status, file) = status_and_json(response).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     let sha = hex::encode(Sha256::digest(&bytes));
@@ -53,6 +55,7 @@ async fn an_upload_downloads_byte_identical_with_its_sha256_and_etag() {
         .http
         .get(format!("{}/v1/files/{id}/content", other.base))
         .bearer_auth(&owner.access)
+        .header("x-strata-consistency", &written)
         .send()
         .await
         .unwrap();
@@ -82,7 +85,15 @@ async fn an_upload_downloads_byte_identical_with_its_sha256_and_etag() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
-    let (_, list) = status_and_json(other.get("/v1/files", Some(&owner.access)).await).await;
+    let listed = other
+        .http
+        .get(format!("{}/v1/files", other.base))
+        .bearer_auth(&owner.access)
+        .header("x-strata-consistency", &written)
+        .send()
+        .await
+        .unwrap();
+    let (_, list) = status_and_json(listed).await;
     assert_eq!(list["items"][0]["id"], id);
 
     let stranger = user("snoop").await;
@@ -272,6 +283,9 @@ async fn a_multipart_upload_of_the_file_field_is_stored_like_a_raw_one() {
         .send()
         .await
         .unwrap();
+    // The read carries the write's consistency token: without it a replica that has
+    // not replayed the upload yet answers 404, as the API allows.
+    let written = response.headers()["x-strata-consistency"].clone();
     let (status, file) = status_and_json(response).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     assert_eq!(
@@ -288,6 +302,7 @@ async fn a_multipart_upload_of_the_file_field_is_stored_like_a_raw_one() {
             file["id"].as_str().unwrap()
         ))
         .bearer_auth(&owner.access)
+        .header("x-strata-consistency", written)
         .send()
         .await
         .unwrap();
