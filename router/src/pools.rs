@@ -1,4 +1,5 @@
-//! One connection pool per Postgres host. Pools are built without connecting, so a host
+//! One connection pool per Postgres host of a shard (shards sharing a server get a pool
+//! each, on their own databases). Pools are built without connecting, so a host
 //! that is down at start-up costs nothing until it comes back.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
@@ -8,7 +9,7 @@ use crate::ids::HostAddr;
 use crate::settings::RouterSettings;
 use crate::shard_map::ShardMap;
 
-/// Builds the pool for one host of the map.
+/// Builds the pool for one host of the map, on `database` (the shard's).
 ///
 /// The pool hands out the connection returned last (LIFO). With first-in-first-out,
 /// every request took the connection idle longest, so the work cycled through all of a
@@ -17,12 +18,17 @@ use crate::shard_map::ShardMap;
 /// primary-key read against 50–57 µs with LIFO, and the read rate 0.78–0.80 of the rate
 /// with 2 shards against 0.94–0.96. Idle connections at the back of the queue stay
 /// open; like any other, one found closed when handed out is replaced.
-pub fn host_pool(map: &ShardMap, host: &HostAddr, settings: &RouterSettings) -> Pool {
+pub fn host_pool(
+    map: &ShardMap,
+    host: &HostAddr,
+    database: &str,
+    settings: &RouterSettings,
+) -> Pool {
     let mut pg = tokio_postgres::Config::new();
     pg.host(host.host())
         .port(host.port())
         .user(&map.user)
-        .dbname(&map.database)
+        .dbname(database)
         .application_name("strata")
         .connect_timeout(settings.connect_timeout())
         .keepalives(true);

@@ -73,6 +73,12 @@ pub struct ShardConfig {
     /// cluster applies it to the shard's first host. Default off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub synchronous: bool,
+    /// The shard's database on its hosts. Default: the map's `database`. Shards may share
+    /// hosts (several shards on one Postgres server, each in a database of its own: one
+    /// server's memory and processes instead of one per shard); a host and database pair
+    /// belongs to one shard only. Shards added online get the map's database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -175,6 +181,14 @@ impl ShardMap {
         self.shards.iter().find(|s| &s.id == id)
     }
 
+    /// The database shard `id` keeps its data in: its own `database`, else the map's (also
+    /// for a shard the map does not list, such as one added online).
+    pub fn database_of(&self, id: &ShardId) -> &str {
+        self.shard(id)
+            .and_then(|s| s.database.as_deref())
+            .unwrap_or(&self.database)
+    }
+
     fn validate(&self) -> Result<(), ShardMapError> {
         if self.shards.is_empty() {
             return Err(ShardMapError::invalid(
@@ -197,17 +211,7 @@ impl ShardMap {
                 return Err(ShardMapError::invalid(name, "must be 1..=63 characters"));
             }
         }
-        if !self
-            .catalog
-            .database
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(ShardMapError::invalid(
-                "catalog.database",
-                "must be lower-case letters, digits and _",
-            ));
-        }
+        check_database_name("catalog.database", &self.catalog.database)?;
         let mut ids = HashSet::new();
         let mut hosts = HashSet::new();
         for (i, shard) in self.shards.iter().enumerate() {
@@ -229,17 +233,40 @@ impl ShardMap {
                     "a shard needs at least one host",
                 ));
             }
+            if let Some(database) = &shard.database {
+                check_database_name(&format!("shard[{i}].database"), database)?;
+            }
+            let database = shard.database.as_ref().unwrap_or(&self.database);
             for (j, host) in shard.hosts.iter().enumerate() {
-                if !hosts.insert(host) {
+                if !hosts.insert((host, database)) {
                     return Err(ShardMapError::invalid(
                         format!("shard[{i}].hosts[{j}]"),
-                        format!("host {host} is listed twice"),
+                        format!(
+                            "host {host} is listed twice with database {database:?} (shards sharing a host need a `database` each)"
+                        ),
                     ));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A database name the map may use: 1..=63 lower-case letters, digits and `_` (it is
+/// written into `CREATE DATABASE` unquoted).
+fn check_database_name(field: &str, name: &str) -> Result<(), ShardMapError> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(ShardMapError::invalid(
+            field,
+            "must be 1..=63 lower-case letters, digits and _",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -301,6 +328,27 @@ mod tests {
             "[[shard]]\nid = \"s0\"\nhosts = [\"h:1\"]\n[[shard]]\nid = \"s1\"\nhosts = [\"h:1\"]\n",
         );
         assert!(err.contains("shard[1].hosts[0]"), "{err}");
+    }
+
+    #[test]
+    fn shards_share_a_host_only_in_databases_of_their_own() {
+        let shared = "[[shard]]\nid = \"s0\"\nhosts = [\"h:1\"]\ndatabase = \"strata_s0\"\n\
+                      [[shard]]\nid = \"s1\"\nhosts = [\"h:1\"]\ndatabase = \"strata_s1\"\n";
+        let map = ShardMap::parse(shared).unwrap();
+        assert_eq!(map.database_of(&map.shards[1].id), "strata_s1");
+        assert_eq!(map.database_of(&"s9".parse().unwrap()), "strata");
+        assert_eq!(ShardMap::parse(&map.to_toml()).unwrap(), map);
+        // One of them on the map's database still differs from the other's.
+        let one_default = shared.replacen("database = \"strata_s0\"\n", "", 1);
+        assert!(ShardMap::parse(&one_default).is_ok());
+        let same = shared.replace("strata_s1", "strata_s0");
+        let err = error_of(&same);
+        assert!(
+            err.contains("shard[1].hosts[0]") && err.contains("strata_s0"),
+            "{err}"
+        );
+        let err = error_of(&shared.replace("strata_s1", "Strata-1"));
+        assert!(err.contains("shard[1].database"), "{err}");
     }
 
     #[test]

@@ -546,7 +546,7 @@ fn new_shard(map: &ShardMap, settings: &RouterSettings, id: &ShardId, hosts: &[H
         .iter()
         .map(|addr| Host {
             addr: addr.clone(),
-            pool: host_pool(map, addr, settings),
+            pool: host_pool(map, addr, map.database_of(id), settings),
             seen: Mutex::new(Observation {
                 role: HostRole::Unknown,
                 lsn: None,

@@ -18,6 +18,7 @@ use crate::reaper;
 #[derive(Debug, Clone)]
 pub struct ClusterBuilder {
     shards: usize,
+    servers: Option<usize>,
     replicas: usize,
     redis_masters: usize,
     redis_replicas: usize,
@@ -39,6 +40,7 @@ impl Default for ClusterBuilder {
     fn default() -> Self {
         Self {
             shards: 2,
+            servers: None,
             replicas: 1,
             redis_masters: 3,
             redis_replicas: 1,
@@ -72,7 +74,14 @@ impl ClusterBuilder {
         self.shards = n;
         self
     }
-    /// Replicas per shard.
+    /// Postgres servers (each a primary and its replicas) the shards are placed on, in
+    /// turn. Default: one per shard. With fewer, shards share servers, each shard in a
+    /// database of its own (`strata_s3`).
+    pub fn servers(mut self, n: usize) -> Self {
+        self.servers = Some(n);
+        self
+    }
+    /// Replicas per shard (per server, when shards share servers).
     pub fn replicas(mut self, n: usize) -> Self {
         self.replicas = n;
         self
@@ -156,7 +165,11 @@ impl ClusterBuilder {
 
     /// The spec this builder describes, on fresh free ports in a fresh directory.
     pub fn spec(&self) -> Result<ClusterSpec, SandboxError> {
-        let pg_count = self.shards * (1 + self.replicas);
+        let servers = self
+            .servers
+            .unwrap_or(self.shards)
+            .clamp(1, self.shards.max(1));
+        let pg_count = servers * (1 + self.replicas);
         let lb = usize::from(self.load_balancer && self.nodes > 0);
         let kernel_lb = usize::from(lb == 1 && self.kernel_balancer);
         let redis_count = self.redis_masters * (1 + self.redis_replicas);
@@ -165,15 +178,23 @@ impl ClusterBuilder {
             free_ports(pg_count + redis_count + self.nodes + lb + kernel_lb + monitoring_count)?
                 .into_iter();
         let mut map_text = format!("database = \"{}\"\nuser = \"strata\"\n", self.database);
+        let server_hosts: Vec<String> = (0..servers)
+            .map(|_| {
+                (0..=self.replicas)
+                    .map(|_| format!("\"127.0.0.1:{}\"", ports.next().unwrap()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .collect();
         for s in 0..self.shards {
-            let hosts: Vec<String> = (0..=self.replicas)
-                .map(|_| format!("\"127.0.0.1:{}\"", ports.next().unwrap()))
-                .collect();
             map_text += &format!(
                 "\n[[shard]]\nid = \"s{s}\"\nhosts = [{}]\nsynchronous = {}\n",
-                hosts.join(", "),
+                server_hosts[s % servers],
                 self.synchronous
             );
+            if servers < self.shards {
+                map_text += &format!("database = \"{}_s{s}\"\n", self.database);
+            }
         }
         let shard_map =
             ShardMap::parse(&map_text).map_err(|e| SandboxError::Config(e.to_string()))?;

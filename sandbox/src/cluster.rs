@@ -113,30 +113,25 @@ impl Cluster {
     /// Builds the handles for a spec without starting anything.
     pub fn plan(spec: ClusterSpec) -> Result<Self, SandboxError> {
         let tools = Tools::discover()?;
-        let postgres: Vec<PgInstance> = spec
-            .shard_map
-            .shards
-            .iter()
-            .flat_map(|shard| {
-                shard
-                    .hosts
-                    .iter()
-                    .enumerate()
-                    .map(|(index, addr)| PgInstance {
-                        shard: shard.id.clone(),
-                        index,
-                        addr: addr.clone(),
-                        dir: spec
-                            .data_dir
-                            .join("pg")
-                            .join(format!("{}-{index}", shard.id)),
-                        tools: tools.clone(),
-                        database: spec.shard_map.database.clone(),
-                        fsync: spec.fsync,
-                        synchronous: shard.synchronous,
-                    })
-            })
-            .collect();
+        let mut postgres: Vec<PgInstance> = Vec::new();
+        for shard in &spec.shard_map.shards {
+            for (index, addr) in shard.hosts.iter().enumerate() {
+                postgres.push(PgInstance {
+                    shard: shard.id.clone(),
+                    index,
+                    addr: addr.clone(),
+                    hosts_server: postgres.iter().all(|p| &p.addr != addr),
+                    dir: spec
+                        .data_dir
+                        .join("pg")
+                        .join(format!("{}-{index}", shard.id)),
+                    tools: tools.clone(),
+                    database: spec.shard_map.database_of(&shard.id).to_owned(),
+                    fsync: spec.fsync,
+                    synchronous: shard.synchronous,
+                });
+            }
+        }
         let redis = (!spec.redis_ports.is_empty()).then(|| RedisCluster {
             ports: spec.redis_ports.clone(),
             replicas: spec.redis_replicas,
@@ -169,13 +164,15 @@ impl Cluster {
             });
         let monitoring = spec.monitoring.as_ref().map(|ports| Monitoring {
             spec: ports.clone(),
+            // One exporter per server: a shard sharing one is seen through the first's.
             postgres: postgres
                 .iter()
+                .filter(|pg| pg.hosts_server)
                 .zip(&ports.postgres_exporters)
                 .map(|(pg, &port)| PostgresTarget {
                     shard: pg.shard.to_string(),
                     addr: pg.addr.to_string(),
-                    database: spec.shard_map.database.clone(),
+                    database: pg.database.clone(),
                     port,
                 })
                 .collect(),
@@ -213,6 +210,7 @@ impl Cluster {
         std::fs::create_dir_all(&self.spec.data_dir)
             .map_err(SandboxError::io("create the data dir"))?;
         process::make_postgres_dir(&self.spec.data_dir.join("pg"))?;
+        self.link_shared_servers()?;
         self.write_spec_and_map()?;
         for shard in &self.spec.shard_map.shards {
             let primary = self.pg(&shard.id, 0);
@@ -252,6 +250,24 @@ impl Cluster {
             monitoring.start()?;
         }
         self.endpoints().write()
+    }
+
+    /// Points the folder of each shard placed on a server an earlier shard started at
+    /// that server's folder (a symbolic link), so the shard's handle starts, stops and
+    /// reads the same server, and keeps doing so once the first shard is removed.
+    fn link_shared_servers(&self) -> Result<(), SandboxError> {
+        for guest in self.postgres.iter().filter(|p| !p.hosts_server) {
+            let server = self
+                .postgres
+                .iter()
+                .find(|p| p.hosts_server && p.addr == guest.addr)
+                .expect("every address has a first instance");
+            if std::fs::symlink_metadata(&guest.dir).is_err() {
+                std::os::unix::fs::symlink(&server.dir, &guest.dir)
+                    .map_err(SandboxError::io("link a shard to its shared server"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Rebuilds the handles of a cluster started earlier from the same data directory
@@ -320,7 +336,6 @@ impl Cluster {
 
     /// Every address of the cluster.
     pub fn endpoints(&self) -> Endpoints {
-        let map = &self.spec.shard_map;
         Endpoints {
             data_dir: self.spec.data_dir.clone(),
             shard_map: self.shard_map_path(),
@@ -348,7 +363,7 @@ impl Cluster {
                     } else {
                         "replica".into()
                     },
-                    dsn: format!("postgres://{APP_ROLE}@{}/{}", p.addr, map.database),
+                    dsn: format!("postgres://{APP_ROLE}@{}/{}", p.addr, p.database),
                     log: p.log_file(),
                 })
                 .collect(),
@@ -479,6 +494,7 @@ impl Cluster {
                 shard: id.clone(),
                 index,
                 addr: addr.clone(),
+                hosts_server: true,
                 dir: self.spec.data_dir.join("pg").join(format!("{id}-{index}")),
                 tools: tools.clone(),
                 database: self.spec.shard_map.database.clone(),
@@ -522,6 +538,7 @@ impl Cluster {
                 weight,
                 hosts,
                 synchronous: false,
+                database: None,
             });
         if let Some(monitoring) = &mut self.monitoring {
             monitoring.add_postgres(targets)?;
@@ -535,7 +552,17 @@ impl Cluster {
     /// Forgets a shard the catalog no longer has (after `strata shard remove`) and stops
     /// its processes; its data directory stays.
     pub fn forget_shard(&mut self, id: &ShardId) -> Result<(), SandboxError> {
-        for pg in self.postgres.iter().filter(|p| &p.shard == id) {
+        // A server other shards still use keeps running.
+        let shared = |pg: &PgInstance| {
+            self.postgres
+                .iter()
+                .any(|other| &other.shard != id && other.addr == pg.addr)
+        };
+        for pg in self
+            .postgres
+            .iter()
+            .filter(|p| &p.shard == id && !shared(p))
+        {
             if pg.stop().is_err() {
                 pg.kill();
             }

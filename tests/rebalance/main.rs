@@ -467,3 +467,131 @@ async fn shards_are_added_and_drained_online_with_nothing_failed_or_lost() {
     let map = ShardMap::load(&cluster.shard_map_path()).unwrap();
     assert_eq!(map.shards.len(), 2);
 }
+
+/// Where a post's row is: the number of copies in each shard's own database.
+fn copies_of(cluster: &Cluster, post_id: &str) -> Vec<(String, String)> {
+    let map = &cluster.spec.shard_map;
+    map.shards
+        .iter()
+        .map(|s| {
+            let count = cluster
+                .pg(&s.id, 0)
+                .psql(
+                    map.database_of(&s.id),
+                    &format!("SELECT count(*) FROM posts WHERE id = '{post_id}'"),
+                )
+                .expect("count a post's rows");
+            (s.id.to_string(), count)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn shards_sharing_a_server_keep_to_their_own_databases_and_move_out_online() {
+    let mut cluster = ClusterBuilder::default()
+        .shards(2)
+        .servers(1)
+        .replicas(1)
+        .nodes(1)
+        .load_balancer(false)
+        .redis_replicas(0)
+        .limits(LimitsConfig {
+            signup_per_ip: 100_000,
+            ..LimitsConfig::default()
+        })
+        .start()
+        .expect("start a cluster of two shards on one server");
+    let (s0, s1) = (shard("s0"), shard("s1"));
+    let map = cluster.spec.shard_map.clone();
+    assert_eq!(map.shard(&s0).unwrap().hosts, map.shard(&s1).unwrap().hosts);
+    assert_eq!(
+        (map.database_of(&s0), map.database_of(&s1)),
+        ("strata_s0", "strata_s1")
+    );
+    for index in [0, 1] {
+        let (a, b) = (cluster.pg(&s0, index), cluster.pg(&s1, index));
+        assert!(a.postmaster_pid().is_some());
+        assert_eq!(
+            a.postmaster_pid(),
+            b.postmaster_pid(),
+            "one server process holds both shards (instance {index})"
+        );
+    }
+
+    // Users and posts land on both shards, each row in its own shard's database only.
+    let api = Api::new(cluster.nodes[0].url());
+    let placement = strata_router::Placement::from_map(&map);
+    let mut posts: Vec<(String, String, String)> = Vec::new(); // (id, access, title)
+    let mut owners = std::collections::BTreeSet::new();
+    for i in 0.. {
+        if owners.len() == 2 && posts.len() >= 12 {
+            break;
+        }
+        assert!(i < 200, "200 signups never placed users on both shards");
+        let tokens = api
+            .signup_ok(
+                &strata_tests::api::unique("shared"),
+                "a long enough password",
+            )
+            .await;
+        let owner = placement.shard_of(strata_router::route_hash(&tokens.user_id));
+        owners.insert(owner.to_string());
+        let title = format!("shared server post {i}");
+        let (status, body) = status_and_json(
+            api.post(
+                "/v1/posts",
+                &serde_json::json!({"title": title, "body": "on a shared server"}),
+                Some(&tokens.access),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let copies = copies_of(&cluster, &id);
+        for (on, count) in &copies {
+            let want = if on == owner.as_str() { "1" } else { "0" };
+            assert_eq!(count, want, "post {id} of a user on {owner}: {copies:?}");
+        }
+        posts.push((id, tokens.access, title));
+    }
+
+    // A shard on a server of its own takes its share from both, online.
+    let added = cluster.add_shard(0, 1).expect("add a shard");
+    let (ok, out) = strata(
+        &cluster,
+        &["shard", "rebalance", "--json", "--max-parallel", "4"],
+        &[],
+    );
+    assert!(ok, "rebalance: {out}");
+    let (ok, out) = strata(&cluster, &["shard", "verify", "--json"], &[]);
+    assert!(ok, "verify finds no difference: {out}");
+    let (ok, out) = strata(&cluster, &["shard", "cleanup", "--json"], &[]);
+    assert!(ok, "cleanup: {out}");
+    let counts = slot_counts(&cluster).await;
+    for id in ["s0", "s1", added.as_str()] {
+        assert!(
+            counts[id].as_u64().unwrap() > 1000,
+            "{id} holds a share of the slots: {counts}"
+        );
+    }
+    let mut moved = 0;
+    for (id, access, title) in &posts {
+        let copies = copies_of(&cluster, id);
+        let held: Vec<&String> = copies
+            .iter()
+            .filter(|(_, count)| count == "1")
+            .map(|(on, _)| on)
+            .collect();
+        assert_eq!(held.len(), 1, "post {id} has one copy: {copies:?}");
+        moved += usize::from(held[0] == added.as_str());
+        let (status, body) =
+            status_and_json(api.get(&format!("/v1/posts/{id}"), Some(access)).await).await;
+        assert_eq!(
+            (status.as_u16(), body["title"].as_str()),
+            (200, Some(title.as_str())),
+            "post {id} after the move: {body}"
+        );
+    }
+    assert!(moved > 0, "some posts moved to {added}");
+}

@@ -117,6 +117,7 @@ impl ClusterAdmin {
                 weight,
                 hosts: hosts.to_vec(),
                 synchronous: false,
+                database: None,
             }],
             ..self.map.clone()
         };
