@@ -58,6 +58,7 @@ impl CpuMeter {
         let postmasters = cluster
             .postgres
             .iter()
+            .filter(|pg| pg.hosts_server) // a shared server counted once
             .map(|pg| pg.postmaster_pid())
             .collect::<Option<Vec<i32>>>()?;
         Self::new(postmasters, true)
