@@ -10,11 +10,10 @@
 //! | the private read through HAProxy | the same | (reported) |
 //! | `POST /v1/tasks` | pgbench doing the same inserts, feed row and WAL-position query on the same primary | ≥ 0.7 |
 //! | write p99 at half the maximum rate | pgbench's p99 at half its maximum | ≤ 2.0 |
-//! | read and write with 16 shards on 2 Postgres servers | the same with 2 shards ([`ShardScaling`]) | ≥ 0.9 |
-//! | read and write with 16 shards on 16 servers | the same with 2 shards | (reported) |
+//! | read and write with 16 shards | the same with 2 shards ([`ShardScaling`]) | ≥ 0.9 |
 //! | the private read with Prometheus and the exporters running | the same with them paused ([`MonitoringSwitch`]) | (reported) |
 //! | the machine's CPU per request through each balancer, and HAProxy's share | the same straight at the nodes ([`CpuMeter`]) | (reported) |
-//! | the node's and Postgres' CPU per read and write with 16 shards | the same with 2 shards | (reported) |
+//! | the node's CPU per read and write with 16 shards | the same with 2 shards | (reported) |
 //!
 //! Each maximum is a closed loop at `--connections`; the half-rate phases are open loops
 //! (pgbench throttled with `-R`), so queueing from the schedule counts in the latency.
@@ -485,13 +484,9 @@ impl DataPaths {
             format!("{:.2} ms", pg_write_half.p50_ms),
             None,
         );
-        // Every layout against the fewest shards. The goal is on the layouts with the
-        // same servers, where only the shard count differs; with a server per shard the
-        // ratio also carries the extra servers sharing the cores (reported).
-        let fewest = scaling.first();
-        for most in scaling.iter().skip(1) {
-            let fewest = fewest.expect("a first layout");
-            let same_servers = most.layout.servers == fewest.layout.servers;
+        if let (Some(fewest), Some(most)) = (scaling.first(), scaling.last())
+            && scaling.len() > 1
+        {
             for (path, (a, a_cpu, a_pg), (b, b_cpu, b_pg)) in [
                 (
                     "read",
@@ -505,33 +500,28 @@ impl DataPaths {
                 ),
             ] {
                 let (value, n, d) = rates(a, b);
-                let why = if same_servers {
-                    "same data, same servers, one node: the routing cost"
-                } else {
-                    "same data, one node; also more Postgres servers sharing the cores"
-                };
                 ratio(
                     &format!(
-                        "{path} max with {} ÷ with {} ({why})",
-                        most.layout, fewest.layout
+                        "{path} max with {} shards ÷ with {} shards (same data, one node)",
+                        most.shards, fewest.shards
                     ),
                     value,
                     n,
                     d,
-                    same_servers.then_some(Goal::AtLeast(0.9)),
+                    Some(Goal::AtLeast(0.9)),
                 );
-                let (few, many) = (fewest.layout, most.layout);
+                let (few, many) = (fewest.shards, most.shards);
                 for (name, a_secs, b_secs) in [
                     (
                         format!(
-                            "node CPU per {path}: with {few} ÷ with {many} (the routing cost, without Postgres')"
+                            "node CPU per {path}: with {few} shards ÷ with {many} shards (the routing cost, without Postgres')"
                         ),
                         a_cpu.map(|c| c.process_secs),
                         b_cpu.map(|c| c.process_secs),
                     ),
                     (
                         format!(
-                            "Postgres CPU per {path}, all servers: with {few} ÷ with {many} (the same rows and statements, in more databases or on more servers)"
+                            "Postgres CPU per {path}, all servers: with {few} shards ÷ with {many} shards (the same rows and statements on more servers sharing the cores)"
                         ),
                         a_pg,
                         b_pg,
