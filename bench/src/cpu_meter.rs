@@ -56,9 +56,7 @@ impl CpuMeter {
     /// helpers, or None when one is not running.
     pub fn of_postgres(cluster: &Cluster) -> Option<Self> {
         let postmasters = cluster
-            .postgres
-            .iter()
-            .filter(|pg| pg.hosts_server) // a shared server counted once
+            .servers() // a server several shards share counted once
             .map(|pg| pg.postmaster_pid())
             .collect::<Option<Vec<i32>>>()?;
         Self::new(postmasters, true)

@@ -542,11 +542,12 @@ impl Topology {
 }
 
 fn new_shard(map: &ShardMap, settings: &RouterSettings, id: &ShardId, hosts: &[HostAddr]) -> Shard {
+    let database = map.database_of(id);
     let hosts = hosts
         .iter()
         .map(|addr| Host {
             addr: addr.clone(),
-            pool: host_pool(map, addr, map.database_of(id), settings),
+            pool: host_pool(map, addr, database, settings),
             seen: Mutex::new(Observation {
                 role: HostRole::Unknown,
                 lsn: None,

@@ -120,7 +120,6 @@ impl Cluster {
                     shard: shard.id.clone(),
                     index,
                     addr: addr.clone(),
-                    hosts_server: postgres.iter().all(|p| &p.addr != addr),
                     dir: spec
                         .data_dir
                         .join("pg")
@@ -165,9 +164,7 @@ impl Cluster {
         let monitoring = spec.monitoring.as_ref().map(|ports| Monitoring {
             spec: ports.clone(),
             // One exporter per server: a shard sharing one is seen through the first's.
-            postgres: postgres
-                .iter()
-                .filter(|pg| pg.hosts_server)
+            postgres: servers_of(&postgres)
                 .zip(&ports.postgres_exporters)
                 .map(|(pg, &port)| PostgresTarget {
                     shard: pg.shard.to_string(),
@@ -256,18 +253,28 @@ impl Cluster {
     /// that server's folder (a symbolic link), so the shard's handle starts, stops and
     /// reads the same server, and keeps doing so once the first shard is removed.
     fn link_shared_servers(&self) -> Result<(), SandboxError> {
-        for guest in self.postgres.iter().filter(|p| !p.hosts_server) {
-            let server = self
-                .postgres
-                .iter()
-                .find(|p| p.hosts_server && p.addr == guest.addr)
-                .expect("every address has a first instance");
-            if std::fs::symlink_metadata(&guest.dir).is_err() {
-                std::os::unix::fs::symlink(&server.dir, &guest.dir)
+        for pg in &self.postgres {
+            let server = self.server_of(pg);
+            if server.dir != pg.dir && std::fs::symlink_metadata(&pg.dir).is_err() {
+                std::os::unix::fs::symlink(&server.dir, &pg.dir)
                     .map_err(SandboxError::io("link a shard to its shared server"))?;
             }
         }
         Ok(())
+    }
+
+    /// One instance per Postgres server: the first of the map at each address (shards
+    /// sharing a server each have an instance for it, all linked to the first's folder).
+    pub fn servers(&self) -> impl Iterator<Item = &PgInstance> {
+        servers_of(&self.postgres)
+    }
+
+    /// The instance that started the server `pg` runs on (`pg` itself unless its shard
+    /// shares a server an earlier shard of the map started).
+    fn server_of(&self, pg: &PgInstance) -> &PgInstance {
+        servers_of(&self.postgres)
+            .find(|server| server.addr == pg.addr)
+            .expect("every address has a first instance")
     }
 
     /// Rebuilds the handles of a cluster started earlier from the same data directory
@@ -391,6 +398,15 @@ impl Drop for Cluster {
 
 /// The handle of API node `index` (0-based; its id is `node-<index + 1>`) on `port`,
 /// with the config every node of the spec shares.
+/// The first instance at each address of `postgres`: one per server.
+fn servers_of(postgres: &[PgInstance]) -> impl Iterator<Item = &PgInstance> {
+    postgres
+        .iter()
+        .enumerate()
+        .filter(|(i, pg)| postgres[..*i].iter().all(|earlier| earlier.addr != pg.addr))
+        .map(|(_, pg)| pg)
+}
+
 fn node_process(
     spec: &ClusterSpec,
     redis_seeds: &[String],
@@ -494,7 +510,6 @@ impl Cluster {
                 shard: id.clone(),
                 index,
                 addr: addr.clone(),
-                hosts_server: true,
                 dir: self.spec.data_dir.join("pg").join(format!("{id}-{index}")),
                 tools: tools.clone(),
                 database: self.spec.shard_map.database.clone(),

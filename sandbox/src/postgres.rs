@@ -25,10 +25,6 @@ pub struct PgInstance {
     /// Position in the shard's host list; 0 starts as the primary.
     pub index: usize,
     pub addr: HostAddr,
-    /// The first instance of the map at `addr`. False for a shard placed on a server an
-    /// earlier shard of the map started: its folder links to that server's, and it adds
-    /// its own database to it.
-    pub hosts_server: bool,
     /// The instance's folder: `data/` (PGDATA) and `postgres.log`.
     pub dir: PathBuf,
     pub(crate) tools: Tools,

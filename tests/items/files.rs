@@ -52,13 +52,8 @@ async fn an_upload_downloads_byte_identical_with_its_sha256_and_etag() {
     let id = file["id"].as_str().unwrap();
     let other = node(1);
     let download = other
-        .http
-        .get(format!("{}/v1/files/{id}/content", other.base))
-        .bearer_auth(&owner.access)
-        .header("x-strata-consistency", &written)
-        .send()
-        .await
-        .unwrap();
+        .get_after(&format!("/v1/files/{id}/content"), &owner.access, &written)
+        .await;
     assert_eq!(download.status(), StatusCode::OK);
     let etag = download.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(etag, format!("\"{sha}\""));
@@ -85,15 +80,8 @@ async fn an_upload_downloads_byte_identical_with_its_sha256_and_etag() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
-    let listed = other
-        .http
-        .get(format!("{}/v1/files", other.base))
-        .bearer_auth(&owner.access)
-        .header("x-strata-consistency", &written)
-        .send()
-        .await
-        .unwrap();
-    let (_, list) = status_and_json(listed).await;
+    let (_, list) =
+        status_and_json(other.get_after("/v1/files", &owner.access, &written).await).await;
     assert_eq!(list["items"][0]["id"], id);
 
     let stranger = user("snoop").await;
@@ -295,17 +283,12 @@ async fn a_multipart_upload_of_the_file_field_is_stored_like_a_raw_one() {
     assert_eq!(file["content_type"], "application/x-notes");
     assert_eq!(file["sha256"], hex::encode(Sha256::digest(&bytes)));
     let content = api
-        .http
-        .get(format!(
-            "{}/v1/files/{}/content",
-            api.base,
-            file["id"].as_str().unwrap()
-        ))
-        .bearer_auth(&owner.access)
-        .header("x-strata-consistency", written)
-        .send()
-        .await
-        .unwrap();
+        .get_after(
+            &format!("/v1/files/{}/content", file["id"].as_str().unwrap()),
+            &owner.access,
+            &written,
+        )
+        .await;
     assert_eq!(content.bytes().await.unwrap().as_ref(), bytes.as_slice());
 
     let no_file = format!(

@@ -71,6 +71,23 @@ impl Api {
         request.send().await.expect("request sent")
     }
 
+    /// `GET path` as `token`'s user, carrying the consistency token a write answered
+    /// with (its `x-strata-consistency` header): read-your-writes on any node.
+    pub async fn get_after(
+        &self,
+        path: &str,
+        token: &str,
+        written: &reqwest::header::HeaderValue,
+    ) -> Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("x-strata-consistency", written)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// `POST /v1/files?name=` with a raw body (`name` as it goes in the query, already
     /// percent-encoded) and, when given, a `Content-Type`.
     pub async fn upload(
