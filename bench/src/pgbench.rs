@@ -144,6 +144,24 @@ pub fn run(job: &PgbenchJob<'_>, work_dir: &Path) -> anyhow::Result<PgbenchRun> 
     })
 }
 
+/// Several pgbench runs at once, one thread each (`jobs`: each job and the directory its
+/// log goes to): the same statements sent straight to several servers together.
+pub fn run_at_once(jobs: &[(PgbenchJob<'_>, PathBuf)]) -> anyhow::Result<Vec<PgbenchRun>> {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = jobs
+            .iter()
+            .map(|(job, dir)| scope.spawn(move || run(job, dir)))
+            .collect();
+        running
+            .into_iter()
+            .map(|r| {
+                r.join()
+                    .map_err(|_| anyhow::anyhow!("a pgbench thread panicked"))?
+            })
+            .collect()
+    })
+}
+
 /// The pgbench script equivalent to `POST /v1/tasks`: the item and its feed row (with a
 /// payload the size of a task's) in one transaction, in a slot the primary owns
 /// (`-D slot=N`; the slot fence refuses any other), then the WAL position a consistency
@@ -166,7 +184,33 @@ SELECT pg_current_wal_insert_lsn();
 \endpipeline
 "#;
 
-fn psql(addr: &str, database: &str, sql: &str) -> anyhow::Result<String> {
+/// The columns the node's read of one post returns (`node/src/items/posts.rs`), for the
+/// baselines that send the same read.
+pub const POST_COLUMNS: &str =
+    "id, owner_id, title, body, tags, visibility, created_at, updated_at, version";
+
+/// How many scripts one pgbench run takes at most (its own limit).
+pub const MAX_SCRIPTS: usize = 128;
+
+/// One script per post of `ids` (at most [`MAX_SCRIPTS`], taken evenly), each the
+/// node's read of that post by primary key; pgbench picks one at random per
+/// transaction, so a run reads the posts the way the node's read load does.
+pub fn read_post_scripts(ids: &[String]) -> Vec<String> {
+    let step = ids.len().div_ceil(MAX_SCRIPTS).max(1);
+    ids.iter()
+        .step_by(step)
+        .map(|id| {
+            format!(
+                "SELECT {POST_COLUMNS} FROM posts WHERE id = '{}';\n",
+                id.replace('\'', "''")
+            )
+        })
+        .collect()
+}
+
+/// `sql` through psql as the `postgres` user on `database` at `addr`; the rows, one per
+/// line, columns separated by `|`.
+pub fn psql(addr: &str, database: &str, sql: &str) -> anyhow::Result<String> {
     let (host, port) = addr
         .rsplit_once(':')
         .ok_or_else(|| anyhow::anyhow!("bad host {addr}"))?;
@@ -315,4 +359,27 @@ pub fn insert_task(
     let result = run(&job, work_dir);
     remove_inserted_rows(primary)?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_scripts_quote_the_ids_and_stay_within_pgbench_limit() {
+        let ids: Vec<String> = (0..300).map(|i| format!("p{i}")).collect();
+        let scripts = read_post_scripts(&ids);
+        assert!(scripts.len() <= MAX_SCRIPTS && scripts.len() >= MAX_SCRIPTS / 2);
+        assert_eq!(
+            scripts[1],
+            format!("SELECT {POST_COLUMNS} FROM posts WHERE id = 'p3';\n")
+        );
+        let odd = read_post_scripts(&["it's".to_owned()]);
+        assert_eq!(
+            odd,
+            vec![format!(
+                "SELECT {POST_COLUMNS} FROM posts WHERE id = 'it''s';\n"
+            )]
+        );
+    }
 }

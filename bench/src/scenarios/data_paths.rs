@@ -487,16 +487,36 @@ impl DataPaths {
         if let (Some(fewest), Some(most)) = (scaling.first(), scaling.last())
             && scaling.len() > 1
         {
-            for (path, (a, a_cpu, a_pg), (b, b_cpu, b_pg)) in [
+            for (path, (a, a_cpu, a_pg, a_floor), (b, b_cpu, b_pg, b_floor)) in [
                 (
                     "read",
-                    (&most.read, most.read_cpu, most.read_postgres_secs),
-                    (&fewest.read, fewest.read_cpu, fewest.read_postgres_secs),
+                    (
+                        &most.read,
+                        most.read_cpu,
+                        most.read_postgres_secs,
+                        most.read_floor,
+                    ),
+                    (
+                        &fewest.read,
+                        fewest.read_cpu,
+                        fewest.read_postgres_secs,
+                        fewest.read_floor,
+                    ),
                 ),
                 (
                     "write",
-                    (&most.write, most.write_cpu, most.write_postgres_secs),
-                    (&fewest.write, fewest.write_cpu, fewest.write_postgres_secs),
+                    (
+                        &most.write,
+                        most.write_cpu,
+                        most.write_postgres_secs,
+                        most.write_floor,
+                    ),
+                    (
+                        &fewest.write,
+                        fewest.write_cpu,
+                        fewest.write_postgres_secs,
+                        fewest.write_floor,
+                    ),
                 ),
             ] {
                 let (value, n, d) = rates(a, b);
@@ -511,6 +531,37 @@ impl DataPaths {
                     Some(Goal::AtLeast(0.9)),
                 );
                 let (few, many) = (fewest.shards, most.shards);
+                let floor_ratio = a_floor.rate() / b_floor.rate();
+                ratio(
+                    &format!(
+                        "pgbench sending the node's {path} statements straight to the primaries at once ({} connections spread over those holding the users), with {many} shards ÷ with {few}: what Postgres alone keeps on these cores",
+                        self.connections
+                    ),
+                    floor_ratio,
+                    format!("{:.0} tps", a_floor.rate()),
+                    format!("{:.0} tps", b_floor.rate()),
+                    None,
+                );
+                ratio(
+                    &format!(
+                        "{path} max with {many} ÷ {few} shards: the node's ratio ÷ pgbench's (at 1 or above, routing adds nothing to what more servers cost)"
+                    ),
+                    value / floor_ratio,
+                    format!("{value:.3}"),
+                    format!("{floor_ratio:.3}"),
+                    None,
+                );
+                let few_us = micros_per_request(b_floor.postgres_secs, b_floor.transactions);
+                let most_us = micros_per_request(a_floor.postgres_secs, a_floor.transactions);
+                ratio(
+                    &format!(
+                        "Postgres CPU per pgbench {path}, all servers: with {few} shards ÷ with {many} shards"
+                    ),
+                    few_us / most_us,
+                    us(few_us),
+                    us(most_us),
+                    None,
+                );
                 for (name, a_secs, b_secs) in [
                     (
                         format!(

@@ -7,6 +7,7 @@ pub mod mix;
 pub mod rebalance;
 pub mod runner;
 pub mod search;
+pub mod shard_floor;
 pub mod shard_scaling;
 
 use std::time::Instant;

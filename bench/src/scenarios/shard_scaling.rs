@@ -4,7 +4,9 @@
 //! measures the read path (an owner reading their posts) and the write path
 //! (`POST /v1/tasks`) at the maximum rate. Same data, same hardware, only the shard
 //! count differs. The node's own CPU per request is measured too: the rates also carry
-//! what 16 Postgres servers cost two cores, the node's CPU only the routing.
+//! what 16 Postgres servers cost two cores, the node's CPU only the routing. Each turn
+//! also sends the node's own statements straight to the primaries with pgbench
+//! ([`ShardFloor`]): what the same work keeps on more servers without a node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +15,11 @@ use reqwest::{Client, Method};
 use serde_json::json;
 use strata_sandbox::Cluster;
 
-use crate::cpu_meter::{CpuMeter, CpuTimes, metered_pair};
+use crate::cpu_meter::{CpuMeter, CpuTimes, metered, metered_pair};
 use crate::load::closed_loop;
 use crate::recorder::Recorder;
 use crate::report::Phase;
+use crate::scenarios::shard_floor::{FloorLoad, FloorTotals, ShardFloor};
 use crate::scenarios::{client_ip, create_item, post_task, send, sign_in};
 
 /// Knobs of the comparison.
@@ -46,6 +49,10 @@ pub struct ScalingRun {
     pub read_postgres_secs: Option<f64>,
     /// The same over the measured write turns.
     pub write_postgres_secs: Option<f64>,
+    /// The node's post read sent by pgbench straight to the primaries.
+    pub read_floor: FloorTotals,
+    /// The node's task insert sent by pgbench straight to the primaries.
+    pub write_floor: FloorTotals,
 }
 
 /// One started cluster with its seeded load.
@@ -55,6 +62,7 @@ struct Seeded {
     reads: Arc<Vec<(String, String)>>,
     tokens: Arc<Vec<String>>,
     node: String,
+    floor: Arc<ShardFloor>,
 }
 
 /// Turns each shard count's load gets, alternating with the others (the order reversed
@@ -110,6 +118,7 @@ impl ShardScaling {
             .collect();
         let mut cpu = vec![(CpuTimes::default(), CpuTimes::default()); seeded.len()];
         let mut postgres_cpu = vec![(CpuTimes::default(), CpuTimes::default()); seeded.len()];
+        let mut floors = vec![(FloorTotals::default(), FloorTotals::default()); seeded.len()];
         let turn = self.duration / TURNS;
         for t in 0..TURNS {
             // The order reversed every turn: 2 16 16 2 2 16 ...
@@ -140,12 +149,25 @@ impl ShardScaling {
                 let (node, pg) = metered_pair(meters, writes).await;
                 *write_cpu += node;
                 *write_pg += pg;
+                let (read_floor, write_floor) = &mut floors[i];
+                for (load, totals) in [
+                    (FloorLoad::Read, read_floor),
+                    (FloorLoad::Write, write_floor),
+                ] {
+                    eprintln!(
+                        "shard scaling: {} shards, pgbench {load:?}s on the primaries ...",
+                        s.shards
+                    );
+                    let (runs, pg) = floor_turn(&s.floor, load, turn, meters.1).await?;
+                    totals.add(&runs, pg.process_secs);
+                }
             }
         }
         for (i, s) in seeded.iter().enumerate() {
             let ((read, write), (read_cpu, write_cpu), (read_pg, write_pg)) =
                 (&recorders[i], cpu[i], postgres_cpu[i]);
             let (node, pg) = (meters[i].is_some(), postgres[i].is_some());
+            let (read_floor, write_floor) = floors[i];
             runs.push(ScalingRun {
                 shards: s.shards,
                 read: self.phase(s.shards, "read", read, turn * TURNS),
@@ -154,6 +176,8 @@ impl ShardScaling {
                 write_cpu: node.then_some(write_cpu),
                 read_postgres_secs: pg.then_some(read_pg.process_secs),
                 write_postgres_secs: pg.then_some(write_pg.process_secs),
+                read_floor,
+                write_floor,
             });
         }
         drop_all(seeded).await;
@@ -175,6 +199,9 @@ impl ShardScaling {
             }
             tokens.push(token);
         }
+        // The scripts read the posts just seeded (psql, briefly blocking).
+        let floor =
+            tokio::task::block_in_place(|| ShardFloor::prepare(&cluster, self.connections))?;
         // Every user's posts interleaved, so consecutive requests hit different shards.
         Ok(Seeded {
             shards,
@@ -182,6 +209,7 @@ impl ShardScaling {
             reads: Arc::new(interleave(reads, self.posts_per_user)),
             tokens: Arc::new(tokens),
             node,
+            floor: Arc::new(floor),
         })
     }
 
@@ -237,6 +265,24 @@ impl ShardScaling {
             endpoints: recorder.summarize(total),
         }
     }
+}
+
+/// One turn of the floor's `load` (pgbench, blocking, on a thread of its own) and the
+/// CPU `postgres` spent over it.
+async fn floor_turn(
+    floor: &Arc<ShardFloor>,
+    load: FloorLoad,
+    turn: Duration,
+    postgres: Option<&CpuMeter>,
+) -> anyhow::Result<(Vec<crate::pgbench::PgbenchRun>, CpuTimes)> {
+    let floor = Arc::clone(floor);
+    let mut outcome = None;
+    let spent = metered(postgres, async {
+        outcome = Some(tokio::task::spawn_blocking(move || floor.turn(load, turn)).await);
+    })
+    .await;
+    let runs = outcome.expect("the load ran")??;
+    Ok((runs, spent))
 }
 
 /// Stops the clusters (their removal blocks).
