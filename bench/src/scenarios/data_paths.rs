@@ -14,6 +14,7 @@
 //! | the private read with Prometheus and the exporters running | the same with them paused ([`MonitoringSwitch`]) | (reported) |
 //! | the machine's CPU per request through each balancer, and HAProxy's share | the same straight at the nodes ([`CpuMeter`]) | (reported) |
 //! | the node's CPU per read and write with 16 shards | the same with 2 shards | (reported) |
+//! | pgbench sending the node's read and write statements to the primaries, 16 shards | the same with 2 shards ([`crate::scenarios::shard_floor`]): what Postgres alone keeps | (reported: the floor) |
 //!
 //! Each maximum is a closed loop at `--connections`; the half-rate phases are open loops
 //! (pgbench throttled with `-R`), so queueing from the schedule counts in the latency.

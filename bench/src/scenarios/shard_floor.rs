@@ -1,9 +1,9 @@
 //! The Postgres floor of the shard-count comparison: the node's own read and write
 //! statements sent by pgbench straight to the primaries of a cluster at once, the
 //! connections spread evenly over those holding the bench's users (16 connections: 8
-//! on each of 2 primaries; 1 or 2 on each of 16). Its rate with 16 shards over its rate with 2 is what Postgres alone
-//! keeps on these cores when the same work is spread over more servers; the node's
-//! ratio beside it says what routing adds.
+//! on each of 2 primaries; 1 or 2 on each of 16). Its rate with 16 shards over its
+//! rate with 2 is what Postgres alone keeps on these cores when the same work is spread
+//! over more servers; the node's ratio beside it says what routing adds.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,7 +35,9 @@ struct FloorHost {
 pub struct FloorTotals {
     /// Each turn's rate (all primaries together), summed over the turns.
     pub rate_sum: f64,
+    /// Turns added.
     pub turns: u32,
+    /// Transactions pgbench logged over the turns, all primaries together.
     pub transactions: u64,
     /// CPU seconds of all the cluster's Postgres servers over the turns.
     pub postgres_secs: f64,
@@ -81,10 +83,9 @@ impl ShardFloor {
             }
         }
         anyhow::ensure!(!loaded.is_empty(), "no shard holds a post to read");
-        let n = loaded.len();
+        let shares = spread(connections, loaded.len());
         let mut hosts = Vec::new();
-        for (i, (pg, addr, database, ids)) in loaded.into_iter().enumerate() {
-            let clients = connections / n + usize::from(i < connections % n);
+        for ((pg, addr, database, ids), clients) in loaded.into_iter().zip(shares) {
             if clients == 0 {
                 continue;
             }
@@ -127,8 +128,8 @@ impl ShardFloor {
         Ok(Self { hosts })
     }
 
-    /// One turn of `load` on all the floor's primaries at once, for `turn` rounded up to whole
-    /// seconds (pgbench's unit). Blocks.
+    /// One turn of `load` on all the floor's primaries at once, for `turn` rounded up
+    /// to whole seconds (pgbench's unit). Blocks.
     pub fn turn(
         &self,
         load: FloorLoad,
@@ -172,9 +173,25 @@ impl ShardFloor {
     }
 }
 
+/// `connections` spread as evenly as they go over `hosts` (the first ones get one more
+/// when they do not divide).
+fn spread(connections: usize, hosts: usize) -> Vec<usize> {
+    (0..hosts)
+        .map(|i| connections / hosts + usize::from(i < connections % hosts))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_spread_evenly_and_all_of_them() {
+        assert_eq!(spread(16, 2), vec![8, 8]);
+        assert_eq!(spread(16, 13).iter().sum::<usize>(), 16);
+        assert_eq!(spread(16, 13)[..4], [2, 2, 2, 1]);
+        assert_eq!(spread(2, 3), vec![1, 1, 0]);
+    }
 
     #[test]
     fn totals_average_the_turns_and_add_up_the_transactions() {
