@@ -4,9 +4,10 @@
 //! measures the read path (an owner reading their posts) and the write path
 //! (`POST /v1/tasks`) at the maximum rate. Same data, same hardware, only the shard
 //! count differs. The node's own CPU per request is measured too: the rates also carry
-//! what 16 Postgres servers cost two cores, the node's CPU only the routing. Each turn
-//! also sends the node's own statements straight to the primaries with pgbench
-//! ([`ShardFloor`]): what the same work keeps on more servers without a node.
+//! what 16 Postgres servers cost two cores, the node's CPU only the routing. After the
+//! nodes' turns the nodes stop, and pgbench sends the node's own statements straight to
+//! the primaries in turns of its own ([`ShardFloor`]): what the same work keeps on more
+//! servers without a node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,16 +150,33 @@ impl ShardScaling {
                 let (node, pg) = metered_pair(meters, writes).await;
                 *write_cpu += node;
                 *write_pg += pg;
+            }
+        }
+        // The floor runs after the nodes' turns, with the nodes stopped: its rows would
+        // otherwise reach the nodes' search tailers during their turns, and a node would
+        // take CPU from pgbench's.
+        for s in &seeded {
+            let node = s.cluster.nodes[0].clone();
+            tokio::task::spawn_blocking(move || node.stop()).await?;
+        }
+        for t in 0..TURNS {
+            let mut order: Vec<usize> = (0..seeded.len()).collect();
+            if t % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let s = &seeded[i];
                 let (read_floor, write_floor) = &mut floors[i];
                 for (load, totals) in [
                     (FloorLoad::Read, read_floor),
                     (FloorLoad::Write, write_floor),
                 ] {
                     eprintln!(
-                        "shard scaling: {} shards, pgbench {load:?}s on the primaries ...",
-                        s.shards
+                        "shard scaling: {} shards, pgbench {load:?}s on the primaries, turn {} of {TURNS} ...",
+                        s.shards,
+                        t + 1
                     );
-                    let (runs, pg) = floor_turn(&s.floor, load, turn, meters.1).await?;
+                    let (runs, pg) = floor_turn(&s.floor, load, turn, postgres[i].as_ref()).await?;
                     totals.add(&runs, pg.process_secs);
                 }
             }
