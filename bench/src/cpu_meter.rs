@@ -120,13 +120,18 @@ pub async fn metered<F: std::future::Future<Output = ()>>(
     meter: Option<&CpuMeter>,
     load: F,
 ) -> CpuTimes {
-    match meter {
-        Some(meter) => meter.measure(load).await,
-        None => {
-            load.await;
-            CpuTimes::default()
-        }
-    }
+    metered_output(meter, load).await.1
+}
+
+/// What `load` returned, and what `meter` read over it (zero without a meter).
+pub async fn metered_output<T, F: std::future::Future<Output = T>>(
+    meter: Option<&CpuMeter>,
+    load: F,
+) -> (T, CpuTimes) {
+    let start = meter.and_then(CpuMeter::read);
+    let output = load.await;
+    let spent = meter.map_or_else(CpuTimes::default, |m| m.since(start));
+    (output, spent)
 }
 
 /// What two meters read over the same `load` (zero for a missing one or a failed read).

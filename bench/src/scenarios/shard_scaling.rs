@@ -16,7 +16,7 @@ use reqwest::{Client, Method};
 use serde_json::json;
 use strata_sandbox::Cluster;
 
-use crate::cpu_meter::{CpuMeter, CpuTimes, metered, metered_pair};
+use crate::cpu_meter::{CpuMeter, CpuTimes, metered_output, metered_pair};
 use crate::load::closed_loop;
 use crate::recorder::Recorder;
 use crate::report::Phase;
@@ -294,13 +294,12 @@ async fn floor_turn(
     postgres: Option<&CpuMeter>,
 ) -> anyhow::Result<(Vec<crate::pgbench::PgbenchRun>, CpuTimes)> {
     let floor = Arc::clone(floor);
-    let mut outcome = None;
-    let spent = metered(postgres, async {
-        outcome = Some(tokio::task::spawn_blocking(move || floor.turn(load, turn)).await);
-    })
+    let (outcome, spent) = metered_output(
+        postgres,
+        tokio::task::spawn_blocking(move || floor.turn(load, turn)),
+    )
     .await;
-    let runs = outcome.expect("the load ran")??;
-    Ok((runs, spent))
+    Ok((outcome??, spent))
 }
 
 /// Stops the clusters (their removal blocks).
