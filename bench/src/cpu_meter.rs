@@ -98,12 +98,12 @@ impl CpuMeter {
         }
     }
 
-    /// Runs `work` and returns what the machine and the process spent meanwhile (zero
-    /// when the times cannot be read).
-    pub async fn measure<F: std::future::Future<Output = ()>>(&self, work: F) -> CpuTimes {
+    /// Runs `work` and returns its output and what the machine and the process spent
+    /// meanwhile (zero when the times cannot be read).
+    pub async fn measure<T, F: std::future::Future<Output = T>>(&self, work: F) -> (T, CpuTimes) {
         let start = self.read();
-        work.await;
-        self.since(start)
+        let output = work.await;
+        (output, self.since(start))
     }
 
     /// What was spent since the reading `start` (zero when either reading failed).
@@ -128,10 +128,10 @@ pub async fn metered_output<T, F: std::future::Future<Output = T>>(
     meter: Option<&CpuMeter>,
     load: F,
 ) -> (T, CpuTimes) {
-    let start = meter.and_then(CpuMeter::read);
-    let output = load.await;
-    let spent = meter.map_or_else(CpuTimes::default, |m| m.since(start));
-    (output, spent)
+    match meter {
+        Some(meter) => meter.measure(load).await,
+        None => (load.await, CpuTimes::default()),
+    }
 }
 
 /// What two meters read over the same `load` (zero for a missing one or a failed read).
@@ -198,7 +198,8 @@ mod tests {
                     }
                 }
             })
-            .await;
+            .await
+            .1;
         assert!(spent.process_secs > 0.0, "{spent:?}");
         assert!(spent.machine_secs >= spent.process_secs * 0.5, "{spent:?}");
         assert!(CpuMeter::of_process(i32::MAX).is_none());

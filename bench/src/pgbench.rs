@@ -208,6 +208,18 @@ pub fn read_post_scripts(ids: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A slot the shard in `database` at `primary` owns: where a pgbench insert passes the
+/// slot fence.
+pub fn owned_slot(primary: &str, database: &str) -> anyhow::Result<String> {
+    let slot = psql(
+        primary,
+        database,
+        "SELECT slot FROM shard_slots WHERE state = 'owned' ORDER BY slot LIMIT 1",
+    )?;
+    anyhow::ensure!(!slot.is_empty(), "{primary} owns no slot");
+    Ok(slot)
+}
+
 /// `sql` through psql as the `postgres` user on `database` at `addr`; the rows, one per
 /// line, columns separated by `|`.
 pub fn psql(addr: &str, database: &str, sql: &str) -> anyhow::Result<String> {
@@ -339,13 +351,7 @@ pub fn insert_task(
     let script = work_dir.join(format!("{script_name}.sql"));
     std::fs::write(&script, script_text)?;
     let script = script.canonicalize()?.to_string_lossy().into_owned();
-    let slot = psql(
-        primary,
-        "strata",
-        "SELECT slot FROM shard_slots WHERE state = 'owned' ORDER BY slot LIMIT 1",
-    )?;
-    let slot = format!("slot={}", slot.trim());
-    anyhow::ensure!(slot.len() > "slot=".len(), "{primary} owns no slot");
+    let slot = format!("slot={}", owned_slot(primary, "strata")?);
     let job = PgbenchJob {
         addr: primary,
         database: "strata",

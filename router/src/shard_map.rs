@@ -184,7 +184,12 @@ impl ShardMap {
     /// The database shard `id` keeps its data in: its own `database`, else the map's (also
     /// for a shard the map does not list, such as one added online).
     pub fn database_of(&self, id: &ShardId) -> &str {
-        self.shard(id)
+        self.database_for(self.shard(id))
+    }
+
+    /// `shard`'s own database, else the map's.
+    fn database_for<'a>(&'a self, shard: Option<&'a ShardConfig>) -> &'a str {
+        shard
             .and_then(|s| s.database.as_deref())
             .unwrap_or(&self.database)
     }
@@ -236,7 +241,7 @@ impl ShardMap {
             if let Some(database) = &shard.database {
                 check_database_name(&format!("shard[{i}].database"), database)?;
             }
-            let database = shard.database.as_ref().unwrap_or(&self.database);
+            let database = self.database_for(Some(shard));
             for (j, host) in shard.hosts.iter().enumerate() {
                 if !hosts.insert((host, database)) {
                     return Err(ShardMapError::invalid(

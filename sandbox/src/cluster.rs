@@ -396,8 +396,6 @@ impl Drop for Cluster {
     }
 }
 
-/// The handle of API node `index` (0-based; its id is `node-<index + 1>`) on `port`,
-/// with the config every node of the spec shares.
 /// The first instance at each address of `postgres`: one per server.
 fn servers_of(postgres: &[PgInstance]) -> impl Iterator<Item = &PgInstance> {
     postgres
@@ -407,6 +405,8 @@ fn servers_of(postgres: &[PgInstance]) -> impl Iterator<Item = &PgInstance> {
         .map(|(_, pg)| pg)
 }
 
+/// The handle of API node `index` (0-based; its id is `node-<index + 1>`) on `port`,
+/// with the config every node of the spec shares.
 fn node_process(
     spec: &ClusterSpec,
     redis_seeds: &[String],

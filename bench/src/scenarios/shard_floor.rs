@@ -101,12 +101,7 @@ impl ShardFloor {
                 std::fs::write(&path, script)?;
                 read_args.extend(["-f".to_owned(), path.to_string_lossy().into_owned()]);
             }
-            let slot = pgbench::psql(
-                &addr,
-                &database,
-                "SELECT slot FROM shard_slots WHERE state = 'owned' ORDER BY slot LIMIT 1",
-            )?;
-            anyhow::ensure!(!slot.is_empty(), "shard {} owns no slot", pg.shard);
+            let slot = pgbench::owned_slot(&addr, &database)?;
             let write = dir.join("write.sql");
             std::fs::write(&write, pgbench::NODE_STATEMENTS_SCRIPT)?;
             let write_args = vec![
