@@ -499,11 +499,16 @@ async fn schemathesis_finds_no_answer_outside_the_openapi_description() {
     let output = tokio::task::spawn_blocking(move || {
         Command::new("schemathesis")
             .args(["run", &format!("{base}/openapi.json")])
+            // use_after_free and ensure_resource_availability read right after a delete or
+            // a create without the write's consistency token, which schemathesis does not
+            // carry between steps; the API then allows a replica that has not replayed the
+            // write yet (it failed CI once: 200 for a file just deleted). Read-your-writes
+            // with the token is the consistency tests' subject.
             .args([
                 "--checks",
                 "all",
                 "--exclude-checks",
-                "positive_data_acceptance",
+                "positive_data_acceptance,use_after_free,ensure_resource_availability",
             ])
             .args(["--max-examples", "25", "--no-color"])
             .args(["-H", &format!("Authorization: Bearer {}", user.access)])
