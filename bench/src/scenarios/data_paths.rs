@@ -10,11 +10,12 @@
 //! | the private read through HAProxy | the same | (reported) |
 //! | `POST /v1/tasks` | pgbench doing the same inserts, feed row and WAL-position query on the same primary | ≥ 0.7 |
 //! | write p99 at half the maximum rate | pgbench's p99 at half its maximum | ≤ 2.0 |
-//! | read and write with 16 shards | the same with 2 shards ([`ShardScaling`]) | ≥ 0.9 |
+//! | read and write with 16 shards on 2 Postgres servers | the same with 2 shards ([`ShardScaling`]) | ≥ 0.9 |
+//! | read and write with 16 shards on 16 servers | the same with 2 shards | (reported) |
 //! | the private read with Prometheus and the exporters running | the same with them paused ([`MonitoringSwitch`]) | (reported) |
 //! | the machine's CPU per request through each balancer, and HAProxy's share | the same straight at the nodes ([`CpuMeter`]) | (reported) |
-//! | the node's CPU per read and write with 16 shards | the same with 2 shards | (reported) |
-//! | pgbench sending the node's read and write statements to the primaries, 16 shards | the same with 2 shards ([`crate::scenarios::shard_floor`]): what Postgres alone keeps | (reported: the floor) |
+//! | the node's and Postgres' CPU per read and write in each 16-shard layout | the same with 2 shards | (reported) |
+//! | pgbench sending the node's read and write statements to the primaries, each 16-shard layout | the same with 2 shards ([`crate::scenarios::shard_floor`]): what Postgres alone keeps | (reported: the floor) |
 //!
 //! Each maximum is a closed loop at `--connections`; the half-rate phases are open loops
 //! (pgbench throttled with `-R`), so queueing from the schedule counts in the latency.
@@ -485,9 +486,12 @@ impl DataPaths {
             format!("{:.2} ms", pg_write_half.p50_ms),
             None,
         );
-        if let (Some(fewest), Some(most)) = (scaling.first(), scaling.last())
-            && scaling.len() > 1
-        {
+        // Every layout against the fewest shards. The goal is on the layout with the same
+        // servers, where only the shard count differs; with a server per shard the ratio
+        // also carries the extra servers sharing the cores (reported, with pgbench's).
+        for most in scaling.iter().skip(1) {
+            let fewest = &scaling[0];
+            let same_servers = most.layout.servers == fewest.layout.servers;
             for (path, (a, a_cpu, a_pg, a_floor), (b, b_cpu, b_pg, b_floor)) in [
                 (
                     "read",
@@ -521,21 +525,23 @@ impl DataPaths {
                 ),
             ] {
                 let (value, n, d) = rates(a, b);
+                let why = if same_servers {
+                    "same data, same servers, one node: the routing cost"
+                } else {
+                    "same data, one node; also more Postgres servers sharing the cores"
+                };
+                let (few, many) = (fewest.layout, most.layout);
                 ratio(
-                    &format!(
-                        "{path} max with {} shards ÷ with {} shards (same data, one node)",
-                        most.shards, fewest.shards
-                    ),
+                    &format!("{path} max with {many} ÷ with {few} ({why})"),
                     value,
                     n,
                     d,
-                    Some(Goal::AtLeast(0.9)),
+                    same_servers.then_some(Goal::AtLeast(0.9)),
                 );
-                let (few, many) = (fewest.shards, most.shards);
                 let floor_ratio = a_floor.rate() / b_floor.rate();
                 ratio(
                     &format!(
-                        "pgbench sending the node's {path} statements straight to the primaries at once ({} connections spread over those holding the users), with {many} shards ÷ with {few}: what Postgres alone keeps on these cores",
+                        "pgbench sending the node's {path} statements straight to the primaries at once ({} connections spread over those holding the users), with {many} ÷ with {few}: what Postgres alone keeps on these cores",
                         self.connections
                     ),
                     floor_ratio,
@@ -545,7 +551,7 @@ impl DataPaths {
                 );
                 ratio(
                     &format!(
-                        "{path} max with {many} ÷ {few} shards: the node's ratio ÷ pgbench's (at 1 or above, routing adds nothing to what more servers cost)"
+                        "{path} max with {many} ÷ with {few}: the node's ratio ÷ pgbench's (at 1 or above, routing adds nothing to what Postgres loses)"
                     ),
                     value / floor_ratio,
                     format!("{value:.3}"),
@@ -556,7 +562,7 @@ impl DataPaths {
                 let most_us = micros_per_request(a_floor.postgres_secs, a_floor.transactions);
                 ratio(
                     &format!(
-                        "Postgres CPU per pgbench {path}, all servers: with {few} shards ÷ with {many} shards"
+                        "Postgres CPU per pgbench {path}, all servers: with {few} ÷ with {many}"
                     ),
                     few_us / most_us,
                     us(few_us),
@@ -566,14 +572,14 @@ impl DataPaths {
                 for (name, a_secs, b_secs) in [
                     (
                         format!(
-                            "node CPU per {path}: with {few} shards ÷ with {many} shards (the routing cost, without Postgres')"
+                            "node CPU per {path}: with {few} ÷ with {many} (the routing cost, without Postgres')"
                         ),
                         a_cpu.map(|c| c.process_secs),
                         b_cpu.map(|c| c.process_secs),
                     ),
                     (
                         format!(
-                            "Postgres CPU per {path}, all servers: with {few} shards ÷ with {many} shards (the same rows and statements on more servers sharing the cores)"
+                            "Postgres CPU per {path}, all servers: with {few} ÷ with {many} (the same rows and statements in more databases, or on more servers sharing the cores)"
                         ),
                         a_pg,
                         b_pg,

@@ -1,13 +1,15 @@
 //! The shard-count part of `data-paths`: is routing cost flat in the number of shards?
-//! For each shard count it starts a cluster of its own (that many primaries, no
-//! replicas, one node, Redis without replicas), seeds the same users and posts, and
-//! measures the read path (an owner reading their posts) and the write path
-//! (`POST /v1/tasks`) at the maximum rate. Same data, same hardware, only the shard
-//! count differs. The node's own CPU per request is measured too: the rates also carry
-//! what 16 Postgres servers cost two cores, the node's CPU only the routing. After the
-//! nodes' turns the nodes stop, and pgbench sends the node's own statements straight to
-//! the primaries in turns of its own ([`ShardFloor`]): what the same work keeps on more
-//! servers without a node.
+//! For each [`Layout`] it starts a cluster of its own (the shards on that many Postgres
+//! primaries, no replicas, one node, Redis without replicas), seeds the same users and
+//! posts, and measures the read path (an owner reading their posts) and the write path
+//! (`POST /v1/tasks`) at the maximum rate. Same data, same hardware. Each shard count
+//! runs with a server per shard, and the largest also on as many servers as the
+//! smallest (several shards per server, each in a database of its own): there only the
+//! shard count differs, so the rates show the routing cost; with a server per shard
+//! they also carry what 16 Postgres servers cost two cores. The node's own CPU per
+//! request is measured too. After the nodes' turns the nodes stop, and pgbench sends
+//! the node's own statements straight to the shards' primaries in turns of its own
+//! ([`ShardFloor`]): what the same work keeps in each layout without a node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,27 @@ use crate::report::Phase;
 use crate::scenarios::shard_floor::{FloorLoad, FloorTotals, ShardFloor};
 use crate::scenarios::{client_ip, create_item, post_task, send, sign_in};
 
+/// One cluster shape compared: `shards` placed in turn on `servers` Postgres servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Layout {
+    pub shards: usize,
+    pub servers: usize,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.shards == self.servers {
+            write!(f, "{} shards", self.shards)
+        } else {
+            write!(
+                f,
+                "{} shards on {} Postgres servers",
+                self.shards, self.servers
+            )
+        }
+    }
+}
+
 /// Knobs of the comparison.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ShardScaling {
@@ -34,10 +57,10 @@ pub struct ShardScaling {
     pub seed: u64,
 }
 
-/// What one shard count measured.
+/// What one layout measured.
 #[derive(Debug, Clone)]
 pub struct ScalingRun {
-    pub shards: usize,
+    pub layout: Layout,
     pub read: Phase,
     pub write: Phase,
     /// The machine's and the node's CPU over the measured read turns (None when the
@@ -58,7 +81,7 @@ pub struct ScalingRun {
 
 /// One started cluster with its seeded load.
 struct Seeded {
-    shards: usize,
+    layout: Layout,
     cluster: Cluster,
     reads: Arc<Vec<(String, String)>>,
     tokens: Arc<Vec<String>>,
@@ -80,15 +103,40 @@ const WARM_UP: Duration = Duration::from_secs(1);
 const SETTLE: Duration = Duration::from_millis(250);
 
 impl ShardScaling {
-    /// Starts a cluster per shard count (all at once, so their loads can alternate),
-    /// seeds each, measures, and removes them.
+    /// The layouts compared: each shard count with a server per shard, then the largest
+    /// count on as many servers as the smallest.
+    pub fn layouts(&self) -> Vec<Layout> {
+        let mut layouts: Vec<Layout> = self
+            .shard_counts
+            .iter()
+            .map(|&shards| Layout {
+                shards,
+                servers: shards,
+            })
+            .collect();
+        if let (Some(&fewest), Some(&most)) = (
+            self.shard_counts.iter().min(),
+            self.shard_counts.iter().max(),
+        ) && most > fewest
+        {
+            layouts.push(Layout {
+                shards: most,
+                servers: fewest,
+            });
+        }
+        layouts
+    }
+
+    /// Starts a cluster per layout (all at once, so their loads can alternate), seeds
+    /// each, measures, and removes them.
     pub async fn run(&self, http: &Client) -> anyhow::Result<Vec<ScalingRun>> {
         let mut seeded = Vec::new();
-        for &shards in &self.shard_counts {
-            eprintln!("shard scaling: starting a cluster of {shards} shards ...");
+        for layout in self.layouts() {
+            eprintln!("shard scaling: starting a cluster of {layout} ...");
             let cluster = tokio::task::spawn_blocking(move || {
                 Cluster::builder()
-                    .shards(shards)
+                    .shards(layout.shards)
+                    .servers(layout.servers)
                     .replicas(0)
                     .nodes(1)
                     .load_balancer(false)
@@ -96,7 +144,7 @@ impl ShardScaling {
                     .start()
             })
             .await??;
-            match self.seed(http, cluster, shards).await {
+            match self.seed(http, cluster, layout).await {
                 Ok(s) => seeded.push(s),
                 Err(e) => {
                     drop_all(seeded).await;
@@ -132,11 +180,7 @@ impl ShardScaling {
                 let meters = (meters[i].as_ref(), postgres[i].as_ref());
                 let ((read_cpu, write_cpu), (read_pg, write_pg)) =
                     (&mut cpu[i], &mut postgres_cpu[i]);
-                eprintln!(
-                    "shard scaling: {} shards, turn {} of {TURNS} ...",
-                    s.shards,
-                    t + 1
-                );
+                eprintln!("shard scaling: {}, turn {} of {TURNS} ...", s.layout, t + 1);
                 let warm = if t == 0 { WARM_UP } else { SETTLE };
                 self.load_reads(http, s, Arc::new(Recorder::new()), warm)
                     .await;
@@ -172,8 +216,8 @@ impl ShardScaling {
                     (FloorLoad::Write, write_floor),
                 ] {
                     eprintln!(
-                        "shard scaling: {} shards, pgbench {load:?}s on the primaries, turn {} of {TURNS} ...",
-                        s.shards,
+                        "shard scaling: {}, pgbench {load:?}s on the primaries, turn {} of {TURNS} ...",
+                        s.layout,
                         t + 1
                     );
                     let (runs, pg) = floor_turn(&s.floor, load, turn, postgres[i].as_ref()).await?;
@@ -187,9 +231,9 @@ impl ShardScaling {
             let (node, pg) = (meters[i].is_some(), postgres[i].is_some());
             let (read_floor, write_floor) = floors[i];
             runs.push(ScalingRun {
-                shards: s.shards,
-                read: self.phase(s.shards, "read", read, turn * TURNS),
-                write: self.phase(s.shards, "write", write, turn * TURNS),
+                layout: s.layout,
+                read: self.phase(s.layout, "read", read, turn * TURNS),
+                write: self.phase(s.layout, "write", write, turn * TURNS),
                 read_cpu: node.then_some(read_cpu),
                 write_cpu: node.then_some(write_cpu),
                 read_postgres_secs: pg.then_some(read_pg.process_secs),
@@ -202,7 +246,12 @@ impl ShardScaling {
         Ok(runs)
     }
 
-    async fn seed(&self, http: &Client, cluster: Cluster, shards: usize) -> anyhow::Result<Seeded> {
+    async fn seed(
+        &self,
+        http: &Client,
+        cluster: Cluster,
+        layout: Layout,
+    ) -> anyhow::Result<Seeded> {
         let node = cluster.nodes[0].url();
         let mut reads = Vec::new();
         let mut tokens = Vec::new();
@@ -222,7 +271,7 @@ impl ShardScaling {
             tokio::task::block_in_place(|| ShardFloor::prepare(&cluster, self.connections))?;
         // Every user's posts interleaved, so consecutive requests hit different shards.
         Ok(Seeded {
-            shards,
+            layout,
             cluster,
             reads: Arc::new(interleave(reads, self.posts_per_user)),
             tokens: Arc::new(tokens),
@@ -272,11 +321,11 @@ impl ShardScaling {
         .await;
     }
 
-    fn phase(&self, shards: usize, path: &str, recorder: &Recorder, total: Duration) -> Phase {
+    fn phase(&self, layout: Layout, path: &str, recorder: &Recorder, total: Duration) -> Phase {
         Phase {
-            name: format!("{path} max, {shards} shards"),
+            name: format!("{path} max, {layout}"),
             load: format!(
-                "closed loop, {} connections, one node, {shards} shards without replicas, {} users, {TURNS} turns alternating with the other shard counts",
+                "closed loop, {} connections, one node, {layout} without replicas, {} users, {TURNS} turns alternating with the other layouts",
                 self.connections, self.users
             ),
             duration_secs: total.as_secs_f64(),
@@ -318,7 +367,38 @@ fn interleave<T: Clone>(items: Vec<T>, per_group: usize) -> Vec<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::interleave;
+    use super::*;
+
+    #[test]
+    fn the_largest_count_also_runs_on_the_smallest_counts_servers() {
+        let scaling = |counts: Vec<usize>| ShardScaling {
+            shard_counts: counts,
+            users: 1,
+            posts_per_user: 1,
+            connections: 1,
+            duration: Duration::from_secs(1),
+            seed: 1,
+        };
+        let shapes = |counts| {
+            scaling(counts)
+                .layouts()
+                .iter()
+                .map(|l| (l.shards, l.servers))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shapes(vec![2, 16]), vec![(2, 2), (16, 16), (16, 2)]);
+        assert_eq!(shapes(vec![4]), vec![(4, 4)]);
+        assert_eq!(shapes(vec![]), vec![]);
+        let names: Vec<String> = scaling(vec![2, 16])
+            .layouts()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            ["2 shards", "16 shards", "16 shards on 2 Postgres servers"]
+        );
+    }
 
     #[test]
     fn interleaving_takes_one_of_each_group_in_turn() {
