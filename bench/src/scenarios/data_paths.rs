@@ -491,7 +491,13 @@ impl DataPaths {
         // also carries the extra servers sharing the cores (reported, with pgbench's).
         for most in scaling.iter().skip(1) {
             let fewest = &scaling[0];
-            let same_servers = most.layout.servers == fewest.layout.servers;
+            let (few, many) = (fewest.layout, most.layout);
+            let same_servers = many.servers == few.servers;
+            let why = if same_servers {
+                "same data, same servers, one node: the routing cost"
+            } else {
+                "same data, one node; also more Postgres servers sharing the cores"
+            };
             for (path, (a, a_cpu, a_pg, a_floor), (b, b_cpu, b_pg, b_floor)) in [
                 (
                     "read",
@@ -525,12 +531,6 @@ impl DataPaths {
                 ),
             ] {
                 let (value, n, d) = rates(a, b);
-                let why = if same_servers {
-                    "same data, same servers, one node: the routing cost"
-                } else {
-                    "same data, one node; also more Postgres servers sharing the cores"
-                };
-                let (few, many) = (fewest.layout, most.layout);
                 ratio(
                     &format!("{path} max with {many} ÷ with {few} ({why})"),
                     value,

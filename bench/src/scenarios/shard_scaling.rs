@@ -89,9 +89,9 @@ struct Seeded {
     floor: Arc<ShardFloor>,
 }
 
-/// Turns each shard count's load gets, alternating with the others (the order reversed
-/// every turn). This machine's rate drifts by ±10 % over seconds; short turns taken in
-/// alternation put both shard counts through the same drift.
+/// Turns each layout's load gets, alternating with the others (the order reversed every
+/// turn, [`turn_order`]). This machine's rate drifts by ±10 % over seconds; short turns
+/// taken in alternation put every layout through the same drift.
 const TURNS: u32 = 6;
 
 /// Load before the first measured turn, not recorded: connection pools fill (16 shards
@@ -170,12 +170,7 @@ impl ShardScaling {
         let mut floors = vec![(FloorTotals::default(), FloorTotals::default()); seeded.len()];
         let turn = self.duration / TURNS;
         for t in 0..TURNS {
-            // The order reversed every turn: 2 16 16 2 2 16 ...
-            let mut order: Vec<usize> = (0..seeded.len()).collect();
-            if t % 2 == 1 {
-                order.reverse();
-            }
-            for i in order {
+            for i in turn_order(t, seeded.len()) {
                 let (s, (read, write)) = (&seeded[i], &recorders[i]);
                 let meters = (meters[i].as_ref(), postgres[i].as_ref());
                 let ((read_cpu, write_cpu), (read_pg, write_pg)) =
@@ -204,11 +199,7 @@ impl ShardScaling {
             tokio::task::spawn_blocking(move || node.stop()).await?;
         }
         for t in 0..TURNS {
-            let mut order: Vec<usize> = (0..seeded.len()).collect();
-            if t % 2 == 1 {
-                order.reverse();
-            }
-            for i in order {
+            for i in turn_order(t, seeded.len()) {
                 let s = &seeded[i];
                 let (read_floor, write_floor) = &mut floors[i];
                 for (load, totals) in [
@@ -351,6 +342,16 @@ async fn floor_turn(
     Ok((outcome??, spent))
 }
 
+/// The order the `count` clusters take turn `t` in: reversed every turn (A B C, then
+/// C B A, ...), so no cluster always follows the same one.
+fn turn_order(t: u32, count: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
+    if t % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
 /// Stops the clusters (their removal blocks).
 async fn drop_all(seeded: Vec<Seeded>) {
     let clusters: Vec<Cluster> = seeded.into_iter().map(|s| s.cluster).collect();
@@ -398,6 +399,13 @@ mod tests {
             names,
             ["2 shards", "16 shards", "16 shards on 2 Postgres servers"]
         );
+    }
+
+    #[test]
+    fn turns_alternate_the_order_of_the_clusters() {
+        assert_eq!(turn_order(0, 3), vec![0, 1, 2]);
+        assert_eq!(turn_order(1, 3), vec![2, 1, 0]);
+        assert_eq!(turn_order(2, 3), vec![0, 1, 2]);
     }
 
     #[test]
