@@ -3,7 +3,7 @@
 //! - [`config`] — the one typed configuration (file + `STRATA_NODE_*` overrides).
 //! - [`startup`] — build (shard map, router, migration check, Redis, listener) and run.
 //! - [`routes`] — every route and the middleware stack.
-//! - [`request_context`] — request ids and deadlines.
+//! - [`request_context`] — request ids.
 //! - [`error`] — the one error type, mapped to problem+json in one place.
 //! - [`health`], [`metrics`] — `/healthz`, `/readyz`, `/metrics`.
 //! - [`redis_handle`] — the shared Redis Cluster connection.

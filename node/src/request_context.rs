@@ -1,17 +1,11 @@
-//! Per-request context: the request id (taken from a sane `x-request-id` or made fresh,
-//! echoed on every response and available to error bodies and logs), the request
-//! deadline, and the tracing span.
+//! Per-request context: the request id, taken from a sane `x-request-id` or made fresh,
+//! echoed on every response (by [`crate::edge`]) and available to error bodies and logs
+//! while the request is served.
 
-use std::time::Duration;
+use std::future::Future;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
-
-use crate::error::ApiError;
-use crate::state::AppState;
+use axum::extract::Request;
+use axum::http::HeaderValue;
 
 /// The header that carries the request id both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -34,36 +28,24 @@ fn sane_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| text.to_owned())
 }
 
-/// Middleware: assigns the request id, applies the deadline, and stamps the response.
-pub async fn with_request_context(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let id = request
+/// The request's id: the client's, if sane, or a fresh one.
+pub fn request_id(request: &Request) -> String {
+    request
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(sane_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let deadline = Duration::from_millis(state.config().request_timeout_ms);
-    // An upload is bound by its idle timeout instead (routes/files.rs): a large file
-    // on a slow link must not be cut while it keeps moving.
-    let bounded = !(request.method() == Method::POST && request.uri().path() == "/v1/files");
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
-    let work = async move {
-        if !bounded {
-            return next.run(request).await;
-        }
-        match tokio::time::timeout(deadline, next.run(request)).await {
-            Ok(response) => response,
-            Err(_) => ApiError::Timeout(deadline.as_millis() as u64).into_response(),
-        }
-    };
-    let mut response = REQUEST_ID.scope(id.clone(), work.instrument(span)).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    response
+        .unwrap_or_else(|| {
+            let mut text = uuid::Uuid::encode_buffer();
+            uuid::Uuid::new_v4()
+                .hyphenated()
+                .encode_lower(&mut text)
+                .to_owned()
+        })
+}
+
+/// Runs `work` with `id` as [`current_request_id`].
+pub async fn scope<F: Future>(id: String, work: F) -> F::Output {
+    REQUEST_ID.scope(id, work).await
 }
 
 #[cfg(test)]
