@@ -24,9 +24,14 @@ const MULTIPART_SLACK: u64 = 64 * 1024;
 const DRAIN_FACTOR: u64 = 4;
 const DRAIN_FLOOR: u64 = 8 * 1024 * 1024;
 
+/// Whether the request is a file upload, which has a limit and a timeout of its own.
+pub fn is_upload(method: &Method, path: &str) -> bool {
+    method == Method::POST && path == "/v1/files"
+}
+
 /// The largest body a request to this path may declare.
 fn limit_for(method: &Method, path: &str, max_upload_bytes: u64) -> u64 {
-    if method == Method::POST && path == "/v1/files" {
+    if is_upload(method, path) {
         max_upload_bytes + MULTIPART_SLACK
     } else {
         BODY_LIMIT_BYTES as u64

@@ -19,8 +19,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
+use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use tower::{Layer, Service};
@@ -105,7 +105,7 @@ where
     );
     // An upload is bound by its idle timeout instead (routes/files.rs): a large file on
     // a slow link must not be cut while it keeps moving.
-    let deadline = (!(request.method() == Method::POST && request.uri().path() == "/v1/files"))
+    let deadline = (!crate::body_limit::is_upload(request.method(), request.uri().path()))
         .then(|| Duration::from_millis(state.config().request_timeout_ms));
     let work = async move {
         match admit(&state, request).await {
