@@ -5,7 +5,10 @@
 //! request says why one path is slower than another: `data-paths` uses it to show what
 //! the load balancer's hop costs next to the rest of a request, and what a node and
 //! its Postgres servers each spend per request with 2 shards and with 16 (the routing
-//! cost, apart from Postgres').
+//! cost, apart from Postgres'). Two more readings explain a CPU figure: the
+//! hypervisor's steal (time the machine's cores were taken away, which slows every
+//! side of a turn without showing in any process) and the metered processes' context
+//! switches (a layout whose requests wake more sleeping peers pays for each wake).
 
 use std::path::Path;
 
@@ -18,6 +21,11 @@ pub struct CpuTimes {
     pub machine_secs: f64,
     /// The metered processes' user and system time.
     pub process_secs: f64,
+    /// Time the hypervisor ran something else on this machine's cores (`steal`).
+    pub steal_secs: f64,
+    /// Context switches of the metered processes' threads (of live children too, for a
+    /// family).
+    pub process_switches: u64,
 }
 
 impl std::ops::Sub for CpuTimes {
@@ -26,6 +34,11 @@ impl std::ops::Sub for CpuTimes {
         CpuTimes {
             machine_secs: self.machine_secs - earlier.machine_secs,
             process_secs: self.process_secs - earlier.process_secs,
+            steal_secs: self.steal_secs - earlier.steal_secs,
+            // A child that exited takes its count with it: never below zero.
+            process_switches: self
+                .process_switches
+                .saturating_sub(earlier.process_switches),
         }
     }
 }
@@ -34,6 +47,8 @@ impl std::ops::AddAssign for CpuTimes {
     fn add_assign(&mut self, other: CpuTimes) {
         self.machine_secs += other.machine_secs;
         self.process_secs += other.process_secs;
+        self.steal_secs += other.steal_secs;
+        self.process_switches += other.process_switches;
     }
 }
 
@@ -83,10 +98,25 @@ impl CpuMeter {
     /// The times now (None when `/proc` no longer has them: the process stopped).
     pub fn read(&self) -> Option<CpuTimes> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let machine = MachineTicks::parse(&stat)?;
         Some(CpuTimes {
-            machine_secs: machine_busy_ticks(&stat)? as f64 / self.ticks_per_sec,
+            machine_secs: machine.busy as f64 / self.ticks_per_sec,
             process_secs: self.process_ticks()? as f64 / self.ticks_per_sec,
+            steal_secs: machine.steal as f64 / self.ticks_per_sec,
+            process_switches: self.process_switches()?,
         })
+    }
+
+    /// The metered processes' context switches (None when one is gone).
+    fn process_switches(&self) -> Option<u64> {
+        if self.with_children {
+            process::family_context_switches(&self.pids)
+        } else {
+            self.pids
+                .iter()
+                .map(|&pid| process::context_switches(pid))
+                .sum()
+        }
     }
 
     /// The metered processes' ticks (None when one is gone).
@@ -151,18 +181,39 @@ pub fn micros_per_request(secs: f64, requests: u64) -> f64 {
     secs * 1e6 / requests.max(1) as f64
 }
 
-/// The busy ticks of `/proc/stat`'s first line (`cpu  user nice system idle iowait irq
-/// softirq steal ...`): everything but idle and iowait. (Guest time is already counted
-/// in user.)
-fn machine_busy_ticks(stat: &str) -> Option<u64> {
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
-    Some(field(0) + field(1) + field(2) + field(5) + field(6) + field(7))
+/// A figure in microseconds, for a ratio's sides.
+pub fn micros(value: f64) -> String {
+    format!("{value:.1} µs")
+}
+
+/// Per request of a load: `count` over `requests` (at least one).
+pub fn per_request(count: u64, requests: u64) -> f64 {
+    count as f64 / requests.max(1) as f64
+}
+
+/// The machine-wide ticks of `/proc/stat`'s first line (`cpu  user nice system idle
+/// iowait irq softirq steal ...`).
+struct MachineTicks {
+    /// Everything but idle and iowait. (Guest time is already counted in user.)
+    busy: u64,
+    /// Taken by the hypervisor.
+    steal: u64,
+}
+
+impl MachineTicks {
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+        Some(Self {
+            busy: field(0) + field(1) + field(2) + field(5) + field(6) + field(7),
+            steal: field(7),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -172,8 +223,10 @@ mod tests {
     #[test]
     fn the_machine_is_busy_for_all_but_idle_and_iowait() {
         let stat = "cpu  100 5 50 1000 40 3 2 7 0 0\ncpu0 50 2 25 500 20 1 1 3 0 0\n";
-        assert_eq!(machine_busy_ticks(stat), Some(100 + 5 + 50 + 3 + 2 + 7));
-        assert_eq!(machine_busy_ticks("intr 1 2 3\n"), None);
+        let ticks = MachineTicks::parse(stat).unwrap();
+        assert_eq!(ticks.busy, 100 + 5 + 50 + 3 + 2 + 7);
+        assert_eq!(ticks.steal, 7);
+        assert!(MachineTicks::parse("intr 1 2 3\n").is_none());
     }
 
     #[tokio::test]

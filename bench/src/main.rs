@@ -16,6 +16,7 @@ use strata_bench::scenarios::mix::Mix;
 use strata_bench::scenarios::rebalance::RebalanceBench;
 use strata_bench::scenarios::runner::{LoadModel, MixRun};
 use strata_bench::scenarios::search::SearchBench;
+use strata_bench::scenarios::shard_scaling::ShardScaling;
 use strata_bench::target::Target;
 
 /// Strata load-bench harness.
@@ -92,6 +93,16 @@ enum Command {
         connections: usize,
         /// Shard counts to compare on clusters of their own (comma-separated; `none`
         /// skips it).
+        #[arg(long, default_value = "2,16", value_parser = parse_shard_counts)]
+        shard_counts: ShardCounts,
+    },
+    /// The shard-count part of `data-paths` alone: starts a cluster per layout (no local
+    /// cluster needed), for repeating that comparison without the rest.
+    ShardScaling {
+        /// Connections of each closed loop.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Shard counts to compare (comma-separated).
         #[arg(long, default_value = "2,16", value_parser = parse_shard_counts)]
         shard_counts: ShardCounts,
     },
@@ -309,6 +320,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: cli.seed,
             };
             scenario.run(&target, &http, &cli.out.join("work")).await?
+        }
+        Command::ShardScaling {
+            connections,
+            shard_counts,
+        } => {
+            anyhow::ensure!(
+                connections > 0 && !shard_counts.0.is_empty(),
+                "--connections must be positive and --shard-counts name at least one count"
+            );
+            ShardScaling::new(shard_counts.0, connections, duration, cli.seed)
+                .report(&http)
+                .await?
         }
         Command::Search {
             posts,

@@ -15,6 +15,31 @@ pub struct Phase {
     pub endpoints: Vec<EndpointSummary>,
 }
 
+impl Phase {
+    /// Answered requests per second of its first endpoint (the one a scenario's phase
+    /// loads).
+    pub fn ok_rate(&self) -> f64 {
+        self.endpoints
+            .first()
+            .map_or(0.0, |e| e.ok as f64 / self.duration_secs)
+    }
+
+    /// Requests its first endpoint sent (answered or not).
+    pub fn requests(&self) -> u64 {
+        self.endpoints.first().map_or(0, |e| e.requests)
+    }
+
+    /// Median latency of its first endpoint, in milliseconds.
+    pub fn p50_ms(&self) -> f64 {
+        self.endpoints.first().map_or(f64::NAN, |e| e.p50_ms)
+    }
+
+    /// 99th-percentile latency of its first endpoint, in milliseconds.
+    pub fn p99_ms(&self) -> f64 {
+        self.endpoints.first().map_or(f64::NAN, |e| e.p99_ms)
+    }
+}
+
 /// A figure compared with a baseline measured in the same run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {

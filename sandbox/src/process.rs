@@ -194,6 +194,47 @@ pub fn family_cpu_ticks(pids: &[i32]) -> Option<u64> {
     Some(reaped + live)
 }
 
+/// How often every thread of `pid` left the CPU, voluntarily (to sleep until woken)
+/// or not (preempted), from `/proc/<pid>/task/*/status`. A process that serves each
+/// request by waking peers and being woken pays for each switch; comparing the counts
+/// per request of two layouts shows whether one wakes more. None when it is gone.
+pub fn context_switches(pid: i32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+            .map(|status| status_switches(&status))
+            .sum(),
+    )
+}
+
+/// The context switches of `pids` and of their live children (a postmaster's
+/// backends; one that exited takes its count with it). None when one of `pids` is gone.
+pub fn family_context_switches(pids: &[i32]) -> Option<u64> {
+    let own = pids
+        .iter()
+        .map(|&pid| context_switches(pid))
+        .sum::<Option<u64>>()?;
+    let children: u64 = children_of(pids)
+        .iter()
+        .filter_map(|&(child, _)| context_switches(child))
+        .sum();
+    Some(own + children)
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of a `/proc/.../status`.
+fn status_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+        })
+        .filter_map(|count| count.trim().parse::<u64>().ok())
+        .sum()
+}
+
 /// utime + stime of a `/proc/<pid>/stat` line.
 fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     stat_fields(stat, &[14, 15])
@@ -317,6 +358,22 @@ mod tests {
             Some(10 + 20 + 300 + 400)
         );
         assert_eq!(stat_fields("7 (short) S 1", &[14]), None);
+    }
+
+    #[test]
+    fn context_switches_add_both_kinds_over_every_thread() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(status_switches(status), 127);
+        assert_eq!(status_switches("Name:\tx\n"), 0);
+        let me = std::process::id() as i32;
+        let before = context_switches(me).unwrap();
+        // A sleep is a voluntary switch of this thread.
+        std::thread::sleep(Duration::from_millis(2));
+        let after = context_switches(me).unwrap();
+        assert!(after > before);
+        // Read later, and with any children: never fewer.
+        assert!(family_context_switches(&[me]).unwrap() >= after);
+        assert_eq!(context_switches(i32::MAX), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use reqwest::{Client, Method};
 use serde_json::json;
 use strata_router::{Placement, ShardMap, route_hash};
 
-use crate::cpu_meter::{CpuMeter, CpuTimes, metered, micros_per_request};
+use crate::cpu_meter::{CpuMeter, CpuTimes, metered, micros, micros_per_request};
 use crate::load::{closed_loop, open_loop};
 use crate::monitoring_switch::MonitoringSwitch;
 use crate::pgbench::{self, PgbenchRun};
@@ -253,7 +253,7 @@ impl DataPaths {
             kernel_balanced = Some(pair);
         }
         let pg_read_max = self.pgbench_select(&primary, &replica, None, work_dir)?;
-        let read_rate = rate_of(&read_max) / 2.0;
+        let read_rate = read_max.ok_rate() / 2.0;
         eprintln!("read path: open loop at {read_rate:.0} req/s ...");
         let read_half = self
             .open(
@@ -314,7 +314,7 @@ impl DataPaths {
         let pg_write_max = self.pgbench_insert(pgbench::TASK_INSERT, &primary, None, work_dir)?;
         let pg_node_statements_max =
             self.pgbench_insert(pgbench::TASK_INSERT_AS_THE_NODE, &primary, None, work_dir)?;
-        let write_rate = rate_of(&write_max) / 2.0;
+        let write_rate = write_max.ok_rate() / 2.0;
         eprintln!("write path: open loop at {write_rate:.0} req/s ...");
         let write_half = self
             .open(write, write_rate, "write at half the maximum (open loop)")
@@ -326,16 +326,13 @@ impl DataPaths {
             work_dir,
         )?;
 
-        let scaling = ShardScaling {
-            shard_counts: self.shard_counts.clone(),
-            users: 32,
-            posts_per_user: 10,
-            connections: self.connections,
-            duration: self.duration,
-            seed: self.seed,
-        }
-        .run(http)
-        .await?;
+        let scaling_bench = ShardScaling::new(
+            self.shard_counts.clone(),
+            self.connections,
+            self.duration,
+            self.seed,
+        );
+        let scaling = scaling_bench.run(http).await?;
 
         let mut ratio = |name: &str,
                          value: f64,
@@ -352,9 +349,9 @@ impl DataPaths {
         };
         let rates = |a: &Phase, b: &Phase| {
             (
-                rate_of(a) / rate_of(b),
-                format!("{:.0} req/s", rate_of(a)),
-                format!("{:.0} req/s", rate_of(b)),
+                a.ok_rate() / b.ok_rate(),
+                format!("{:.0} req/s", a.ok_rate()),
+                format!("{:.0} req/s", b.ok_rate()),
             )
         };
         let (value, n, d) = rates(&read_max, &reference_read_max);
@@ -392,26 +389,26 @@ impl DataPaths {
             );
             if let Some(cpu) = cpu {
                 let (through_us, straight_us) = machine_micros(through, straight, cpu);
-                let balancer_us = micros_per_request(cpu.0.process_secs, requests(through));
+                let balancer_us = micros_per_request(cpu.0.process_secs, through.requests());
                 ratio(
                     "machine CPU per private read: straight at the nodes ÷ through HAProxy (the rate ratio of a saturated machine)",
                     straight_us / through_us,
-                    us(straight_us),
-                    us(through_us),
+                    micros(straight_us),
+                    micros(through_us),
                     None,
                 );
                 ratio(
                     "HAProxy's own CPU per private read ÷ the machine's per read through it",
                     balancer_us / through_us,
-                    us(balancer_us),
-                    us(through_us),
+                    micros(balancer_us),
+                    micros(through_us),
                     None,
                 );
                 ratio(
                     "best through ÷ straight HAProxy's CPU alone allows: straight cost ÷ (straight cost + HAProxy's)",
                     straight_us / (straight_us + balancer_us),
-                    us(straight_us),
-                    us(straight_us + balancer_us),
+                    micros(straight_us),
+                    micros(straight_us + balancer_us),
                     None,
                 );
             }
@@ -430,8 +427,8 @@ impl DataPaths {
                 ratio(
                     "machine CPU per private read: straight at the nodes ÷ through the kernel balancer",
                     straight_us / through_us,
-                    us(straight_us),
-                    us(through_us),
+                    micros(straight_us),
+                    micros(through_us),
                     None,
                 );
             }
@@ -453,146 +450,40 @@ impl DataPaths {
         }
         ratio(
             "POST /v1/tasks ÷ pgbench, same inserts + WAL position in a BEGIN/COMMIT transaction (same primary, same concurrency)",
-            rate_of(&write_max) / pg_write_max.tps,
-            format!("{:.0} req/s", rate_of(&write_max)),
+            write_max.ok_rate() / pg_write_max.tps,
+            format!("{:.0} req/s", write_max.ok_rate()),
             format!("{:.0} tps", pg_write_max.tps),
             Some(Goal::AtLeast(0.7)),
         );
         ratio(
             "POST /v1/tasks ÷ pgbench sending the node's own statements, pipelined as it does (one round trip: the floor)",
-            rate_of(&write_max) / pg_node_statements_max.tps,
-            format!("{:.0} req/s", rate_of(&write_max)),
+            write_max.ok_rate() / pg_node_statements_max.tps,
+            format!("{:.0} req/s", write_max.ok_rate()),
             format!("{:.0} tps", pg_node_statements_max.tps),
             None,
         );
         ratio(
             "write p99 at half the maximum rate: HTTP ÷ pgbench",
-            p99(&write_half) / pg_write_half.p99_ms,
-            format!("{:.2} ms", p99(&write_half)),
+            write_half.p99_ms() / pg_write_half.p99_ms,
+            format!("{:.2} ms", write_half.p99_ms()),
             format!("{:.2} ms", pg_write_half.p99_ms),
             Some(Goal::AtMost(2.0)),
         );
         ratio(
             "private GET /v1/posts/{id} ÷ pgbench -S (same replica; for scale)",
-            rate_of(&read_max) / pg_read_max.tps,
-            format!("{:.0} req/s", rate_of(&read_max)),
+            read_max.ok_rate() / pg_read_max.tps,
+            format!("{:.0} req/s", read_max.ok_rate()),
             format!("{:.0} tps", pg_read_max.tps),
             None,
         );
         ratio(
             "write p50 at half the maximum rate: HTTP ÷ pgbench",
-            p50(&write_half) / pg_write_half.p50_ms,
-            format!("{:.2} ms", p50(&write_half)),
+            write_half.p50_ms() / pg_write_half.p50_ms,
+            format!("{:.2} ms", write_half.p50_ms()),
             format!("{:.2} ms", pg_write_half.p50_ms),
             None,
         );
-        // Every layout against the fewest shards. The goal is on the layout with the same
-        // servers, where only the shard count differs; with a server per shard the ratio
-        // also carries the extra servers sharing the cores (reported, with pgbench's).
-        for most in scaling.iter().skip(1) {
-            let fewest = &scaling[0];
-            let (few, many) = (fewest.layout, most.layout);
-            let same_servers = many.servers == few.servers;
-            let why = if same_servers {
-                "same data, same servers, one node: the routing cost"
-            } else {
-                "same data, one node; also more Postgres servers sharing the cores"
-            };
-            for (path, (a, a_cpu, a_pg, a_floor), (b, b_cpu, b_pg, b_floor)) in [
-                (
-                    "read",
-                    (
-                        &most.read,
-                        most.read_cpu,
-                        most.read_postgres_secs,
-                        most.read_floor,
-                    ),
-                    (
-                        &fewest.read,
-                        fewest.read_cpu,
-                        fewest.read_postgres_secs,
-                        fewest.read_floor,
-                    ),
-                ),
-                (
-                    "write",
-                    (
-                        &most.write,
-                        most.write_cpu,
-                        most.write_postgres_secs,
-                        most.write_floor,
-                    ),
-                    (
-                        &fewest.write,
-                        fewest.write_cpu,
-                        fewest.write_postgres_secs,
-                        fewest.write_floor,
-                    ),
-                ),
-            ] {
-                let (value, n, d) = rates(a, b);
-                ratio(
-                    &format!("{path} max with {many} ÷ with {few} ({why})"),
-                    value,
-                    n,
-                    d,
-                    same_servers.then_some(Goal::AtLeast(0.9)),
-                );
-                let floor_ratio = a_floor.rate() / b_floor.rate();
-                ratio(
-                    &format!(
-                        "pgbench sending the node's {path} statements straight to the primaries at once ({} connections spread over those holding the users), with {many} ÷ with {few}: what Postgres alone keeps on these cores",
-                        self.connections
-                    ),
-                    floor_ratio,
-                    format!("{:.0} tps", a_floor.rate()),
-                    format!("{:.0} tps", b_floor.rate()),
-                    None,
-                );
-                ratio(
-                    &format!(
-                        "{path} max with {many} ÷ with {few}: the node's ratio ÷ pgbench's (at 1 or above, routing adds nothing to what Postgres loses)"
-                    ),
-                    value / floor_ratio,
-                    format!("{value:.3}"),
-                    format!("{floor_ratio:.3}"),
-                    None,
-                );
-                let few_us = micros_per_request(b_floor.postgres_secs, b_floor.transactions);
-                let most_us = micros_per_request(a_floor.postgres_secs, a_floor.transactions);
-                ratio(
-                    &format!(
-                        "Postgres CPU per pgbench {path}, all servers: with {few} ÷ with {many}"
-                    ),
-                    few_us / most_us,
-                    us(few_us),
-                    us(most_us),
-                    None,
-                );
-                for (name, a_secs, b_secs) in [
-                    (
-                        format!(
-                            "node CPU per {path}: with {few} ÷ with {many} (the routing cost, without Postgres')"
-                        ),
-                        a_cpu.map(|c| c.process_secs),
-                        b_cpu.map(|c| c.process_secs),
-                    ),
-                    (
-                        format!(
-                            "Postgres CPU per {path}, all servers: with {few} ÷ with {many} (the same rows and statements in more databases, or on more servers sharing the cores)"
-                        ),
-                        a_pg,
-                        b_pg,
-                    ),
-                ] {
-                    if let (Some(a_secs), Some(b_secs)) = (a_secs, b_secs) {
-                        let few_us = micros_per_request(b_secs, requests(b));
-                        let most_us = micros_per_request(a_secs, requests(a));
-                        ratio(&name, few_us / most_us, us(few_us), us(most_us), None);
-                    }
-                }
-            }
-        }
+        report.ratios.extend(scaling_bench.ratios(&scaling));
         for run in [
             pg_read_max,
             pg_write_max,
@@ -623,9 +514,7 @@ impl DataPaths {
             report.phases.extend([on, off]);
         }
         report.phases.extend([read_half, write_max, write_half]);
-        for run in scaling {
-            report.phases.extend([run.read, run.write]);
-        }
+        report.phases.extend(ShardScaling::phases(scaling));
         Ok(report)
     }
 
@@ -890,37 +779,11 @@ impl DataPaths {
     }
 }
 
-fn p50(phase: &Phase) -> f64 {
-    phase.endpoints.first().map_or(f64::NAN, |e| e.p50_ms)
-}
-
-fn p99(phase: &Phase) -> f64 {
-    phase.endpoints.first().map_or(f64::NAN, |e| e.p99_ms)
-}
-
-/// Requests a phase sent (answered or not).
-fn requests(phase: &Phase) -> u64 {
-    phase.endpoints.first().map_or(0, |e| e.requests)
-}
-
 /// The machine's CPU per request through a balancer and straight at the nodes, from
 /// the CPU each side of a [`BalancedPair`] spent.
 fn machine_micros(through: &Phase, straight: &Phase, cpu: &(CpuTimes, CpuTimes)) -> (f64, f64) {
     (
-        micros_per_request(cpu.0.machine_secs, requests(through)),
-        micros_per_request(cpu.1.machine_secs, requests(straight)),
+        micros_per_request(cpu.0.machine_secs, through.requests()),
+        micros_per_request(cpu.1.machine_secs, straight.requests()),
     )
-}
-
-/// A figure in microseconds, for a ratio's sides.
-fn us(micros: f64) -> String {
-    format!("{micros:.1} µs")
-}
-
-fn rate_of(phase: &Phase) -> f64 {
-    phase
-        .endpoints
-        .first()
-        .map(|e| e.ok as f64 / phase.duration_secs)
-        .unwrap_or(0.0)
 }

@@ -18,10 +18,12 @@ use reqwest::{Client, Method};
 use serde_json::json;
 use strata_sandbox::Cluster;
 
-use crate::cpu_meter::{CpuMeter, CpuTimes, metered_output, metered_pair};
+use crate::cpu_meter::{
+    CpuMeter, CpuTimes, metered_output, metered_pair, micros, micros_per_request, per_request,
+};
 use crate::load::closed_loop;
 use crate::recorder::Recorder;
-use crate::report::Phase;
+use crate::report::{Goal, Phase, Ratio, Report};
 use crate::scenarios::shard_floor::{FloorLoad, FloorTotals, ShardFloor};
 use crate::scenarios::{client_ip, create_item, post_task, send, sign_in};
 
@@ -68,11 +70,11 @@ pub struct ScalingRun {
     pub read_cpu: Option<CpuTimes>,
     /// The same over the measured write turns.
     pub write_cpu: Option<CpuTimes>,
-    /// CPU seconds of all the cluster's Postgres servers (backends included) over the
-    /// measured read turns (None when they could not be read).
-    pub read_postgres_secs: Option<f64>,
+    /// The machine's and all the cluster's Postgres servers' CPU (backends included)
+    /// over the measured read turns (None when they could not be read).
+    pub read_postgres: Option<CpuTimes>,
     /// The same over the measured write turns.
-    pub write_postgres_secs: Option<f64>,
+    pub write_postgres: Option<CpuTimes>,
     /// The node's post read sent by pgbench straight to the primaries.
     pub read_floor: FloorTotals,
     /// The node's task insert sent by pgbench straight to the primaries.
@@ -102,7 +104,212 @@ const WARM_UP: Duration = Duration::from_secs(1);
 /// other cluster's turn.
 const SETTLE: Duration = Duration::from_millis(250);
 
+/// One path of one layout, as the ratios compare it.
+struct PathRun<'a> {
+    /// `read` or `write`.
+    name: &'static str,
+    phase: &'a Phase,
+    node: Option<CpuTimes>,
+    postgres: Option<CpuTimes>,
+    floor: FloorTotals,
+}
+
+impl ScalingRun {
+    /// The read path's figures, then the write path's.
+    fn paths(&self) -> [PathRun<'_>; 2] {
+        [
+            PathRun {
+                name: "read",
+                phase: &self.read,
+                node: self.read_cpu,
+                postgres: self.read_postgres,
+                floor: self.read_floor,
+            },
+            PathRun {
+                name: "write",
+                phase: &self.write,
+                node: self.write_cpu,
+                postgres: self.write_postgres,
+                floor: self.write_floor,
+            },
+        ]
+    }
+}
+
 impl ShardScaling {
+    /// The comparison `data-paths` and `shard-scaling` run: 32 users of 10 posts each.
+    pub fn new(
+        shard_counts: Vec<usize>,
+        connections: usize,
+        duration: Duration,
+        seed: u64,
+    ) -> Self {
+        Self {
+            shard_counts,
+            users: 32,
+            posts_per_user: 10,
+            connections,
+            duration,
+            seed,
+        }
+    }
+
+    /// The comparison alone, as a report of its own (`strata-bench shard-scaling`): the
+    /// part of `data-paths` that starts clusters of its own, for repeating it without
+    /// the rest.
+    pub async fn report(&self, http: &Client) -> anyhow::Result<Report> {
+        let mut report = Report::new(
+            "shard-scaling",
+            serde_json::to_value(self)?,
+            serde_json::json!({"clusters": "started by the scenario, one per layout"}),
+        );
+        let runs = self.run(http).await?;
+        report.ratios = self.ratios(&runs);
+        report.phases = Self::phases(runs);
+        Ok(report)
+    }
+
+    /// The measured phases, two per layout.
+    pub fn phases(runs: Vec<ScalingRun>) -> Vec<Phase> {
+        runs.into_iter()
+            .flat_map(|run| [run.read, run.write])
+            .collect()
+    }
+
+    /// Every layout against the fewest shards. The goal is on the layout with the same
+    /// servers, where only the shard count differs; with a server per shard the ratio
+    /// also carries the extra servers sharing the cores (reported, with pgbench's).
+    /// Then what explains a figure: each layout's CPU and context switches per request,
+    /// and the share of the machine the hypervisor took during its turns.
+    pub fn ratios(&self, runs: &[ScalingRun]) -> Vec<Ratio> {
+        let mut ratios = Vec::new();
+        let mut ratio = |name: String,
+                         value: f64,
+                         (numerator, denominator): (String, String),
+                         target: Option<Goal>| {
+            ratios.push(Ratio {
+                name,
+                value,
+                numerator,
+                denominator,
+                target,
+            });
+        };
+        let Some(fewest) = runs.first() else {
+            return ratios;
+        };
+        for most in &runs[1..] {
+            let (few, many) = (fewest.layout, most.layout);
+            let same_servers = many.servers == few.servers;
+            let why = if same_servers {
+                "same data, same servers, one node: the routing cost"
+            } else {
+                "same data, one node; also more Postgres servers sharing the cores"
+            };
+            for (a, b) in most.paths().into_iter().zip(fewest.paths()) {
+                let path = a.name;
+                let value = a.phase.ok_rate() / b.phase.ok_rate();
+                ratio(
+                    format!("{path} max with {many} ÷ with {few} ({why})"),
+                    value,
+                    (
+                        format!("{:.0} req/s", a.phase.ok_rate()),
+                        format!("{:.0} req/s", b.phase.ok_rate()),
+                    ),
+                    same_servers.then_some(Goal::AtLeast(0.9)),
+                );
+                let floor_ratio = a.floor.rate() / b.floor.rate();
+                ratio(
+                    format!(
+                        "pgbench sending the node's {path} statements straight to the primaries at once ({} connections spread over those holding the users), with {many} ÷ with {few}: what Postgres alone keeps on these cores",
+                        self.connections
+                    ),
+                    floor_ratio,
+                    (
+                        format!("{:.0} tps", a.floor.rate()),
+                        format!("{:.0} tps", b.floor.rate()),
+                    ),
+                    None,
+                );
+                ratio(
+                    format!(
+                        "{path} max with {many} ÷ with {few}: the node's ratio ÷ pgbench's (at 1 or above, routing adds nothing to what Postgres loses)"
+                    ),
+                    value / floor_ratio,
+                    (format!("{value:.3}"), format!("{floor_ratio:.3}")),
+                    None,
+                );
+                let few_us = micros_per_request(b.floor.postgres_secs, b.floor.transactions);
+                let most_us = micros_per_request(a.floor.postgres_secs, a.floor.transactions);
+                ratio(
+                    format!(
+                        "Postgres CPU per pgbench {path}, all servers: with {few} ÷ with {many}"
+                    ),
+                    few_us / most_us,
+                    (micros(few_us), micros(most_us)),
+                    None,
+                );
+                for (who, why, a_cpu, b_cpu) in [
+                    (
+                        "node",
+                        "the routing cost, without Postgres'",
+                        a.node,
+                        b.node,
+                    ),
+                    (
+                        "Postgres",
+                        "all servers: the same rows and statements in more databases, or on more servers sharing the cores",
+                        a.postgres,
+                        b.postgres,
+                    ),
+                ] {
+                    let (Some(a_cpu), Some(b_cpu)) = (a_cpu, b_cpu) else {
+                        continue;
+                    };
+                    let (a_n, b_n) = (a.phase.requests(), b.phase.requests());
+                    let few_us = micros_per_request(b_cpu.process_secs, b_n);
+                    let most_us = micros_per_request(a_cpu.process_secs, a_n);
+                    ratio(
+                        format!("{who} CPU per {path}: with {few} ÷ with {many} ({why})"),
+                        few_us / most_us,
+                        (micros(few_us), micros(most_us)),
+                        None,
+                    );
+                    let few_switches = per_request(b_cpu.process_switches, b_n);
+                    let most_switches = per_request(a_cpu.process_switches, a_n);
+                    ratio(
+                        format!(
+                            "{who} context switches per {path}: with {few} ÷ with {many} (each a sleep and a wake, or a preemption)"
+                        ),
+                        few_switches / most_switches,
+                        (format!("{few_switches:.2}"), format!("{most_switches:.2}")),
+                        None,
+                    );
+                }
+            }
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        for run in runs {
+            for p in run.paths() {
+                let Some(cpu) = p.node else { continue };
+                let machine = cores * p.phase.duration_secs;
+                ratio(
+                    format!(
+                        "hypervisor steal during the {} turns of {}: share of the machine's cores taken (it slows that side without showing in any process)",
+                        p.name, run.layout
+                    ),
+                    cpu.steal_secs / machine,
+                    (
+                        format!("{:.2} s", cpu.steal_secs),
+                        format!("{machine:.1} core-seconds"),
+                    ),
+                    None,
+                );
+            }
+        }
+        ratios
+    }
+
     /// The layouts compared: each shard count with a server per shard, then the largest
     /// count on as many servers as the smallest.
     pub fn layouts(&self) -> Vec<Layout> {
@@ -227,8 +434,8 @@ impl ShardScaling {
                 write: self.phase(s.layout, "write", write, turn * TURNS),
                 read_cpu: node.then_some(read_cpu),
                 write_cpu: node.then_some(write_cpu),
-                read_postgres_secs: pg.then_some(read_pg.process_secs),
-                write_postgres_secs: pg.then_some(write_pg.process_secs),
+                read_postgres: pg.then_some(read_pg),
+                write_postgres: pg.then_some(write_pg),
                 read_floor,
                 write_floor,
             });
