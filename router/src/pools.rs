@@ -1,6 +1,9 @@
 //! One connection pool per Postgres host of a shard (shards sharing a server get a pool
-//! each, on their own databases). Pools are built without connecting, so a host
-//! that is down at start-up costs nothing until it comes back.
+//! each, on their own databases, and split the node's connections to that server).
+//! Pools are built without connecting, so a host that is down at start-up costs nothing
+//! until it comes back.
+
+use std::collections::HashMap;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
@@ -9,7 +12,41 @@ use crate::ids::HostAddr;
 use crate::settings::RouterSettings;
 use crate::shard_map::ShardMap;
 
-/// Builds the pool for one host of the map, on `database` (the shard's).
+/// The fewest connections a shard's pool keeps, however many shards share its server:
+/// one busy with a statement and one for the next request, so a shard never waits on
+/// a single slow statement while its server has cores to spare.
+pub const MIN_SHARD_POOL: usize = 2;
+
+/// The most connections each shard's pool opens on a server that `sharing` shards have
+/// a host on: an equal part of `server_budget` (`pool_max_size`, the connections one
+/// node keeps to one Postgres server), at least [`MIN_SHARD_POOL`].
+///
+/// Every connection is a backend, a process with its own caches. With a pool of 16 per
+/// shard, 16 shards on 2 servers grew to about 26 backends per server against 13 with
+/// 2 shards, and Postgres spent 3–29 % more CPU per primary-key read (8 runs of
+/// `strata-bench shard-scaling`; bench/README.md): the work cycled through more
+/// processes whose memory had gone cold in the CPU caches. Split, the budget keeps
+/// 16 per server, and Postgres' CPU per read with 16 shards ranged from 9 % less to
+/// 13 % more than with 2 (6 runs).
+pub fn shard_pool_size(server_budget: usize, sharing: usize) -> usize {
+    (server_budget / sharing.max(1)).max(MIN_SHARD_POOL)
+}
+
+/// How many of `shards` (each given by its hosts) have a host on each server.
+pub fn shards_per_server<'a>(
+    shards: impl IntoIterator<Item = &'a [HostAddr]>,
+) -> HashMap<HostAddr, usize> {
+    let mut sharing = HashMap::new();
+    for hosts in shards {
+        for host in hosts {
+            *sharing.entry(host.clone()).or_insert(0) += 1;
+        }
+    }
+    sharing
+}
+
+/// Builds the pool for one host of the map, on `database` (the shard's), of at most
+/// `max_size` connections ([`shard_pool_size`]).
 ///
 /// The pool hands out the connection returned last (LIFO). With first-in-first-out,
 /// every request took the connection idle longest, so the work cycled through all of a
@@ -22,6 +59,7 @@ pub fn host_pool(
     map: &ShardMap,
     host: &HostAddr,
     database: &str,
+    max_size: usize,
     settings: &RouterSettings,
 ) -> Pool {
     let mut pg = tokio_postgres::Config::new();
@@ -43,7 +81,7 @@ pub fn host_pool(
         },
     );
     Pool::builder(manager)
-        .max_size(settings.pool_max_size)
+        .max_size(max_size)
         .queue_mode(QueueMode::Lifo)
         .wait_timeout(Some(settings.connect_timeout()))
         .create_timeout(Some(settings.connect_timeout()))
@@ -64,4 +102,42 @@ pub fn is_connection_lost(e: &tokio_postgres::Error) -> bool {
         db.code().code().starts_with("57P") // admin_shutdown, crash_shutdown, cannot_connect_now
     });
     e.is_closed() || io || shutting_down
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(raw: &str) -> HostAddr {
+        raw.parse().unwrap()
+    }
+
+    #[test]
+    fn shards_on_one_server_split_its_connections() {
+        assert_eq!(shard_pool_size(16, 1), 16);
+        assert_eq!(shard_pool_size(16, 2), 8);
+        assert_eq!(shard_pool_size(16, 3), 5);
+        assert_eq!(shard_pool_size(16, 8), 2);
+        assert_eq!(shard_pool_size(16, 0), 16, "a server no shard names");
+    }
+
+    #[test]
+    fn a_shard_keeps_its_floor_however_many_share_the_server() {
+        assert_eq!(shard_pool_size(16, 64), MIN_SHARD_POOL);
+        assert_eq!(shard_pool_size(1, 1), MIN_SHARD_POOL);
+    }
+
+    #[test]
+    fn sharing_is_counted_per_server_over_primaries_and_replicas() {
+        let (a, b, c) = (addr("pg1:5432"), addr("pg2:5432"), addr("pg1:5433"));
+        let shards = [
+            vec![a.clone(), b.clone()],
+            vec![a.clone(), c.clone()],
+            vec![a.clone()],
+        ];
+        let sharing = shards_per_server(shards.iter().map(Vec::as_slice));
+        assert_eq!(sharing[&a], 3);
+        assert_eq!(sharing[&b], 1);
+        assert_eq!(sharing[&c], 1, "another port is another server");
+    }
 }

@@ -3,7 +3,7 @@
 //! connection. Strata never promotes a host itself: it follows whatever promotion an
 //! external tool made, on the next poll.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use crate::ids::{HostAddr, RouteHash, SLOT_COUNT, ShardId, Slot};
 use crate::lag::PrimaryHistory;
 use crate::lsn::Lsn;
 use crate::placement::Placement;
-use crate::pools::{host_pool, is_connection_lost};
+use crate::pools::{host_pool, is_connection_lost, shard_pool_size, shards_per_server};
 use crate::replica_choice::{HostView, read_candidates};
 use crate::settings::RouterSettings;
 use crate::shard_map::ShardMap;
@@ -91,6 +91,9 @@ pub struct HostStatus {
     pub last_error: Option<String>,
     pub pool_size: usize,
     pub pool_available: usize,
+    /// The most connections the pool opens: its share of the server's
+    /// ([`shard_pool_size`]).
+    pub pool_max_size: usize,
 }
 
 /// A shard's state as reported to operators.
@@ -155,11 +158,12 @@ impl Topology {
     /// catalog is attached ([`Topology::follow_catalog`]).
     pub async fn connect(map: ShardMap, settings: RouterSettings) -> Arc<Self> {
         let placement = Placement::from_map(&map);
+        let sharing = shards_per_server(map.shards.iter().map(|s| s.hosts.as_slice()));
         let shards = map
             .shards
             .iter()
             .map(|cfg| {
-                let shard = Arc::new(new_shard(&map, &settings, &cfg.id, &cfg.hosts));
+                let shard = Arc::new(new_shard(&map, &settings, &sharing, &cfg.id, &cfg.hosts));
                 (cfg.id.clone(), shard)
             })
             .collect();
@@ -223,17 +227,32 @@ impl Topology {
     }
 
     /// Pools for shards the catalog has and this topology does not (each polled once
-    /// before any request is routed to it); none for shards the catalog dropped.
+    /// before any request is routed to it); none for shards the catalog dropped. A
+    /// server that gained or lost a shard has its pools resized, so its shards still
+    /// split the node's connections to it ([`shard_pool_size`]).
     async fn sync_shards(&self, catalog_shards: &[CatalogShard]) {
+        let sharing = shards_per_server(catalog_shards.iter().map(|s| s.hosts.as_slice()));
         let added: Vec<Arc<Shard>> = {
             let mut shards = self.shards.write().expect("shards lock");
             shards.retain(|id, _| catalog_shards.iter().any(|s| &s.id == id));
             let mut added = Vec::new();
             for s in catalog_shards {
                 if !shards.contains_key(&s.id) {
-                    let shard = Arc::new(new_shard(&self.map, &self.settings, &s.id, &s.hosts));
+                    let shard = Arc::new(new_shard(
+                        &self.map,
+                        &self.settings,
+                        &sharing,
+                        &s.id,
+                        &s.hosts,
+                    ));
                     shards.insert(s.id.clone(), Arc::clone(&shard));
                     added.push(shard);
+                }
+            }
+            for host in shards.values().flat_map(|shard| &shard.hosts) {
+                let size = pool_size(&self.settings, &sharing, &host.addr);
+                if host.pool.status().max_size != size {
+                    host.pool.resize(size);
                 }
             }
             added
@@ -541,13 +560,38 @@ impl Topology {
     }
 }
 
-fn new_shard(map: &ShardMap, settings: &RouterSettings, id: &ShardId, hosts: &[HostAddr]) -> Shard {
+/// The pool size of a shard's host on server `addr`, given how many shards each server
+/// holds.
+fn pool_size(
+    settings: &RouterSettings,
+    sharing: &HashMap<HostAddr, usize>,
+    addr: &HostAddr,
+) -> usize {
+    shard_pool_size(
+        settings.pool_max_size,
+        sharing.get(addr).copied().unwrap_or(1),
+    )
+}
+
+fn new_shard(
+    map: &ShardMap,
+    settings: &RouterSettings,
+    sharing: &HashMap<HostAddr, usize>,
+    id: &ShardId,
+    hosts: &[HostAddr],
+) -> Shard {
     let database = map.database_of(id);
     let hosts = hosts
         .iter()
         .map(|addr| Host {
             addr: addr.clone(),
-            pool: host_pool(map, addr, database, settings),
+            pool: host_pool(
+                map,
+                addr,
+                database,
+                pool_size(settings, sharing, addr),
+                settings,
+            ),
             seen: Mutex::new(Observation {
                 role: HostRole::Unknown,
                 lsn: None,
@@ -678,6 +722,7 @@ fn host_status(host: &Host, now: Instant) -> HostStatus {
         last_error: seen.last_error.clone(),
         pool_size: pool.size,
         pool_available: pool.available,
+        pool_max_size: pool.max_size,
     }
 }
 

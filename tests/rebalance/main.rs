@@ -486,6 +486,27 @@ fn copies_of(cluster: &Cluster, post_id: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The most connections the node's pool opens on each host of each shard, from
+/// `GET /v1/admin/shards`.
+async fn pool_max_sizes(api: &Api, admin: &str) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let (status, body) = status_and_json(api.get("/v1/admin/shards", Some(admin)).await).await;
+    assert_eq!(status, 200, "{body}");
+    body["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let sizes = s["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["pool_max_size"].as_u64().unwrap())
+                .collect();
+            (s["id"].as_str().unwrap().to_owned(), sizes)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn shards_sharing_a_server_keep_to_their_own_databases_and_move_out_online() {
     let mut cluster = ClusterBuilder::default()
@@ -523,6 +544,17 @@ async fn shards_sharing_a_server_keep_to_their_own_databases_and_move_out_online
     let placement = strata_router::Placement::from_map(&map);
     let mut posts: Vec<(String, String, String)> = Vec::new(); // (id, access, title)
     let mut owners = std::collections::BTreeSet::new();
+    let admin = strata_tests::api::unique("shared_admin");
+    api.signup_ok(&admin, "a long enough password").await;
+    let (ok, out) = strata(&cluster, &["user", "grant-admin", &admin], &[]);
+    assert!(ok, "grant admin: {out}");
+    let (_, body) = status_and_json(api.login(&admin, "a long enough password").await).await;
+    let admin = body["access_token"].as_str().unwrap().to_owned();
+    // The two shards split the node's connections to their server (16 by default).
+    assert_eq!(
+        pool_max_sizes(&api, &admin).await,
+        [("s0".into(), vec![8, 8]), ("s1".into(), vec![8, 8])].into()
+    );
     for i in 0.. {
         if owners.len() == 2 && posts.len() >= 12 {
             break;
@@ -568,6 +600,16 @@ async fn shards_sharing_a_server_keep_to_their_own_databases_and_move_out_online
     assert!(ok, "verify finds no difference: {out}");
     let (ok, out) = strata(&cluster, &["shard", "cleanup", "--json"], &[]);
     assert!(ok, "cleanup: {out}");
+    // A shard on a server of its own has the whole budget there.
+    assert_eq!(
+        pool_max_sizes(&api, &admin).await,
+        [
+            ("s0".into(), vec![8, 8]),
+            ("s1".into(), vec![8, 8]),
+            (added.to_string(), vec![16]),
+        ]
+        .into()
+    );
     let counts = slot_counts(&cluster).await;
     for id in ["s0", "s1", added.as_str()] {
         assert!(
