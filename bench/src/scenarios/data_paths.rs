@@ -16,6 +16,7 @@
 //! | the machine's CPU per request through each balancer, and HAProxy's share | the same straight at the nodes ([`CpuMeter`]) | (reported) |
 //! | the node's and Postgres' CPU per read and write in each 16-shard layout | the same with 2 shards | (reported) |
 //! | pgbench sending the node's read and write statements to the primaries, each 16-shard layout | the same with 2 shards ([`crate::scenarios::shard_floor`]): what Postgres alone keeps | (reported: the floor) |
+//! | the node's and Postgres' context switches per read and write, each 16-shard layout; the hypervisor's steal during each layout's turns | the same with 2 shards; the machine's core-seconds | (reported) |
 //!
 //! Each maximum is a closed loop at `--connections`; the half-rate phases are open loops
 //! (pgbench throttled with `-R`), so queueing from the schedule counts in the latency.

@@ -7,9 +7,12 @@
 //! smallest (several shards per server, each in a database of its own): there only the
 //! shard count differs, so the rates show the routing cost; with a server per shard
 //! they also carry what 16 Postgres servers cost two cores. The node's own CPU per
-//! request is measured too. After the nodes' turns the nodes stop, and pgbench sends
-//! the node's own statements straight to the shards' primaries in turns of its own
-//! ([`ShardFloor`]): what the same work keeps in each layout without a node.
+//! request is measured too, with the context switches of the node and of the servers
+//! per request and the hypervisor's steal during each layout's turns, which say
+//! whether a gap is wakes, Postgres or the machine. After the nodes' turns the nodes
+//! stop, and pgbench sends the node's own statements straight to the shards' primaries
+//! in turns of its own ([`ShardFloor`]): what the same work keeps in each layout
+//! without a node. `strata-bench shard-scaling` runs this part alone.
 
 use std::sync::Arc;
 use std::time::Duration;
