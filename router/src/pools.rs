@@ -23,11 +23,11 @@ pub const MIN_SHARD_POOL: usize = 2;
 ///
 /// Every connection is a backend, a process with its own caches. With a pool of 16 per
 /// shard, 16 shards on 2 servers grew to about 26 backends per server against 13 with
-/// 2 shards, and Postgres spent 3–29 % more CPU per primary-key read (8 runs of
+/// 2 shards, and Postgres spent 3–29 % more CPU per primary-key read (9 runs of
 /// `strata-bench shard-scaling`; bench/README.md): the work cycled through more
 /// processes whose memory had gone cold in the CPU caches. Split, the budget keeps
 /// 16 per server, and Postgres' CPU per read with 16 shards ranged from 9 % less to
-/// 13 % more than with 2 (6 runs).
+/// 15 % more than with 2 (7 runs).
 pub fn shard_pool_size(server_budget: usize, sharing: usize) -> usize {
     (server_budget / sharing.max(1)).max(MIN_SHARD_POOL)
 }
