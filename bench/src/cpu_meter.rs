@@ -99,32 +99,33 @@ impl CpuMeter {
     pub fn read(&self) -> Option<CpuTimes> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let machine = MachineTicks::parse(&stat)?;
+        let (ticks, switches) = self.process_usage()?;
         Some(CpuTimes {
             machine_secs: machine.busy as f64 / self.ticks_per_sec,
-            process_secs: self.process_ticks()? as f64 / self.ticks_per_sec,
+            process_secs: ticks as f64 / self.ticks_per_sec,
             steal_secs: machine.steal as f64 / self.ticks_per_sec,
-            process_switches: self.process_switches()?,
+            process_switches: switches,
         })
     }
 
-    /// The metered processes' context switches (None when one is gone).
-    fn process_switches(&self) -> Option<u64> {
+    /// The metered processes' CPU ticks and context switches (None when one is gone);
+    /// a family's from one pass over /proc.
+    fn process_usage(&self) -> Option<(u64, u64)> {
         if self.with_children {
-            process::family_context_switches(&self.pids)
+            let family = process::family_usage(&self.pids)?;
+            Some((family.cpu_ticks, family.context_switches))
         } else {
-            self.pids
+            let ticks = self
+                .pids
+                .iter()
+                .map(|&pid| process::cpu_ticks(pid))
+                .sum::<Option<u64>>()?;
+            let switches = self
+                .pids
                 .iter()
                 .map(|&pid| process::context_switches(pid))
-                .sum()
-        }
-    }
-
-    /// The metered processes' ticks (None when one is gone).
-    fn process_ticks(&self) -> Option<u64> {
-        if self.with_children {
-            process::family_cpu_ticks(&self.pids)
-        } else {
-            self.pids.iter().map(|&pid| process::cpu_ticks(pid)).sum()
+                .sum::<Option<u64>>()?;
+            Some((ticks, switches))
         }
     }
 

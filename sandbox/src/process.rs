@@ -175,11 +175,22 @@ pub fn cpu_ticks(pid: i32) -> Option<u64> {
     stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// The CPU time, in clock ticks, of the processes `pids` and of every child they have
-/// had: their own, their reaped children's (which the kernel adds to a parent when it
-/// waits for them), and their live children's. For postmasters that is the whole of
-/// their servers, backends that came and went included. None when one of `pids` is gone.
-pub fn family_cpu_ticks(pids: &[i32]) -> Option<u64> {
+/// What a family of processes (`pids` and their children) has used, from one pass over
+/// /proc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyUsage {
+    /// CPU time in clock ticks: the processes' own, their reaped children's (which the
+    /// kernel adds to a parent when it waits for them), and their live children's. For
+    /// postmasters that is the whole of their servers, backends that came and went
+    /// included.
+    pub cpu_ticks: u64,
+    /// Context switches of the processes and of their live children ([`context_switches`];
+    /// a child that exited takes its count with it).
+    pub context_switches: u64,
+}
+
+/// The usage of `pids` and of their children; None when one of `pids` is gone.
+pub fn family_usage(pids: &[i32]) -> Option<FamilyUsage> {
     let reaped = pids
         .iter()
         .map(|pid| {
@@ -187,11 +198,23 @@ pub fn family_cpu_ticks(pids: &[i32]) -> Option<u64> {
             stat_fields(&stat, &[14, 15, 16, 17])
         })
         .sum::<Option<u64>>()?;
-    let live: u64 = children_of(pids)
+    let own_switches = pids
+        .iter()
+        .map(|&pid| context_switches(pid))
+        .sum::<Option<u64>>()?;
+    let children = children_of(pids);
+    let live: u64 = children
         .iter()
         .filter_map(|(_, stat)| stat_cpu_ticks(stat))
         .sum();
-    Some(reaped + live)
+    let children_switches: u64 = children
+        .iter()
+        .filter_map(|&(child, _)| context_switches(child))
+        .sum();
+    Some(FamilyUsage {
+        cpu_ticks: reaped + live,
+        context_switches: own_switches + children_switches,
+    })
 }
 
 /// How often every thread of `pid` left the CPU, voluntarily (to sleep until woken)
@@ -207,20 +230,6 @@ pub fn context_switches(pid: i32) -> Option<u64> {
             .map(|status| status_switches(&status))
             .sum(),
     )
-}
-
-/// The context switches of `pids` and of their live children (a postmaster's
-/// backends; one that exited takes its count with it). None when one of `pids` is gone.
-pub fn family_context_switches(pids: &[i32]) -> Option<u64> {
-    let own = pids
-        .iter()
-        .map(|&pid| context_switches(pid))
-        .sum::<Option<u64>>()?;
-    let children: u64 = children_of(pids)
-        .iter()
-        .filter_map(|&(child, _)| context_switches(child))
-        .sum();
-    Some(own + children)
 }
 
 /// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of a `/proc/.../status`.
@@ -372,7 +381,7 @@ mod tests {
         let after = context_switches(me).unwrap();
         assert!(after > before);
         // Read later, and with any children: never fewer.
-        assert!(family_context_switches(&[me]).unwrap() >= after);
+        assert!(family_usage(&[me]).unwrap().context_switches >= after);
         assert_eq!(context_switches(i32::MAX), None);
     }
 
@@ -385,7 +394,8 @@ mod tests {
                 &[16, 17],
             )
         };
-        let (before, reaped_before) = (family_cpu_ticks(&[me]).unwrap(), reaped().unwrap());
+        let family_ticks = || family_usage(&[me]).unwrap().cpu_ticks;
+        let (before, reaped_before) = (family_ticks(), reaped().unwrap());
         // A child that burns CPU until the kernel charges it a tick, then is reaped.
         let status = std::process::Command::new("sh")
             .args([
@@ -396,6 +406,6 @@ mod tests {
             .unwrap();
         assert!(status.success());
         assert!(reaped().unwrap() >= reaped_before + 2);
-        assert!(family_cpu_ticks(&[me]).unwrap() >= before + 2);
+        assert!(family_ticks() >= before + 2);
     }
 }
