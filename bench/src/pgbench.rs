@@ -42,6 +42,8 @@ pub struct PgbenchJob<'a> {
     /// A name for the report and the log directory.
     pub script_name: &'a str,
     pub clients: usize,
+    /// pgbench's threads (`-j`): each drives its share of the clients.
+    pub threads: usize,
     pub duration: Duration,
     /// Throttle to this many transactions per second (`-R`).
     pub rate: Option<f64>,
@@ -56,6 +58,7 @@ pub fn run(job: &PgbenchJob<'_>, work_dir: &Path) -> anyhow::Result<PgbenchRun> 
         script_args: extra,
         script_name,
         clients,
+        threads,
         duration,
         rate,
     } = job.clone();
@@ -75,7 +78,7 @@ pub fn run(job: &PgbenchJob<'_>, work_dir: &Path) -> anyhow::Result<PgbenchRun> 
             "-c",
             &clients.to_string(),
             "-j",
-            "2",
+            &threads.min(clients).max(1).to_string(),
             "-T",
             &duration.as_secs().to_string(),
         ])
@@ -323,6 +326,7 @@ pub fn select_only(
         script_args: &["-S"],
         script_name: "select-only",
         clients,
+        threads: 2,
         duration,
         rate,
     };
@@ -359,6 +363,7 @@ pub fn insert_task(
         script_args: &["-D", &slot, "-f", &script],
         script_name,
         clients,
+        threads: 2,
         duration,
         rate,
     };

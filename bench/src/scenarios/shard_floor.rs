@@ -1,9 +1,17 @@
 //! The Postgres floor of the shard-count comparison: the node's own read and write
 //! statements sent by pgbench straight to the primaries of a cluster at once, the
 //! connections spread evenly over those holding the bench's users (16 connections: 8
-//! on each of 2 primaries; 1 or 2 on each of 16). Its rate with 16 shards over its
-//! rate with 2 is what Postgres alone keeps on these cores when the same work is spread
-//! over more servers; the node's ratio beside it says what routing adds.
+//! on each of 2 primaries; 1 or 2 on each of 16), each connection driven by a pgbench
+//! thread of its own in every layout. Its rate with 16 shards over its rate with 2 is
+//! what Postgres alone keeps on these cores when the same work is spread over more
+//! servers; the node's ratio beside it says what routing adds.
+//!
+//! A thread per connection keeps the client side alike in every layout. With pgbench's
+//! usual two threads per run, 2 shards meant 2 runs of 8 connections on 4 threads and 16
+//! shards 13 runs on 16: on one server (1 database against 8), 8 connections per thread
+//! kept 16.2k writes/s where a thread per 2 connections kept 14.0k in the *same*
+//! database, while the database count itself cost nothing measurable (14.0k against
+//! 14.4k). The floor had been charging the client's threading to the shard count.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -158,6 +166,7 @@ impl ShardFloor {
                     script_args: args,
                     script_name: name,
                     clients: h.clients,
+                    threads: h.clients,
                     duration,
                     rate: None,
                 };
