@@ -20,6 +20,41 @@ pub struct PgbenchRun {
     pub tps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Every transaction's latency (µs, schedule lag included), sorted: for pooling
+    /// turns ([`pooled`]); not reported.
+    #[serde(skip)]
+    pub latencies_us: Vec<f64>,
+}
+
+/// The value at quantile `q` of `sorted` latencies (µs), in ms (NaN when empty).
+fn quantile_ms(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        f64::NAN
+    } else {
+        sorted[((sorted.len() - 1) as f64 * q).round() as usize] / 1000.0
+    }
+}
+
+/// Turns of one pgbench load pooled into one run: all their transactions, the mean of
+/// their rates, the percentiles of all their latencies together (None without turns).
+pub fn pooled(turns: &[PgbenchRun]) -> Option<PgbenchRun> {
+    let first = turns.first()?;
+    let mut latencies_us: Vec<f64> = turns
+        .iter()
+        .flat_map(|t| t.latencies_us.iter().copied())
+        .collect();
+    latencies_us.sort_by(f64::total_cmp);
+    Some(PgbenchRun {
+        script: first.script.clone(),
+        host: first.host.clone(),
+        clients: first.clients,
+        rate_limit: first.rate_limit,
+        transactions: turns.iter().map(|t| t.transactions).sum(),
+        tps: turns.iter().map(|t| t.tps).sum::<f64>() / turns.len() as f64,
+        p50_ms: quantile_ms(&latencies_us, 0.50),
+        p99_ms: quantile_ms(&latencies_us, 0.99),
+        latencies_us,
+    })
 }
 
 /// Where pgbench is: `STRATA_PG_BIN` or Debian's PostgreSQL 15 directory.
@@ -120,13 +155,6 @@ pub fn run(job: &PgbenchJob<'_>, work_dir: &Path) -> anyhow::Result<PgbenchRun> 
         }
     }
     latencies_us.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        if latencies_us.is_empty() {
-            f64::NAN
-        } else {
-            latencies_us[((latencies_us.len() - 1) as f64 * q).round() as usize] / 1000.0
-        }
-    };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let tps = stdout
         .lines()
@@ -142,8 +170,9 @@ pub fn run(job: &PgbenchJob<'_>, work_dir: &Path) -> anyhow::Result<PgbenchRun> 
         rate_limit: rate,
         transactions: latencies_us.len() as u64,
         tps,
-        p50_ms: pick(0.50),
-        p99_ms: pick(0.99),
+        p50_ms: quantile_ms(&latencies_us, 0.50),
+        p99_ms: quantile_ms(&latencies_us, 0.99),
+        latencies_us,
     })
 }
 
@@ -392,5 +421,30 @@ mod tests {
                 "SELECT {POST_COLUMNS} FROM posts WHERE id = 'it''s';\n"
             )]
         );
+    }
+
+    #[test]
+    fn pooled_turns_take_the_percentiles_of_all_their_transactions() {
+        let turn = |tps: f64, ms: std::ops::RangeInclusive<u32>| {
+            let latencies_us: Vec<f64> = ms.map(|m| f64::from(m) * 1000.0).collect();
+            PgbenchRun {
+                script: "insert-task".into(),
+                host: "127.0.0.1:1".into(),
+                clients: 16,
+                rate_limit: Some(100.0),
+                transactions: latencies_us.len() as u64,
+                tps,
+                p50_ms: quantile_ms(&latencies_us, 0.5),
+                p99_ms: quantile_ms(&latencies_us, 0.99),
+                latencies_us,
+            }
+        };
+        // A quiet turn and one that met a stall: pooled, the stall is the tail.
+        let pooled = pooled(&[turn(100.0, 1..=95), turn(50.0, 501..=505)]).unwrap();
+        assert_eq!(pooled.transactions, 100);
+        assert_eq!(pooled.tps, 75.0);
+        assert_eq!(pooled.p50_ms, 51.0);
+        assert_eq!(pooled.p99_ms, 504.0);
+        assert!(super::pooled(&[]).is_none());
     }
 }

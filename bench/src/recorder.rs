@@ -89,6 +89,37 @@ impl Recorder {
         data.per_second[second] += 1;
     }
 
+    /// Adds everything `other` recorded: its latencies and statuses, and its
+    /// completions per second after this recorder's own (turns of one side of a paired
+    /// measurement, pooled into one phase, their timelines back to back).
+    pub fn absorb(&self, other: &Recorder) {
+        let theirs = other.endpoints.lock().expect("recorder lock");
+        let mut ours = self.endpoints.lock().expect("recorder lock");
+        for (endpoint, data) in theirs.iter() {
+            match ours.get_mut(endpoint) {
+                Some(mine) => {
+                    mine.latency
+                        .add(&data.latency)
+                        .expect("histograms of the same bounds");
+                    for (status, n) in &data.statuses {
+                        *mine.statuses.entry(status.clone()).or_default() += n;
+                    }
+                    mine.per_second.extend_from_slice(&data.per_second);
+                }
+                None => {
+                    ours.insert(
+                        endpoint,
+                        EndpointData {
+                            latency: data.latency.clone(),
+                            statuses: data.statuses.clone(),
+                            per_second: data.per_second.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
     /// Requests recorded so far, and how many of them failed (no answer, 4xx, 5xx).
     pub fn totals(&self) -> (u64, u64) {
         let endpoints = self.endpoints.lock().expect("recorder lock");
@@ -167,5 +198,35 @@ mod tests {
         assert!((98.0..=100.5).contains(&x.p99_ms), "{}", x.p99_ms);
         assert!((x.throughput_per_sec - 10.0).abs() < 1e-9);
         assert_eq!(summary[1].statuses["none"], 1);
+    }
+
+    #[test]
+    fn absorbing_turns_pools_their_latencies_statuses_and_timelines() {
+        let record = |recorder: &Recorder, endpoint, ms: std::ops::RangeInclusive<u64>| {
+            for i in ms {
+                let outcome = Outcome {
+                    endpoint,
+                    status: Some(201),
+                };
+                recorder.record(outcome, Duration::from_millis(i));
+            }
+        };
+        let (pooled, fast, slow) = (Recorder::new(), Recorder::new(), Recorder::new());
+        record(&fast, "POST /x", 1..=90);
+        record(&slow, "POST /x", 1001..=1010);
+        record(&slow, "GET /y", 1..=1);
+        pooled.absorb(&fast);
+        pooled.absorb(&slow);
+        let summary = pooled.summarize(Duration::from_secs(2));
+        let x = &summary[1];
+        assert_eq!(
+            (x.endpoint.as_str(), x.requests, x.statuses["201"]),
+            ("POST /x", 100, 100)
+        );
+        // The slow turn's 10 requests are the pooled tail.
+        assert!((1000.0..=1011.0).contains(&x.p99_ms), "{}", x.p99_ms);
+        assert!((89.0..=91.0).contains(&x.p90_ms), "{}", x.p90_ms);
+        assert_eq!(x.per_second, vec![90, 10]);
+        assert_eq!(summary[0].requests, 1);
     }
 }

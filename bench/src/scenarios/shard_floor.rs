@@ -208,6 +208,7 @@ mod tests {
             tps,
             p50_ms: 1.0,
             p99_ms: 2.0,
+            latencies_us: Vec::new(),
         };
         let mut totals = FloorTotals::default();
         totals.add(&[run(100.0, 200), run(300.0, 600)], 1.5);

@@ -33,7 +33,7 @@ use crate::cpu_meter::{
 };
 use crate::load::closed_loop;
 use crate::recorder::Recorder;
-use crate::report::{Goal, Phase, Ratio, Report};
+use crate::report::{Goal, Phase, Ratio, Report, median_turn_ratio};
 use crate::scenarios::shard_floor::{FloorLoad, FloorTotals, ShardFloor};
 use crate::scenarios::{client_ip, create_item, post_task, send, sign_in};
 
@@ -693,31 +693,6 @@ fn answered(recorder: &Recorder) -> u64 {
     requests - failed
 }
 
-/// The median over the turns of one layout's rate ÷ the other's in the same turn, with
-/// the lowest and the highest of those ratios (None when no turn has both rates). Each
-/// turn runs the layouts back to back, so a turn's ratio compares the two under the
-/// same state of the machine; the median is what most turns show, where the pooled rate
-/// over all turns lets one slow spell during one side's turn move the whole figure.
-fn median_turn_ratio(numerators: &[f64], denominators: &[f64]) -> Option<(f64, f64, f64)> {
-    let mut ratios: Vec<f64> = numerators
-        .iter()
-        .zip(denominators)
-        .filter(|(_, d)| **d > 0.0)
-        .map(|(n, d)| n / d)
-        .collect();
-    if ratios.is_empty() {
-        return None;
-    }
-    ratios.sort_by(f64::total_cmp);
-    let mid = ratios.len() / 2;
-    let median = if ratios.len().is_multiple_of(2) {
-        (ratios[mid - 1] + ratios[mid]) / 2.0
-    } else {
-        ratios[mid]
-    };
-    Some((median, ratios[0], ratios[ratios.len() - 1]))
-}
-
 /// The order the `count` clusters take turn `t` in: reversed every turn (A B C, then
 /// C B A, ...), so no cluster always follows the same one.
 fn turn_order(t: u32, count: usize) -> Vec<usize> {
@@ -786,29 +761,6 @@ mod tests {
         assert_eq!(turn_order(0, 3), vec![0, 1, 2]);
         assert_eq!(turn_order(1, 3), vec![2, 1, 0]);
         assert_eq!(turn_order(2, 3), vec![0, 1, 2]);
-    }
-
-    #[test]
-    fn the_goal_ratio_is_the_median_of_the_turns_and_one_slow_turn_does_not_move_it() {
-        // Turn 3 of the first layout hit a slow spell: its pooled ratio drops to 0.82,
-        // the median of the turns stays where the other turns are.
-        let many = [950.0, 960.0, 300.0, 940.0, 955.0];
-        let few = [1000.0, 1000.0, 1000.0, 1000.0, 1000.0];
-        let (median, lowest, highest) = median_turn_ratio(&many, &few).unwrap();
-        assert_eq!((median, lowest, highest), (0.95, 0.3, 0.96));
-        let pooled = many.iter().sum::<f64>() / few.iter().sum::<f64>();
-        assert!(pooled < 0.9 && median >= 0.9);
-        // An even count takes the mean of the middle two; a turn without a denominator
-        // is left out, and no turn at all gives no ratio.
-        assert_eq!(median_turn_ratio(&[1.0, 3.0], &[1.0, 1.0]).unwrap().0, 2.0);
-        assert_eq!(
-            median_turn_ratio(&[5.0, 1.0], &[0.0, 1.0]).unwrap(),
-            (1.0, 1.0, 1.0)
-        );
-        assert_eq!(median_turn_ratio(&[], &[]), None);
-        // A side that is slow in most turns is not hidden.
-        let (median, ..) = median_turn_ratio(&[800.0, 820.0, 990.0], &[1000.0; 3]).unwrap();
-        assert_eq!(median, 0.82);
     }
 
     #[test]
