@@ -373,32 +373,70 @@ pub const TASK_INSERT_AS_THE_NODE: (&str, &str) =
 /// A task insert script (`script_name` for reports: [`INSERT_TASK_SCRIPT`] or
 /// [`NODE_STATEMENTS_SCRIPT`]) on `primary`, its rows removed afterwards.
 pub fn insert_task(
-    (script_name, script_text): (&'static str, &str),
+    script: (&'static str, &str),
     primary: &str,
     clients: usize,
     duration: Duration,
     rate: Option<f64>,
     work_dir: &Path,
 ) -> anyhow::Result<PgbenchRun> {
-    std::fs::create_dir_all(work_dir)?;
-    let script = work_dir.join(format!("{script_name}.sql"));
-    std::fs::write(&script, script_text)?;
-    let script = script.canonicalize()?.to_string_lossy().into_owned();
-    let slot = format!("slot={}", owned_slot(primary, "strata")?);
-    let job = PgbenchJob {
-        addr: primary,
-        database: "strata",
-        user: "strata",
-        script_args: &["-D", &slot, "-f", &script],
-        script_name,
-        clients,
-        threads: 2,
-        duration,
-        rate,
-    };
-    let result = run(&job, work_dir);
+    let inserts = TaskInserts::prepare(script, primary, work_dir)?;
+    let result = inserts.run(clients, duration, rate);
     remove_inserted_rows(primary)?;
     result
+}
+
+/// A task insert script written once, with the slot it writes in looked up once, for
+/// runs of it in turns; the caller removes the rows ([`remove_inserted_rows`]) after
+/// the last.
+pub struct TaskInserts<'a> {
+    script_name: &'static str,
+    primary: &'a str,
+    /// `-D slot=N`'s value.
+    slot: String,
+    script: String,
+    work_dir: &'a Path,
+}
+
+impl<'a> TaskInserts<'a> {
+    /// Writes `script_text` under `work_dir` and finds a slot `primary` owns.
+    pub fn prepare(
+        (script_name, script_text): (&'static str, &str),
+        primary: &'a str,
+        work_dir: &'a Path,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(work_dir)?;
+        let script = work_dir.join(format!("{script_name}.sql"));
+        std::fs::write(&script, script_text)?;
+        Ok(Self {
+            script_name,
+            primary,
+            slot: format!("slot={}", owned_slot(primary, "strata")?),
+            script: script.canonicalize()?.to_string_lossy().into_owned(),
+            work_dir,
+        })
+    }
+
+    /// One run of the script.
+    pub fn run(
+        &self,
+        clients: usize,
+        duration: Duration,
+        rate: Option<f64>,
+    ) -> anyhow::Result<PgbenchRun> {
+        let job = PgbenchJob {
+            addr: self.primary,
+            database: "strata",
+            user: "strata",
+            script_args: &["-D", &self.slot, "-f", &self.script],
+            script_name: self.script_name,
+            clients,
+            threads: 2,
+            duration,
+            rate,
+        };
+        run(&job, self.work_dir)
+    }
 }
 
 #[cfg(test)]

@@ -683,6 +683,8 @@ impl DataPaths {
         let pooled = Recorder::new();
         let (mut node_p99s, mut pgbench_p99s, mut pgbench_turns) =
             (Vec::new(), Vec::new(), Vec::new());
+        // The script and its slot once; pgbench's rows removed once, after the last turn.
+        let inserts = pgbench::TaskInserts::prepare(pgbench::TASK_INSERT, primary, work_dir)?;
         for round in 0..ROUNDS {
             for node_now in [round % 2 == 0, round % 2 == 1] {
                 if node_now {
@@ -695,19 +697,20 @@ impl DataPaths {
                     node_p99s.push(p99);
                     pooled.absorb(&recorder);
                 } else {
-                    let run = pgbench::insert_task(
-                        pgbench::TASK_INSERT,
-                        primary,
-                        self.connections,
-                        turn,
-                        Some(pgbench_rate),
-                        work_dir,
-                    )?;
-                    pgbench_p99s.push(run.p99_ms);
-                    pgbench_turns.push(run);
+                    match inserts.run(self.connections, turn, Some(pgbench_rate)) {
+                        Ok(run) => {
+                            pgbench_p99s.push(run.p99_ms);
+                            pgbench_turns.push(run);
+                        }
+                        Err(e) => {
+                            pgbench::remove_inserted_rows(primary)?;
+                            return Err(e);
+                        }
+                    }
                 }
             }
         }
+        pgbench::remove_inserted_rows(primary)?;
         let total = turn * ROUNDS;
         let node = Phase {
             name: "write at half the maximum (open loop)".into(),
