@@ -136,6 +136,36 @@ async fn migrations_land_on_every_shard_and_reach_its_replicas() {
     }
 }
 
+/// The write fence looks a row's slot up in `shard_slots` on every row written. With
+/// 16 shards a shard owns 256 slots (2 pages), where the planner's generic plan scans
+/// the whole table rather than use its key; the fence's own settings (migration V5)
+/// must keep the key. Checked on a copy of the table cut to that size, planned as the
+/// fence's cached plan is (generic, under the function's settings).
+#[tokio::test]
+async fn the_write_fence_looks_slots_up_by_key_when_a_shard_owns_few() {
+    let cluster = cluster();
+    let primary = &cluster.postgres[0];
+    let plan = primary
+        .psql(
+            "strata",
+            "BEGIN; \
+             CREATE TEMP TABLE few_slots (LIKE shard_slots INCLUDING ALL) ON COMMIT DROP; \
+             INSERT INTO few_slots (slot, state) SELECT g * 16, 'owned' FROM generate_series(0, 255) g; \
+             ANALYZE few_slots; \
+             SELECT count(set_config(split_part(c, '=', 1), split_part(c, '=', 2), true)) \
+               FROM pg_proc, unnest(proconfig) c WHERE proname = 'strata_fence'; \
+             SET LOCAL plan_cache_mode = force_generic_plan; \
+             PREPARE fence_lookup(integer) AS SELECT state FROM few_slots WHERE slot = $1; \
+             EXPLAIN (COSTS OFF) EXECUTE fence_lookup(16); \
+             ROLLBACK;",
+        )
+        .unwrap();
+    assert!(
+        plan.contains("Index Scan using few_slots_pkey") && !plan.contains("Seq Scan"),
+        "the fence's lookup on 256 slots is planned as:\n{plan}"
+    );
+}
+
 /// The same golden table as the router's unit test, now checked against real shards: a
 /// row written through the router for each key is on that key's shard and no other.
 #[tokio::test]
