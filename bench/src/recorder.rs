@@ -113,6 +113,13 @@ impl Recorder {
         }
     }
 
+    /// Requests recorded so far that were answered (2xx or 3xx): what a turn's rate
+    /// counts.
+    pub fn answered(&self) -> u64 {
+        let (requests, failed) = self.totals();
+        requests - failed
+    }
+
     /// Requests recorded so far, and how many of them failed (no answer, 4xx, 5xx).
     pub fn totals(&self) -> (u64, u64) {
         let endpoints = self.endpoints.lock().expect("recorder lock");

@@ -96,9 +96,8 @@ struct TurnFigures {
 
 impl TurnFigures {
     fn of(recorder: &Recorder, turn: Duration) -> Self {
-        let (requests, failed) = recorder.totals();
         Self {
-            rate: (requests - failed) as f64 / turn.as_secs_f64(),
+            rate: recorder.answered() as f64 / turn.as_secs_f64(),
             p99_ms: recorder
                 .summarize(turn)
                 .first()

@@ -465,10 +465,10 @@ impl ShardScaling {
                     let warm = if t == 0 { WARM_UP } else { SETTLE };
                     self.load(path, http, s, Arc::new(Recorder::new()), warm)
                         .await;
-                    let before = answered(&totals.recorder);
+                    let before = totals.recorder.answered();
                     let load = self.load(path, http, s, Arc::clone(&totals.recorder), turn);
                     let (node, pg) = metered_pair(meters, load).await;
-                    let answered = answered(&totals.recorder) - before;
+                    let answered = totals.recorder.answered() - before;
                     totals.rates.push(answered as f64 / turn.as_secs_f64());
                     totals.node += node;
                     totals.postgres += pg;
@@ -685,12 +685,6 @@ impl EvenSpread {
         *taken += 1;
         true
     }
-}
-
-/// Requests `recorder` holds that were answered (2xx or 3xx).
-fn answered(recorder: &Recorder) -> u64 {
-    let (requests, failed) = recorder.totals();
-    requests - failed
 }
 
 /// The order the `count` clusters take turn `t` in: reversed every turn (A B C, then
