@@ -14,6 +14,10 @@ use crate::monitoring::MonitoringSpec;
 use crate::process::free_ports;
 use crate::reaper;
 
+/// How many times [`ClusterBuilder::start`] tries, each on fresh ports, when a port it
+/// chose was taken before its server could bind it.
+pub const START_ATTEMPTS: usize = 3;
+
 /// Shapes a throwaway cluster for tests.
 #[derive(Debug, Clone)]
 pub struct ClusterBuilder {
@@ -225,11 +229,25 @@ impl ClusterBuilder {
 
     /// Starts the cluster. It is stopped and its directory removed when the value is
     /// dropped, and in any case by a reaper once the current process ends.
+    ///
+    /// A port found free can be taken by another program before the server chosen for it
+    /// binds it; when that happens, what did start is stopped and the cluster starts
+    /// again on fresh ports, up to [`START_ATTEMPTS`] times.
     pub fn start(&self) -> Result<Cluster, SandboxError> {
-        let spec = self.spec()?;
-        std::fs::create_dir_all(&spec.data_dir).map_err(SandboxError::io("create the data dir"))?;
-        reaper::watch_current_process(&spec.data_dir, true)?;
-        Cluster::start(spec, OnDrop::StopAndRemove)
+        let mut attempt = 1;
+        loop {
+            let spec = self.spec()?;
+            std::fs::create_dir_all(&spec.data_dir)
+                .map_err(SandboxError::io("create the data dir"))?;
+            reaper::watch_current_process(&spec.data_dir, true)?;
+            match Cluster::start(spec, OnDrop::StopAndRemove) {
+                Err(error) if error.port_taken() && attempt < START_ATTEMPTS => {
+                    eprintln!("sandbox: {error}; starting again on fresh ports");
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
     }
 }
 

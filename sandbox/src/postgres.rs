@@ -45,6 +45,13 @@ impl PgInstance {
         self.dir.join("postgres.log")
     }
 
+    /// The last `lines` lines of the server's log, for an error that must say why.
+    fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// A name for logs and replication slots, e.g. `s0_1`.
     pub fn name(&self) -> String {
         format!("{}_{}", self.shard.as_str().replace('-', "_"), self.index)
@@ -159,7 +166,7 @@ impl PgInstance {
             return Ok(());
         }
         self.remove_stale_lock_file()?;
-        run(
+        let started = run(
             postgres_command(&self.tools.pg("pg_ctl"))
                 .arg("-D")
                 .arg(self.data_dir())
@@ -167,8 +174,20 @@ impl PgInstance {
                 .arg(self.log_file())
                 .args(["-w", "-t", "60", "start"]),
             &format!("start postgres {}", self.name()),
-        )?;
-        Ok(())
+        );
+        // pg_ctl only says to read the log; why the server stopped is in it.
+        started.map(drop).map_err(|error| match error {
+            SandboxError::Command {
+                what,
+                status,
+                output,
+            } => SandboxError::Command {
+                what,
+                status,
+                output: format!("{output}\n{}", self.log_tail(8)),
+            },
+            other => other,
+        })
     }
 
     /// Stops the server cleanly (fast shutdown).

@@ -1,10 +1,12 @@
 //! Running, signalling and waiting for processes: the plumbing under every service the
 //! sandbox starts.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::SandboxError;
@@ -86,18 +88,31 @@ pub fn wait_until(
     })
 }
 
-/// Free loopback TCP ports, distinct from each other. All are held open until every one
-/// is chosen, so the kernel cannot hand the same port out twice.
+/// Every port [`free_ports`] has handed out in this process. A port is chosen well before
+/// its server binds it (a cluster's node ports wait out Postgres' and Redis' start-up), so
+/// a later call must not take it again just because nothing listens on it yet.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Free loopback TCP ports, distinct from each other and from every port handed out
+/// before in this process. All are held open until every one is chosen, so the kernel
+/// cannot hand the same port out twice.
 pub fn free_ports(count: usize) -> Result<Vec<u16>, SandboxError> {
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    free_ports_from(seed, count)
+}
+
+/// [`free_ports`], scanning from the port `seed` picks (a random one, so processes
+/// started together rarely look in the same place).
+fn free_ports_from(seed: u32, count: usize) -> Result<Vec<u16>, SandboxError> {
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     // Below the kernel's ephemeral range: a port there that is free now stays free, while
     // one inside it can be taken a moment later by any outgoing connection, and a server
     // restarted on it (a replica brought back, a shard added under load) could not bind.
     let (low, high) = (10_000u16, ephemeral_floor().max(12_000));
     let span = u32::from(high - low);
-    let seed = std::process::id()
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
     let start = seed % span;
     let mut listeners = Vec::with_capacity(count);
     for step in 0..span {
@@ -105,6 +120,9 @@ pub fn free_ports(count: usize) -> Result<Vec<u16>, SandboxError> {
             break;
         }
         let port = low + ((start + step) % span) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             listeners.push(listener);
         }
@@ -114,11 +132,13 @@ pub fn free_ports(count: usize) -> Result<Vec<u16>, SandboxError> {
             "no {count} free loopback ports between {low} and {high}"
         )));
     }
-    listeners
+    let ports: Vec<u16> = listeners
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()
-        .map_err(SandboxError::io("read reserved ports"))
+        .map_err(SandboxError::io("read reserved ports"))?;
+    handed_out.extend(&ports);
+    Ok(ports)
 }
 
 /// The lowest port the kernel hands to outgoing connections (32768 unless configured).
@@ -350,6 +370,21 @@ pub fn stop_pid(pid: i32, sig: libc::c_int, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_never_hands_out_a_port_twice_even_once_it_is_free_again() {
+        // Both calls scan from the same place, and nothing listens on `first` when the
+        // second looks: only the record of what was handed out keeps it off them.
+        let first = free_ports_from(4_242, 40).unwrap();
+        let second = free_ports_from(4_242, 40).unwrap();
+        let all: BTreeSet<u16> = first.iter().chain(&second).copied().collect();
+        assert_eq!(all.len(), 80, "{first:?} and {second:?} overlap");
+        assert!(
+            first
+                .iter()
+                .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        );
+    }
 
     #[test]
     fn a_process_name_with_spaces_and_parentheses_does_not_shift_the_fields() {

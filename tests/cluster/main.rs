@@ -433,6 +433,91 @@ async fn a_node_refuses_a_malformed_shard_map_naming_the_field() {
     assert!(stderr.contains("host:port"), "{stderr}");
 }
 
+/// A port chosen free and taken by another program before its server binds it costs a
+/// restart on fresh ports, not a failed start: here a watcher binds the node's port as
+/// soon as the cluster's spec names it, long before the node starts.
+#[tokio::test]
+async fn a_cluster_whose_port_is_taken_before_its_server_binds_it_starts_on_fresh_ports() {
+    let sandboxes = std::env::temp_dir();
+    let ours = format!("strata-sandbox-{}-", std::process::id());
+    let before: Vec<std::path::PathBuf> = sandbox_dirs(&sandboxes, &ours);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            // Only a one-node cluster's spec: the shared cluster of this binary has two.
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for dir in sandbox_dirs(&sandboxes, &ours) {
+                    if before.contains(&dir) {
+                        continue;
+                    }
+                    let Ok(text) = std::fs::read_to_string(dir.join("spec.json")) else {
+                        continue;
+                    };
+                    let Ok(spec) = serde_json::from_str::<serde_json::Value>(&text) else {
+                        continue;
+                    };
+                    if let Some([port]) = spec["node_ports"].as_array().map(Vec::as_slice) {
+                        let port = port.as_u64().expect("a port") as u16;
+                        let held = std::net::TcpListener::bind(("127.0.0.1", port))
+                            .expect("the node's port is free until the node starts");
+                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        drop(held);
+                        return Some((dir, port));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        }
+    });
+    let started = tokio::task::spawn_blocking(|| {
+        Cluster::builder()
+            .shards(1)
+            .replicas(0)
+            .redis_masters(3)
+            .redis_replicas(0)
+            .nodes(1)
+            .load_balancer(false)
+            .start()
+    })
+    .await
+    .unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (first_dir, taken) = watcher
+        .join()
+        .unwrap()
+        .expect("the watcher saw the first attempt's spec");
+    let cluster = started.expect("the cluster starts on its second attempt");
+    assert_ne!(cluster.spec.node_ports, vec![taken]);
+    assert_ne!(cluster.spec.data_dir, first_dir);
+    assert!(
+        !first_dir.exists(),
+        "the first attempt's directory is removed"
+    );
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{}/readyz",
+        cluster.spec.node_ports[0]
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// This process's sandbox directories under `root`.
+fn sandbox_dirs(root: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A crashed owner (here a helper that aborts right after starting a cluster) leaves
 /// nothing behind: the reaper stops every process and removes the data directory.
 #[tokio::test]
