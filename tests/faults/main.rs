@@ -568,12 +568,19 @@ async fn a_slow_upload_completes_and_a_stalled_one_leaves_nothing_behind() {
         .send()
         .await
         .expect("an answer to the slow upload");
+    let written = slow
+        .headers()
+        .get("x-strata-consistency")
+        .cloned()
+        .expect("a write answers with its consistency token");
     let (status, file) = status_and_json(slow).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     assert_eq!(file["size"], 12 * 1024);
     let id = file["id"].as_str().unwrap();
+    // With the upload's token: a replica that has not replayed the upload yet must not
+    // answer the read (commits wait for the replica to store the WAL, not to apply it).
     let download = node
-        .get(&format!("/v1/files/{id}/content"), Some(&user.access))
+        .get_after(&format!("/v1/files/{id}/content"), &user.access, &written)
         .await;
     assert_eq!(download.status(), StatusCode::OK);
     assert_eq!(download.bytes().await.unwrap().len(), 12 * 1024);

@@ -320,16 +320,16 @@ async fn a_multipart_upload_of_the_file_field_is_stored_like_a_raw_one() {
 async fn a_file_whose_bytes_are_gone_downloads_as_404() {
     let owner = user("vanisher").await;
     let api = node(0);
-    let (status, file) = status_and_json(
-        api.upload(
+    let uploaded = api
+        .upload(
             &owner.access,
             "gone.txt",
             Some("text/plain"),
             b"soon gone".to_vec(),
         )
-        .await,
-    )
-    .await;
+        .await;
+    let written = uploaded.headers()["x-strata-consistency"].clone();
+    let (status, file) = status_and_json(uploaded).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     let id = file["id"].as_str().unwrap();
     let key = on_users_shard(
@@ -337,8 +337,10 @@ async fn a_file_whose_bytes_are_gone_downloads_as_404() {
         &format!("SELECT object_key FROM files WHERE id = '{id}'"),
     );
     std::fs::remove_file(cluster().spec.data_dir.join("objects").join(&key)).unwrap();
+    // With the upload's token, so the 404 is for the missing bytes, not for a replica
+    // that has not replayed the upload yet.
     let response = api
-        .get(&format!("/v1/files/{id}/content"), Some(&owner.access))
+        .get_after(&format!("/v1/files/{id}/content"), &owner.access, &written)
         .await;
     let status = response.status();
     let content_type = response.headers()["content-type"]
