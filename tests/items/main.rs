@@ -30,9 +30,22 @@ async fn user(prefix: &str) -> Tokens {
 }
 
 async fn create(api: &Api, path: &str, token: &str, body: Value) -> Value {
-    let (status, body) = status_and_json(api.post(path, &body, Some(token)).await).await;
+    create_noting_token(api, path, token, body).await.0
+}
+
+/// [`create`], also returning the write's consistency token, for a read that must see
+/// it on another node or a replica.
+async fn create_noting_token(
+    api: &Api,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (Value, reqwest::header::HeaderValue) {
+    let response = api.post(path, &body, Some(token)).await;
+    let written = response.headers()["x-strata-consistency"].clone();
+    let (status, body) = status_and_json(response).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
+    (body, written)
 }
 
 async fn send(
@@ -262,8 +275,9 @@ async fn the_change_feed_has_one_entry_per_committed_write_in_order_and_none_for
 async fn lists_page_newest_first_with_opaque_cursors() {
     let author = user("pager").await;
     let mut created = Vec::new();
+    let mut last_write = None;
     for i in 0..5 {
-        let task = create(
+        let (task, written) = create_noting_token(
             &node(0),
             "/v1/tasks",
             &author.access,
@@ -271,7 +285,9 @@ async fn lists_page_newest_first_with_opaque_cursors() {
         )
         .await;
         created.push(task["id"].as_str().unwrap().to_owned());
+        last_write = Some(written);
     }
+    let last_write = last_write.expect("tasks were written");
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -279,7 +295,8 @@ async fn lists_page_newest_first_with_opaque_cursors() {
             Some(c) => format!("/v1/tasks?limit=2&cursor={c}"),
             None => "/v1/tasks?limit=2".into(),
         };
-        let (status, page) = status_and_json(node(1).get(&path, Some(&author.access)).await).await;
+        let (status, page) =
+            status_and_json(node(1).get_after(&path, &author.access, &last_write).await).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
@@ -524,19 +541,23 @@ async fn crafted_cursors_are_refused_and_never_a_server_error() {
     let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
     let api = node(0);
     let owner = api.signup_ok(&unique("pager"), PASSWORD).await;
+    let mut last_write = None;
     for n in 0..3 {
-        let (status, _) = status_and_json(
-            api.post(
-                "/v1/tasks",
-                &json!({"title": format!("page {n}")}),
-                Some(&owner.access),
-            )
-            .await,
+        let (_, written) = create_noting_token(
+            &api,
+            "/v1/tasks",
+            &owner.access,
+            json!({"title": format!("page {n}")}),
         )
         .await;
-        assert_eq!(status, StatusCode::CREATED);
+        last_write = Some(written);
     }
-    let (_, first) = status_and_json(api.get("/v1/tasks?limit=1", Some(&owner.access)).await).await;
+    let last_write = last_write.expect("tasks were written");
+    let (_, first) = status_and_json(
+        api.get_after("/v1/tasks?limit=1", &owner.access, &last_write)
+            .await,
+    )
+    .await;
     let issued = first["next_cursor"]
         .as_str()
         .expect("a next page")
