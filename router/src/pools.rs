@@ -12,24 +12,33 @@ use crate::ids::HostAddr;
 use crate::settings::RouterSettings;
 use crate::shard_map::ShardMap;
 
-/// The fewest connections a shard's pool keeps, however many shards share its server:
-/// one busy with a statement and one for the next request, so a shard never waits on
-/// a single slow statement while its server has cores to spare.
-pub const MIN_SHARD_POOL: usize = 2;
+/// The fewest connections a shard's pool keeps, however many shards share its server.
+/// Every request holds one connection at a time, so one is enough to make progress;
+/// a request that finds it busy waits in the pool's queue.
+pub const MIN_SHARD_POOL: usize = 1;
 
 /// The most connections each shard's pool opens on a server that `sharing` shards have
-/// a host on: an equal part of `server_budget` (`pool_max_size`, the connections one
-/// node keeps to one Postgres server), at least [`MIN_SHARD_POOL`].
+/// a host on. A shard alone on its server gets all of `server_budget` (`pool_max_size`,
+/// the connections one node keeps to one Postgres server); shards that share a server
+/// split half of it, each at least [`MIN_SHARD_POOL`].
 ///
-/// Every connection is a backend, a process with its own caches. With a pool of 16 per
-/// shard, 16 shards on 2 servers grew to about 26 backends per server against 13 with
-/// 2 shards, and Postgres spent 3–29 % more CPU per primary-key read (9 runs of
-/// `strata-bench shard-scaling`; bench/README.md): the work cycled through more
-/// processes whose memory had gone cold in the CPU caches. Split, the budget keeps
-/// 16 per server, and Postgres' CPU per read with 16 shards ranged from 9 % less to
-/// 15 % more than with 2 (7 runs).
+/// Every connection is a backend, a process with its own caches, and a backend serves
+/// one database, so shards cannot share theirs. A lone shard's pool hands out the
+/// connection returned last ([`host_pool`]), so only as many backends work as requests
+/// are in flight, however large the pool: with 16 connections of load on 2 servers,
+/// about 8 per server. Shards sharing a server each get a request now and then, so
+/// every backend of every pool takes turns: split over the whole budget, 16 shards on
+/// 2 servers cycled 16 backends per server (2 per shard), and Postgres spent 15–20 %
+/// more CPU per write than with 2 shards; split over half, 8 per server (1 per shard),
+/// it spent 4–5 % more, and the write rate went from 0.904–0.908 of 2 shards' to
+/// 0.981–0.999 (`strata-bench --duration 20 shard-scaling`, bench/README.md). Before
+/// any split, a pool of 16 per shard grew to about 26 backends per server and cost
+/// 3–29 % more CPU per read.
 pub fn shard_pool_size(server_budget: usize, sharing: usize) -> usize {
-    (server_budget / sharing.max(1)).max(MIN_SHARD_POOL)
+    match sharing {
+        0 | 1 => server_budget.max(MIN_SHARD_POOL),
+        shared => (server_budget / (2 * shared)).max(MIN_SHARD_POOL),
+    }
 }
 
 /// How many of `shards` (each given by its hosts) have a host on each server.
@@ -113,18 +122,23 @@ mod tests {
     }
 
     #[test]
-    fn shards_on_one_server_split_its_connections() {
+    fn a_lone_shard_keeps_the_whole_budget_and_sharing_shards_split_half_of_it() {
         assert_eq!(shard_pool_size(16, 1), 16);
-        assert_eq!(shard_pool_size(16, 2), 8);
-        assert_eq!(shard_pool_size(16, 3), 5);
-        assert_eq!(shard_pool_size(16, 8), 2);
         assert_eq!(shard_pool_size(16, 0), 16, "a server no shard names");
+        assert_eq!(shard_pool_size(16, 2), 4);
+        assert_eq!(shard_pool_size(16, 3), 2);
+        assert_eq!(
+            shard_pool_size(16, 8),
+            1,
+            "16 shards on 2 servers: 8 per server"
+        );
     }
 
     #[test]
     fn a_shard_keeps_its_floor_however_many_share_the_server() {
         assert_eq!(shard_pool_size(16, 64), MIN_SHARD_POOL);
-        assert_eq!(shard_pool_size(1, 1), MIN_SHARD_POOL);
+        assert_eq!(shard_pool_size(0, 1), MIN_SHARD_POOL);
+        assert_eq!(shard_pool_size(4, 2), MIN_SHARD_POOL);
     }
 
     #[test]

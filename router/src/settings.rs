@@ -18,9 +18,9 @@ pub struct RouterSettings {
     /// How long a replica that failed a poll or a read stays banned. Default 3000 ms.
     pub ban_ms: u64,
     /// Connections a node keeps to one Postgres server (`host:port`). Shards with a host
-    /// on the same server split them, each pool at least 2
-    /// ([`crate::pools::shard_pool_size`]): a server's backends stay as many whether it
-    /// holds one shard or eight. Default 16.
+    /// on the same server split half of them, each pool at least 1
+    /// ([`crate::pools::shard_pool_size`]): a server keeps about as many backends busy
+    /// whether it holds one shard or eight. Default 16.
     pub pool_max_size: usize,
     /// Time to open one connection, and to wait for a pooled one. Default 2000 ms.
     pub connect_timeout_ms: u64,

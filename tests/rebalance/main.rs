@@ -550,10 +550,10 @@ async fn shards_sharing_a_server_keep_to_their_own_databases_and_move_out_online
     assert!(ok, "grant admin: {out}");
     let (_, body) = status_and_json(api.login(&admin, "a long enough password").await).await;
     let admin = body["access_token"].as_str().unwrap().to_owned();
-    // The two shards split the node's connections to their server (16 by default).
+    // The two shards split half the node's connections to their server (16 by default).
     assert_eq!(
         pool_max_sizes(&api, &admin).await,
-        [("s0".into(), vec![8, 8]), ("s1".into(), vec![8, 8])].into()
+        [("s0".into(), vec![4, 4]), ("s1".into(), vec![4, 4])].into()
     );
     for i in 0.. {
         if owners.len() == 2 && posts.len() >= 12 {
@@ -604,8 +604,8 @@ async fn shards_sharing_a_server_keep_to_their_own_databases_and_move_out_online
     assert_eq!(
         pool_max_sizes(&api, &admin).await,
         [
-            ("s0".into(), vec![8, 8]),
-            ("s1".into(), vec![8, 8]),
+            ("s0".into(), vec![4, 4]),
+            ("s1".into(), vec![4, 4]),
             (added.to_string(), vec![16]),
         ]
         .into()
