@@ -48,8 +48,7 @@ impl PgInstance {
     /// The last `lines` lines of the server's log, for an error that must say why.
     fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        process::last_lines(&text, lines)
     }
 
     /// A name for logs and replication slots, e.g. `s0_1`.

@@ -57,14 +57,16 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<String, SandboxError> {
         Err(SandboxError::Command {
             what: what.into(),
             status: output.status.to_string(),
-            output: tail(&text),
+            output: last_lines(&text, 15),
         })
     }
 }
 
-fn tail(text: &str) -> String {
+/// The last `count` lines of `text`: the part of a failed command's output or a log that
+/// says why.
+pub fn last_lines(text: &str, count: usize) -> String {
     let lines: Vec<&str> = text.trim().lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
 /// Polls `ready` every 100 ms until it holds or `timeout` passes.
