@@ -2,7 +2,10 @@
 //! 3-master Redis Cluster, 2 nodes, HAProxy), shared by every test of this binary.
 //! Nothing here stops or breaks a process: destructive tests live in `failover`.
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use strata_router::{RouterSettings, Topology, migrations, route_hash};
@@ -438,35 +441,20 @@ async fn a_node_refuses_a_malformed_shard_map_naming_the_field() {
 /// soon as the cluster's spec names it, long before the node starts.
 #[tokio::test]
 async fn a_cluster_whose_port_is_taken_before_its_server_binds_it_starts_on_fresh_ports() {
-    let sandboxes = std::env::temp_dir();
-    let ours = format!("strata-sandbox-{}-", std::process::id());
-    let before: Vec<std::path::PathBuf> = sandbox_dirs(&sandboxes, &ours);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let before = sandbox_dirs();
+    let done = Arc::new(AtomicBool::new(false));
     let watcher = std::thread::spawn({
         let done = done.clone();
         move || {
-            // Only a one-node cluster's spec: the shared cluster of this binary has two.
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                for dir in sandbox_dirs(&sandboxes, &ours) {
-                    if before.contains(&dir) {
-                        continue;
+            while !done.load(Ordering::Relaxed) {
+                if let Some((dir, port)) = new_one_node_spec(&before) {
+                    let held = std::net::TcpListener::bind(("127.0.0.1", port))
+                        .expect("the node's port is free until the node starts");
+                    while !done.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(20));
                     }
-                    let Ok(text) = std::fs::read_to_string(dir.join("spec.json")) else {
-                        continue;
-                    };
-                    let Ok(spec) = serde_json::from_str::<serde_json::Value>(&text) else {
-                        continue;
-                    };
-                    if let Some([port]) = spec["node_ports"].as_array().map(Vec::as_slice) {
-                        let port = port.as_u64().expect("a port") as u16;
-                        let held = std::net::TcpListener::bind(("127.0.0.1", port))
-                            .expect("the node's port is free until the node starts");
-                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        drop(held);
-                        return Some((dir, port));
-                    }
+                    drop(held);
+                    return Some((dir, port));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -485,7 +473,7 @@ async fn a_cluster_whose_port_is_taken_before_its_server_binds_it_starts_on_fres
     })
     .await
     .unwrap();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
     let (first_dir, taken) = watcher
         .join()
         .unwrap()
@@ -505,17 +493,35 @@ async fn a_cluster_whose_port_is_taken_before_its_server_binds_it_starts_on_fres
     assert_eq!(status, 200, "{body}");
 }
 
-/// This process's sandbox directories under `root`.
-fn sandbox_dirs(root: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(root)
+/// This process's sandbox directories.
+fn sandbox_dirs() -> Vec<PathBuf> {
+    let ours = format!("strata-sandbox-{}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&ours))
                 .map(|e| e.path())
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A sandbox directory not in `before` whose spec names one node, and that node's port
+/// (the shared cluster of this binary has two nodes).
+fn new_one_node_spec(before: &[PathBuf]) -> Option<(PathBuf, u16)> {
+    sandbox_dirs()
+        .into_iter()
+        .filter(|dir| !before.contains(dir))
+        .find_map(|dir| {
+            let text = std::fs::read_to_string(dir.join("spec.json")).ok()?;
+            let spec: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let [port] = spec["node_ports"].as_array()?.as_slice() else {
+                return None;
+            };
+            let port = u16::try_from(port.as_u64()?).ok()?;
+            Some((dir, port))
+        })
 }
 
 /// A crashed owner (here a helper that aborts right after starting a cluster) leaves

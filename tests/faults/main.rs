@@ -19,7 +19,7 @@ use strata_node::config::LimitsConfig;
 use strata_router::{Placement, ShardId, route_hash};
 use strata_sandbox::Cluster;
 use strata_sandbox::kernel_balancer::KernelBalancer;
-use strata_tests::api::{Api, Tokens, status_and_json, unique};
+use strata_tests::api::{Api, Tokens, consistency_token, status_and_json, unique};
 use strata_tests::{
     SharedCluster, eventually, fast_router_settings, nodes_answering, shard, strata_dev,
 };
@@ -568,11 +568,7 @@ async fn a_slow_upload_completes_and_a_stalled_one_leaves_nothing_behind() {
         .send()
         .await
         .expect("an answer to the slow upload");
-    let written = slow
-        .headers()
-        .get("x-strata-consistency")
-        .cloned()
-        .expect("a write answers with its consistency token");
+    let written = consistency_token(&slow);
     let (status, file) = status_and_json(slow).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     assert_eq!(file["size"], 12 * 1024);

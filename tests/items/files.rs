@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
 use super::{UPLOAD_LIMIT, cluster, node, on_users_shard, user};
-use strata_tests::api::status_and_json;
+use strata_tests::api::{consistency_token, status_and_json};
 
 /// Bytes that are not all alike, so a corrupted chunk would show.
 fn payload(len: usize) -> Vec<u8> {
@@ -41,7 +41,7 @@ async fn an_upload_downloads_byte_identical_with_its_sha256_and_etag() {
         )
         .await;
     // Read on the other node with the write's consistency token (read-your-writes).
-    let written = response.headers()["x-strata-consistency"].clone();
+    let written = consistency_token(&response);
     let (status, file) = status_and_json(response).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     let sha = hex::encode(Sha256::digest(&bytes));
@@ -273,7 +273,7 @@ async fn a_multipart_upload_of_the_file_field_is_stored_like_a_raw_one() {
         .unwrap();
     // The read carries the write's consistency token: without it a replica that has
     // not replayed the upload yet answers 404, as the API allows.
-    let written = response.headers()["x-strata-consistency"].clone();
+    let written = consistency_token(&response);
     let (status, file) = status_and_json(response).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     assert_eq!(
@@ -328,7 +328,7 @@ async fn a_file_whose_bytes_are_gone_downloads_as_404() {
             b"soon gone".to_vec(),
         )
         .await;
-    let written = uploaded.headers()["x-strata-consistency"].clone();
+    let written = consistency_token(&uploaded);
     let (status, file) = status_and_json(uploaded).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
     let id = file["id"].as_str().unwrap();

@@ -8,7 +8,7 @@ use strata_sandbox::Cluster;
 use strata_tests::SharedCluster;
 
 mod files;
-use strata_tests::api::{Api, Tokens, status_and_json, unique};
+use strata_tests::api::{Api, Tokens, consistency_token, status_and_json, unique};
 
 static CLUSTER: SharedCluster = SharedCluster::new();
 
@@ -42,7 +42,7 @@ async fn create_noting_token(
     body: Value,
 ) -> (Value, reqwest::header::HeaderValue) {
     let response = api.post(path, &body, Some(token)).await;
-    let written = response.headers()["x-strata-consistency"].clone();
+    let written = consistency_token(&response);
     let (status, body) = status_and_json(response).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     (body, written)

@@ -168,3 +168,13 @@ pub fn unique(prefix: &str) -> String {
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}_{}_{n}", std::process::id() % 100_000)
 }
+
+/// The consistency token a write answered with (its `x-strata-consistency` header), for
+/// a read that must see the write wherever it lands ([`Api::get_after`]).
+pub fn consistency_token(response: &Response) -> reqwest::header::HeaderValue {
+    response
+        .headers()
+        .get("x-strata-consistency")
+        .cloned()
+        .expect("a write answers with its consistency token")
+}

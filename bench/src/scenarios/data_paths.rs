@@ -88,6 +88,17 @@ impl PgbenchPair {
     }
 }
 
+/// The load both sides of a [`PgbenchPair`] run at.
+#[derive(Clone, Copy)]
+enum PairLoad {
+    /// Each at its maximum: the node in a closed loop at `--connections`, pgbench
+    /// unthrottled.
+    Max,
+    /// Each at half its maximum: the node in an open loop at `node_rate`, pgbench
+    /// throttled to `pgbench_rate`.
+    Half { node_rate: f64, pgbench_rate: f64 },
+}
+
 /// One of the node's turns: answered requests per second, and the p99 (ms).
 struct TurnFigures {
     rate: f64,
@@ -356,7 +367,7 @@ impl DataPaths {
         };
         eprintln!("write path: closed loop, alternating with pgbench at its maximum ...");
         let max = self
-            .pgbench_pair(write.clone(), None, None, &primary, work_dir)
+            .pgbench_pair(write.clone(), PairLoad::Max, &primary, work_dir)
             .await?;
         let pg_node_statements_max =
             self.pgbench_insert(pgbench::TASK_INSERT_AS_THE_NODE, &primary, None, work_dir)?;
@@ -367,8 +378,10 @@ impl DataPaths {
         let half = self
             .pgbench_pair(
                 write,
-                Some(write_rate),
-                Some(max.pgbench.tps / 2.0),
+                PairLoad::Half {
+                    node_rate: write_rate,
+                    pgbench_rate: max.pgbench.tps / 2.0,
+                },
                 &primary,
                 work_dir,
             )
@@ -698,9 +711,7 @@ impl DataPaths {
         (through, straight, cpu)
     }
 
-    /// The node's write (`node_rate`: an open loop at that rate, or None: a closed loop
-    /// at `--connections`) and pgbench's inserts (`pgbench_rate`, or None: its maximum)
-    /// in [`ROUNDS`] alternating turns of whole seconds (pgbench's unit), the order
+    /// The node's write and pgbench's inserts, both at `load`, in [`ROUNDS`] alternating turns of whole seconds (pgbench's unit), the order
     /// reversed every round: each side pooled over its turns, and each turn's rate and
     /// p99. Run one after the other, the two sides met different states of the machine:
     /// a stall of a fraction of a second sets the p99 of whichever side it falls on (the
@@ -710,8 +721,7 @@ impl DataPaths {
     async fn pgbench_pair<F, Fut>(
         &self,
         write: F,
-        node_rate: Option<f64>,
-        pgbench_rate: Option<f64>,
+        load: PairLoad,
         primary: &str,
         work_dir: &Path,
     ) -> anyhow::Result<PgbenchPair>
@@ -733,12 +743,17 @@ impl DataPaths {
             for node_now in [round % 2 == 0, round % 2 == 1] {
                 if node_now {
                     let recorder = Arc::new(Recorder::new());
-                    match node_rate {
-                        Some(rate) => {
-                            open_loop(Arc::clone(&recorder), rate.max(1.0), turn, write.clone())
-                                .await
+                    match load {
+                        PairLoad::Half { node_rate, .. } => {
+                            open_loop(
+                                Arc::clone(&recorder),
+                                node_rate.max(1.0),
+                                turn,
+                                write.clone(),
+                            )
+                            .await
                         }
-                        None => {
+                        PairLoad::Max => {
                             closed_loop(
                                 Arc::clone(&recorder),
                                 self.connections,
@@ -751,6 +766,10 @@ impl DataPaths {
                     node_turns.push(TurnFigures::of(&recorder, turn));
                     pooled.absorb(&recorder);
                 } else {
+                    let pgbench_rate = match load {
+                        PairLoad::Half { pgbench_rate, .. } => Some(pgbench_rate),
+                        PairLoad::Max => None,
+                    };
                     match inserts.run(self.connections, turn, pgbench_rate) {
                         Ok(run) => pgbench_turns.push(run),
                         Err(e) => {
@@ -763,26 +782,23 @@ impl DataPaths {
         }
         pgbench::remove_inserted_rows(primary)?;
         let total = turn * ROUNDS;
-        let (name, load) = match node_rate {
-            Some(rate) => (
+        let (name, node_load, pgbench_load) = match load {
+            PairLoad::Half { node_rate, .. } => (
                 "write at half the maximum (open loop)",
-                format!("open loop, {rate:.0} req/s, one node"),
+                format!("open loop, {node_rate:.0} req/s, one node"),
+                "half its rate",
             ),
-            None => (
+            PairLoad::Max => (
                 "write max (closed loop)",
                 format!("closed loop, {} connections, one node", self.connections),
+                "its maximum",
             ),
         };
         let node = Phase {
             name: name.into(),
             load: format!(
-                "{load}, {ROUNDS} turns of {} s alternating with pgbench at {}",
+                "{node_load}, {ROUNDS} turns of {} s alternating with pgbench at {pgbench_load}",
                 turn.as_secs(),
-                if pgbench_rate.is_some() {
-                    "half its rate"
-                } else {
-                    "its maximum"
-                }
             ),
             duration_secs: total.as_secs_f64(),
             endpoints: pooled.summarize(total),
